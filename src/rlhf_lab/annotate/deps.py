@@ -1,0 +1,115 @@
+"""Typed dependencies of the routes: the app context, who is signed in, and the CSRF check."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from rlhf_lab.annotate import crud
+from rlhf_lab.annotate.queue import FrontierHints
+from rlhf_lab.annotate.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    RateLimiter,
+    hash_token,
+    tokens_equal,
+)
+from rlhf_lab.annotate.store import AnnotationStore, utcnow
+from rlhf_lab.annotate.writer import GroupCommitWriter
+
+PRINCIPAL_CACHE_S = 5.0  # how long a looked-up session is trusted without asking the store again
+
+
+@dataclass
+class AppContext:
+    """Everything the routes share; one per app."""
+
+    store: AnnotationStore
+    writer: GroupCommitWriter
+    templates: Jinja2Templates
+    sign_in_limiter: RateLimiter
+    secure_cookies: bool = False
+    run_dir: Path | None = None
+    hints: FrontierHints = field(default_factory=FrontierHints)
+    _principals: dict[str, tuple[crud.Principal, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def forget_session(self, session_hash: str) -> None:
+        with self._lock:
+            self._principals.pop(session_hash, None)
+
+    def lookup(self, session_hash: str) -> crud.Principal | None:
+        """The session's principal (cached for PRINCIPAL_CACHE_S; logout in this process drops it at once)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._principals.get(session_hash)
+        if hit is not None and now - hit[1] < PRINCIPAL_CACHE_S and hit[0].expires_at > utcnow():
+            return hit[0]
+        with self.store.session() as s:
+            p = crud.principal(s, session_hash)
+        with self._lock:
+            if p is None:
+                self._principals.pop(session_hash, None)
+            else:
+                if len(self._principals) > 50_000:
+                    self._principals.clear()
+                self._principals[session_hash] = (p, now)
+        return p
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+CtxDep = Annotated[AppContext, Depends(get_ctx)]
+
+
+async def optional_principal(request: Request, ctx: CtxDep) -> crud.Principal | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or len(token) > 100:
+        return None
+    return await run_in_threadpool(ctx.lookup, hash_token(token))
+
+
+MaybePrincipal = Annotated[crud.Principal | None, Depends(optional_principal)]
+
+
+def _require(role: str):
+    async def dependency(p: MaybePrincipal) -> crud.Principal:
+        if p is None:
+            raise HTTPException(401, "not signed in")
+        if p.role != role:
+            raise HTTPException(403, f"this page is for the {role} only")
+        return p
+    return dependency
+
+
+AnnotatorDep = Annotated[crud.Principal, Depends(_require("annotator"))]
+AdminDep = Annotated[crud.Principal, Depends(_require("admin"))]
+
+
+async def check_csrf(request: Request) -> None:
+    """Every state-changing request sends back the CSRF cookie's value (header or form field)."""
+    cookie = request.cookies.get(CSRF_COOKIE)
+    supplied = request.headers.get(CSRF_HEADER)
+    if supplied is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        supplied = (await request.form()).get(CSRF_FIELD)
+    if not isinstance(supplied, str) or not tokens_equal(cookie, supplied):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+CSRF = Depends(check_csrf)
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

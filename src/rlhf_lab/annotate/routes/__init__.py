@@ -1,0 +1,1 @@
+"""The routes: thin handlers over crud.py and queue.py."""

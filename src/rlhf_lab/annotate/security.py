@@ -1,0 +1,174 @@
+"""The web app's security parts: tokens and their digests, CSRF, rate limits, response headers, body limits.
+
+Credentials are random tokens of 256 bits (invites, the admin token, sessions); the store keeps only their
+SHA-256 digests. A slow hash (scrypt, PBKDF2) protects guessable passwords; against a 256-bit random
+secret it adds nothing, while a fast digest lets every request find its session through a unique index.
+
+CSRF: the double-submit pattern. Every visitor gets a random `rl_csrf` cookie (HttpOnly, SameSite=Strict);
+pages carry the same value in a form field or a `<meta>` tag, and each state-changing request must send it
+back (`csrf_token` field or `X-CSRF-Token` header). A cross-site page can neither read the cookie nor the
+page, so it cannot forge the pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+SESSION_COOKIE = "rl_session"
+CSRF_COOKIE = "rl_csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+
+# No inline script or style anywhere: a completion that smuggles markup in can at worst render as text.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                           "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+                           "form-action 'self'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+
+
+def new_token() -> str:
+    """A URL-safe random token of 256 bits."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def tokens_equal(a: str | None, b: str | None) -> bool:
+    """Constant-time comparison; False when either side is missing."""
+    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
+
+
+def cookie_header(name: str, value: str, *, max_age: int | None, secure: bool) -> bytes:
+    parts = [f"{name}={value}", "Path=/", "HttpOnly", "SameSite=Strict"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts).encode("latin-1")
+
+
+class RateLimiter:
+    """Blocks a key (a client address) after `limit` failed attempts within `window_s` seconds — a sliding
+    window, thread-safe, in memory. Successful sign-ins are not counted: only guessing is slowed down.
+
+    Each uvicorn worker keeps its own counts, so with W workers a client gets up to W × limit tries.
+    """
+
+    def __init__(self, *, limit: int, window_s: float):
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._failures.setdefault(key, deque())
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        return q
+
+    def blocked(self, key: str) -> bool:
+        with self._lock:
+            return len(self._recent(key, time.monotonic())) >= self.limit
+
+    def fail(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(key, now).append(now)
+            if len(self._failures) > 10_000:  # forget idle clients so memory stays bounded
+                self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] <= self.window_s}
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == name:
+                    return v
+    return None
+
+
+class SecurityMiddleware:
+    """Pure ASGI middleware: security headers on every response, a CSRF cookie for every visitor, and a
+    request body limit (413 beyond it; `upload_paths` get the larger `max_upload` limit)."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int, upload_paths: tuple[str, ...],
+                 secure_cookies: bool):
+        self.app, self.max_body, self.max_upload = app, max_body, max_upload
+        self.upload_paths, self.secure_cookies = upload_paths, secure_cookies
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csrf = _cookie(scope, CSRF_COOKIE)
+        new_csrf = None if csrf and len(csrf) >= 32 else new_token()
+        scope.setdefault("state", {})["csrf"] = csrf if new_csrf is None else new_csrf
+        path = scope["path"]
+        limit = self.max_upload if path.startswith(self.upload_paths) else self.max_body
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                await _too_large(send, limit)
+                return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def secured_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(SECURITY_HEADERS)
+                if not any(k == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                if new_csrf is not None:
+                    headers.append((b"set-cookie", cookie_header(CSRF_COOKIE, new_csrf, max_age=None,
+                                                                 secure=self.secure_cookies)))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, secured_send)
+        except _BodyTooLarge:
+            await _too_large(send, limit)
+        except Exception:
+            if not too_large:
+                raise
+            await _too_large(send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    body = f'{{"detail": "request body over the limit of {limit} bytes"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})

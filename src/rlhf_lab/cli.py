@@ -1,0 +1,179 @@
+"""The `rlhf-lab` command: thin — parse arguments, call the pipeline or one step."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rlhf_lab.config import ConfigError, field_docs, load_config
+
+app = typer.Typer(
+    help="RLHF end to end — SFT, sampling, labels, reward model, policy optimisation — and an audit of what "
+    "it does to a model.\n\nStart with `rlhf-lab run`: the whole pipeline on the built-in world in about a "
+    "minute on a laptop CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+config_app = typer.Typer(help="Show the resolved config or the documentation of every key.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file with config sections.",
+                                                 exists=False, dir_okay=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
+                                                  help="Override one config key (repeatable), e.g. --set policy.kl_coef=0.1")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+RunDir = Annotated[Path, typer.Argument(help="Run folder.", file_okay=False)]
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kwargs):
+    """Run fn; turn the errors a user can fix into one line and a non-zero exit (RLHF_LAB_DEBUG=1 shows all)."""
+    if os.environ.get("RLHF_LAB_DEBUG"):
+        return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e).strip("'\""), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted; `rlhf-lab run --resume DIR` continues where it stopped", 130)
+
+
+def _config(config: Path | None, sets: list[str] | None):
+    return _guard(load_config, config, sets or [])
+
+
+def _quiet(q: bool) -> None:
+    from rlhf_lab.ui import set_quiet
+
+    set_quiet(q)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<timestamp>).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run in this folder.",
+                                                file_okay=False)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole pipeline: SFT → sample → label → reward model → policy → evaluation → report."""
+    _quiet(quiet)
+    from rlhf_lab import pipeline
+    from rlhf_lab.steps.label import NeedsHumanLabels
+
+    if resume is not None and (config is not None or set_):
+        _fail("--resume continues with the run's saved config; do not pass --config/--set with it", 2)
+    cfg = None if resume else _config(config, set_)
+    t0 = time.time()
+    try:
+        folder = _guard(pipeline.run, cfg, resume or out, resume=resume is not None)
+    except NeedsHumanLabels as e:
+        typer.echo(str(e))
+        raise typer.Exit(0) from None
+    _summary(folder, time.time() - t0)
+
+
+def _summary(folder, seconds: float) -> None:
+    import json
+
+    from rich.table import Table
+
+    from rlhf_lab.ui import console
+
+    table = Table(title=f"rlhf-lab run — {folder.root}", show_header=True)
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("result")
+    metrics = {}
+    for rec in folder.metrics():
+        metrics.update(rec)
+    summary_path = folder / "eval" / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    results = {
+        "sft": f"held-out loss {metrics.get('sft/eval_loss', float('nan')):.3f}",
+        "sample": "",
+        "label": f"{metrics.get('label/labels', 0)} labels, {metrics.get('label/preferences', 0)} preferences",
+        "reward": f"held-out accuracy {metrics.get('reward/accuracy', float('nan')):.3f}",
+        "policy": f"KL {metrics.get('eval/kl', float('nan')):.2f} nats",
+        "evaluate": "",
+    }
+    if summary:
+        s, p = summary["sft"], summary["policy"]
+        results["evaluate"] = (f"proxy {s['sft/proxy_reward']:+.2f} → {p['policy/proxy_reward']:+.2f}, "
+                               f"gold {s['sft/gold_utility']:+.2f} → {p['policy/gold_utility']:+.2f}")
+    for name, info in folder.state().get("done", {}).items():
+        table.add_row(name, f"{info.get('seconds', 0):.1f}", results.get(name, ""))
+    console.print(table)
+    console.print(f"Total {seconds:.0f} s. Report: [bold]{folder / 'report.html'}[/bold]")
+
+
+def _step_command(name: str, doc: str):
+    def command(run_dir: RunDir, config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+        _quiet(quiet)
+        from rlhf_lab import pipeline
+
+        cfg = None
+        if config is not None or set_ or not (run_dir / "config.yaml").exists():
+            cfg = _config(config, set_)
+        _guard(pipeline.step, name, run_dir, cfg)
+
+    command.__doc__ = doc
+    command.__name__ = name
+    return command
+
+
+for _name, _doc in (
+    ("sft", "Step 0: supervised fine-tuning on the world's demonstrations."),
+    ("sample", "Step 1: sample k completions per prompt from the SFT model and form pairs."),
+    ("label", "Step 2: label the pairs (simulated population, web app, or an imported file)."),
+    ("reward", "Step 3: train the reward model (Bradley–Terry) and normalise its scores."),
+    ("policy", "Step 4: optimise the policy against the reward model (policy.algorithm)."),
+    ("evaluate", "Compare the SFT policy and the trained policy on held-out prompts."),
+):
+    app.command(name=_name)(_step_command(_name, _doc))
+
+
+@app.command()
+def report(run_dir: RunDir) -> None:
+    """Rebuild report.html from a run folder."""
+    from rlhf_lab.pipeline import build_report
+    from rlhf_lab.runfolder import RunFolder
+
+    if not (run_dir / "config.yaml").exists():
+        _fail(f"{run_dir}: not a run folder (no config.yaml)")
+    _guard(build_report, RunFolder(run_dir))
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved config as YAML."""
+    typer.echo(_config(config, set_).to_yaml())
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print every config key with its default and meaning."""
+    for key, default, desc in field_docs():
+        typer.echo(f"{key} = {default}\n    {desc}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

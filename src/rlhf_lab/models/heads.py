@@ -1,0 +1,88 @@
+"""Scalar heads on a transformer backbone: the reward model (one score per sequence) and the value model
+(one value per token).
+
+Shapes: B batch, T tokens, H hidden size.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+from rlhf_lab.models.lm import disable_dropout, position_ids_from_mask
+
+
+class ScalarHeadModel(nn.Module):
+    """backbone → Linear(H, 1). `forward` gives a scalar per token; `score` the one at the last real token."""
+
+    def __init__(self, backbone: PreTrainedModel, *, head_init_std: float | None = None):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        std = head_init_std if head_init_std is not None else 1.0 / (hidden + 1) ** 0.5
+        nn.init.normal_(self.head.weight, std=std)
+        nn.init.zeros_(self.head.bias)
+        # Score normalisation (fitted on SFT samples): score = gain · raw + bias. Buffers, so they save.
+        self.register_buffer("gain", torch.ones(()))
+        self.register_buffer("bias", torch.zeros(()))
+
+    @classmethod
+    def from_lm(cls, lm: PreTrainedModel) -> ScalarHeadModel:
+        """A fresh head on a copy of a causal LM's backbone (its LM head dropped)."""
+        backbone = copy.deepcopy(lm.base_model)
+        disable_dropout(backbone)
+        return cls(backbone)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw scalar per token, (B, T)."""
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state  # (B, T, H)
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B, T)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalized: bool = True) -> torch.Tensor:
+        """Scalar at the last attended token of each sequence, (B,). Works with left and right padding."""
+        values = self.forward(input_ids, attention_mask)  # (B, T)
+        raw = values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)  # (B,)
+        return self.gain * raw + self.bias if normalized else raw
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(folder / "backbone", safe_serialization=True)
+        save_file({"head.weight": self.head.weight.detach().contiguous(), "head.bias": self.head.bias.detach(),
+                   "gain": self.gain.detach(), "bias": self.bias.detach()}, str(folder / "head.safetensors"))
+        (folder / "head.json").write_text(json.dumps({"kind": "scalar_head", "hidden_size": self.head.in_features}))
+
+    @classmethod
+    def load(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32) -> ScalarHeadModel:
+        folder = Path(folder)
+        if not (folder / "head.safetensors").exists():
+            raise FileNotFoundError(f"{folder}: not a saved scalar-head model (no head.safetensors)")
+        config = AutoConfig.from_pretrained(folder / "backbone", local_files_only=True)
+        backbone = AutoModel.from_pretrained(folder / "backbone", config=config, local_files_only=True,
+                                             dtype=dtype, use_safetensors=True)
+        disable_dropout(backbone)
+        model = cls(backbone)
+        state = load_file(str(folder / "head.safetensors"))
+        model.head.weight.data.copy_(state["head.weight"])
+        model.head.bias.data.copy_(state["head.bias"])
+        model.gain.copy_(state["gain"])
+        model.bias.copy_(state["bias"])
+        return model
+
+
+def last_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended token in each row, (B, T) → (B,)."""
+    T = attention_mask.shape[1]
+    flipped = attention_mask.flip(-1).long()
+    return (T - 1 - flipped.argmax(-1)).clamp(min=0)

@@ -1,0 +1,97 @@
+"""Causal LMs: the tiny built-in world model, or any Hugging Face causal LM from a local folder.
+
+Nothing here reaches a model hub: the built-in model is built from a config, and `model.path` must be
+a local folder (or a .gguf file, see `gguf.py`). Weights are saved and loaded as safetensors only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from rlhf_lab.models.tokenizer import prepare_tokenizer
+
+try:  # HF prints a bar for every load and save of a 1 MB model; ours are enough.
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.disable_progress_bar()
+except ImportError:  # pragma: no cover
+    pass
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def build_world_lm(cfg, tokenizer) -> LlamaForCausalLM:
+    """A small Llama-shaped model (RoPE, RMSNorm, SwiGLU) sized by `cfg` (the model config section)."""
+    if cfg.hidden_size % cfg.heads:
+        raise ValueError(f"model.hidden_size ({cfg.hidden_size}) must be divisible by model.heads ({cfg.heads})")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=cfg.max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, object]:
+    """Any HF causal LM and its tokenizer from a local folder (safetensors weights only)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from rlhf_lab.models.gguf import gguf_to_folder
+
+        path = gguf_to_folder(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model.path {path}: no such folder (expected a Hugging Face model folder)")
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, use_safetensors=True)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    disable_dropout(model)
+    return model, tok
+
+
+def save_lm(model: PreTrainedModel, tokenizer, folder: str | Path) -> None:
+    """Save model (safetensors) and tokenizer into `folder`; the caller makes it atomic."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unwrapped = getattr(model, "module", model)
+    unwrapped.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """RLHF wants deterministic forward passes: logprobs at rollout time and at training time must agree."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    cfg = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if cfg is not None and hasattr(cfg, key) and isinstance(getattr(cfg, key), float):
+            setattr(cfg, key, 0.0)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding: [0 0 1 2 …] for mask [0 1 1 1 …]. (B, T) → (B, T).
+
+    Generation and training must use the same positions, or the logprobs the policy is trained on are
+    not those it sampled with."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

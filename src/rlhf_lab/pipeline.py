@@ -1,0 +1,105 @@
+"""Runs the steps over a run folder, in order, skipping those already done (resume).
+
+This is also the Python API (config in, run folder out):
+
+    from rlhf_lab import load_config, run
+    folder = run(load_config(overrides=["policy.kl_coef=0.1"]), out="runs/kl01")
+
+    from rlhf_lab import pipeline
+    pipeline.step("reward", "runs/kl01")         # rerun one step (and forget the ones after it)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhf_lab.config import Config, ConfigError, build_config, read_yaml
+from rlhf_lab.runfolder import STEPS, RunFolder, atomic_write_text
+from rlhf_lab.steps.common import Context
+from rlhf_lab.ui import info
+
+
+def _step_fn(name: str) -> Callable[[Context], dict]:
+    # Imported lazily so `rlhf-lab --help` does not pay for torch.
+    if name == "sft":
+        from rlhf_lab.steps.sft import run_sft as fn
+    elif name == "sample":
+        from rlhf_lab.steps.sample import run_sample as fn
+    elif name == "label":
+        from rlhf_lab.steps.label import run_label as fn
+    elif name == "reward":
+        from rlhf_lab.steps.reward import run_reward as fn
+    elif name == "policy":
+        from rlhf_lab.steps.policy import run_policy as fn
+    elif name == "evaluate":
+        from rlhf_lab.steps.evaluate import run_evaluate as fn
+    else:
+        raise ValueError(f"unknown step {name!r}; expected one of {', '.join(STEPS)}")
+    return fn
+
+
+def default_out() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def open_run(out: str | Path, cfg: Config | None = None) -> tuple[Config, RunFolder]:
+    """A run folder and its config: the given one is saved; otherwise the saved one is loaded."""
+    run = RunFolder(out)
+    if cfg is None:
+        if not run.config_path.exists():
+            raise ConfigError(f"{run.config_path}: no config in this run folder (is it a run folder?)")
+        cfg = build_config(read_yaml(run.config_path))
+    else:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config_path, cfg.to_yaml())
+    return cfg, run
+
+
+def step(name: str, out: str | Path, cfg: Config | None = None) -> dict:
+    """Run one step over a run folder (rerunning it if done) and forget the steps after it."""
+    cfg, run = open_run(out, cfg if cfg is not None else None)
+    run.clear_from(name)
+    return _run_one(name, Context(cfg, run))
+
+
+def _run_one(name: str, ctx: Context) -> dict:
+    t0 = time.time()
+    if name == "sft" and not ctx.cfg.sft.enabled:
+        ctx.run.mark_done("sft", skipped=True, seconds=0.0)
+        return {"skipped": True}
+    result = _step_fn(name)(ctx) or {}
+    ctx.run.mark_done(name, seconds=round(time.time() - t0, 2))
+    return result
+
+
+def run(cfg: Config | None = None, out: str | Path | None = None, *, resume: bool = False,
+        report: bool = True) -> RunFolder:
+    """The whole pipeline: SFT → sample → label → reward → policy → evaluate, then the report.
+
+    With `resume=True`, `out` is an existing run folder: its saved config is used and finished steps
+    are skipped (policy optimisation continues from its last checkpoint)."""
+    if resume:
+        if out is None:
+            raise ConfigError("resume needs the run folder to continue")
+        cfg, run_folder = open_run(out)
+    else:
+        cfg, run_folder = open_run(out or default_out(), cfg or Config())
+    ctx = Context(cfg, run_folder)
+    for name in STEPS:
+        if run_folder.is_done(name):
+            info(f"[dim]{name}: done already, skipped[/dim]")
+            continue
+        _run_one(name, ctx)
+    if report:
+        build_report(run_folder)
+    return run_folder
+
+
+def build_report(run_folder: RunFolder) -> Path:
+    from rlhf_lab.audit.report import write_report
+
+    path = write_report(run_folder.root)
+    info(f"Report: {path}")
+    return path

@@ -1,0 +1,124 @@
+"""Evaluation on held-out prompts: proxy reward (the reward model), gold utility (the world) and KL to the
+reference, per sample and aggregated. Used at every evaluation point of policy optimisation and for the
+final SFT-vs-policy comparison (the full audit lives in `rlhf_lab.audit`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from rlhf_lab.models.generation import generate, left_pad
+from rlhf_lab.models.tokenizer import decode_response
+from rlhf_lab.steps.common import join_query_response, response_logits, right_pad, score
+from rlhf_lab.steps.losses import token_logprobs
+
+
+@torch.no_grad()
+def sequence_kl(policy, ref, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
+                temperature: float, batch_size: int = 128) -> np.ndarray:
+    """Σ_t log π(y_t) − log π_ref(y_t) per sequence (the k1 estimate of KL(π ‖ π_ref) per sample)."""
+    device = next(policy.parameters()).device
+    out = []
+    for i in range(0, len(prompt_ids), batch_size):
+        q = left_pad(prompt_ids[i: i + batch_size], pad_id, device)
+        resp = right_pad([r or [pad_id] for r in response_ids[i: i + batch_size]], pad_id).to(device)
+        ids, mask, pos, rmask = join_query_response(q, resp, pad_id)
+        P = q.input_ids.shape[1]
+        lp = token_logprobs(response_logits(policy, ids, mask, pos, P), resp, temperature=temperature,
+                            pad_token_id=pad_id)
+        ref_lp = token_logprobs(response_logits(ref, ids, mask, pos, P), resp, temperature=temperature,
+                                pad_token_id=pad_id)
+        out.append(((lp - ref_lp) * rmask).sum(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator, temperature: float,
+                    max_new_tokens: int, with_kl: bool = True) -> tuple[dict, list[dict]]:
+    """Sample one completion per prompt and measure it. Returns (summary, per-sample records)."""
+    tok = ctx.tokenizer
+    pad = tok.pad_token_id
+    p_ids = ctx.prompt_ids(prompts)
+    resp = generate(policy, p_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                    eos_token_id=tok.eos_token_id, pad_token_id=pad, generator=generator,
+                    batch_size=ctx.cfg.eval.batch_size)
+    proxy = score(rm, p_ids, resp, pad_id=pad)
+    kl = sequence_kl(policy, ref, p_ids, resp, pad_id=pad, temperature=temperature) if with_kl else \
+        np.zeros(len(prompts))
+    records = []
+    world = ctx.world
+    for p, r, s, k in zip(prompts, resp, proxy, kl, strict=True):
+        text = decode_response(tok, r)
+        feats = world.parse(text, p)
+        records.append({
+            "prompt_id": p.id, "family": p.family, "user_group": p.user_group, "prompt": ctx.prompt_text(p),
+            "response": text, "proxy": float(s), "gold": world.gold(p, text), "kl": float(k), "length": len(r),
+            "stopped": bool(r) and r[-1] == tok.eos_token_id, "well_formed": feats.well_formed,
+        })
+    return summarize(records), records
+
+
+def summarize(records: list[dict], prefix: str = "eval") -> dict:
+    """Means over records, overall and per family and per user group."""
+    if not records:
+        return {}
+    out = {
+        f"{prefix}/proxy_reward": float(np.mean([r["proxy"] for r in records])),
+        f"{prefix}/proxy_reward_std": float(np.std([r["proxy"] for r in records])),
+        f"{prefix}/gold_utility": float(np.mean([r["gold"] for r in records])),
+        f"{prefix}/kl": float(np.mean([r["kl"] for r in records])),
+        f"{prefix}/length": float(np.mean([r["length"] for r in records])),
+        f"{prefix}/stop_rate": float(np.mean([r["stopped"] for r in records])),
+        f"{prefix}/well_formed": float(np.mean([r["well_formed"] for r in records])),
+        f"{prefix}/n": len(records),
+    }
+    out[f"{prefix}/sqrt_kl"] = float(np.sqrt(max(out[f"{prefix}/kl"], 0.0)))
+    for key in ("family", "user_group"):
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in records:
+            groups[r[key]].append(r["gold"])
+        name = "group" if key == "user_group" else key
+        for g, vals in groups.items():
+            out[f"{prefix}/gold_utility/{name}/{g}"] = float(np.mean(vals))
+    return out
+
+
+def run_evaluate(ctx) -> dict:
+    """SFT policy vs trained policy on the same held-out prompts, with the same sampling seed."""
+    from rlhf_lab.runfolder import write_json, write_jsonl
+    from rlhf_lab.steps.common import seed_everything
+    from rlhf_lab.ui import info
+
+    seed_everything(ctx.cfg.seed + 9)
+    ref = ctx.sft_lm().to(ctx.device).eval()
+    rm = ctx.reward_model().to(ctx.device).eval()
+    folder = ctx.run / "policy"
+    from rlhf_lab.models.lm import load_lm
+
+    policy = load_lm(folder)[0].to(ctx.device).eval() if (folder / "config.json").exists() else ref
+    prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
+    seed = hash_seed_eval(ctx.cfg.seed)
+    out = {}
+    for name, model in (("sft", ref), ("policy", policy)):
+        summary, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts,
+                                           generator=torch.Generator().manual_seed(seed),
+                                           temperature=ctx.cfg.eval.temperature,
+                                           max_new_tokens=ctx.cfg.policy.max_new_tokens)
+        out[name] = summarize(records, prefix=name)
+        if ctx.is_main:
+            write_jsonl(ctx.run / "eval" / f"{name}_samples.jsonl", records)
+    if ctx.is_main:
+        write_json(ctx.run / "eval" / "summary.json", out)
+    ctx.run.log({"phase": "evaluate", **out["sft"], **out["policy"]})
+    d_proxy = out["policy"]["policy/proxy_reward"] - out["sft"]["sft/proxy_reward"]
+    info(f"Evaluation: proxy reward {out['sft']['sft/proxy_reward']:+.2f} → {out['policy']['policy/proxy_reward']:+.2f} "
+         f"({d_proxy / max(out['sft']['sft/proxy_reward_std'], 1e-6):+.2f} SFT std); gold utility "
+         f"{out['sft']['sft/gold_utility']:+.2f} → {out['policy']['policy/gold_utility']:+.2f}")
+    return out
+
+
+def hash_seed_eval(seed: int) -> int:
+    from rlhf_lab.world import hash_seed
+
+    return hash_seed(seed, 43) % 2**31

@@ -1,0 +1,141 @@
+"""Losses and per-token quantities as small pure tensor functions; trainers only orchestrate.
+
+Each is tested against a naive loop in tests/test_losses.py.
+
+Shapes: B batch, T tokens of a full sequence, R response tokens, V vocab. `mask` is 1 on real response
+tokens (up to and including EOS) and 0 on padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, *, unbiased: bool = True) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.sum()
+        var = var * n / (n - 1).clamp(min=1)
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True) -> torch.Tensor:
+    """(x − mean) / std over the masked entries; with shift_mean=False the mean is added back."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    white = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        white = white + mean
+    return white * mask.to(x.dtype)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, *, temperature: float = 1.0,
+                   pad_token_id: int | None = None) -> torch.Tensor:
+    """log π(token) under logits / T (the distribution sampled from), (B, R, V), (B, R) → (B, R).
+
+    The pad token is excluded from the distribution, as it is when sampling."""
+    logits = logits.float() / temperature
+    if pad_token_id is not None:
+        logits = logits.clone()
+        logits[..., pad_token_id] = float("-inf")
+    logp = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if pad_token_id is not None:  # padding after EOS has no probability; give it 0, not −inf, so masks work
+        logp = logp.masked_fill(tokens == pad_token_id, 0.0)
+    return logp
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """H(π) per position, (…, V) → (…)."""
+    logits = logits.float()
+    p = logits.softmax(-1)
+    return torch.logsumexp(logits, -1) - (p * logits).sum(-1)
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy on response tokens only. logits (B, T, V); labels (B, T) with -100 on the
+    prompt and padding. Token t's label is predicted from position t − 1."""
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B·(T−1), V)
+    shift_labels = labels[:, 1:].reshape(-1)  # (B·(T−1),)
+    return F.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100)
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,
+                       margin: torch.Tensor | None = None) -> torch.Tensor:
+    """−log σ(r_c − r_r − m), mean over pairs (Bradley & Terry 1952; Ouyang et al. 2022, eq. 1). (B,) → ()."""
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff).mean()
+
+
+def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) from samples of π (Schulman 2020, "Approximating KL").
+
+    k1 = log π − log π_ref (unbiased, can be negative); k3 = (r − 1) − log r with r = π_ref / π
+    (unbiased, always ≥ 0, lower variance). (B, R) → (B, R)."""
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r} (expected k1 or k3)")
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float,
+        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016), backwards over the response.
+
+        δ_t = r_t + γ V_{t+1} − V_t,   A_t = δ_t + γλ A_{t+1},   returns = A + V
+
+    Values beyond the last real token are 0 (the episode ends at EOS). (B, R) each → (B, R), (B, R)."""
+    values = values * mask
+    rewards = rewards * mask
+    R = rewards.shape[1]
+    last = torch.zeros_like(rewards[:, 0])
+    adv = torch.zeros_like(rewards)
+    for t in reversed(range(R)):
+        next_value = values[:, t + 1] if t + 1 < R else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last
+        last = last * mask[:, t]
+        adv[:, t] = last
+    returns = adv + values
+    return adv, returns
+
+
+def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor, *, cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise. (B, R) each → ()."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    pg_losses = -advantages * ratio
+    pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.max(pg_losses, pg_losses2), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((pg_losses2 > pg_losses).float(), mask),
+            "approxkl": 0.5 * masked_mean(log_ratio**2, mask),
+            "ratio": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(vpred: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   *, cliprange_value: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss: ½ · max((V − R)², (clip(V, V_old ± ε_v) − R)²). (B, R) each → ()."""
+    vpredclipped = old_values + torch.clamp(vpred - old_values, -cliprange_value, cliprange_value)
+    vf_losses1 = (vpred - returns) ** 2
+    vf_losses2 = (vpredclipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
+    with torch.no_grad():
+        stats = {"clipfrac": masked_mean((vf_losses2 > vf_losses1).float(), mask),
+                 "error": masked_mean(vf_losses1, mask)}
+    return loss, stats

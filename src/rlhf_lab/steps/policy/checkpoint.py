@@ -1,0 +1,49 @@
+"""Resumable policy-optimisation checkpoints: weights as safetensors, optimiser state through
+`torch.save` / `torch.load(weights_only=True)` (tensors and numbers only, never arbitrary pickles), and the
+RNG states that make a resumed run sample exactly what an uninterrupted one would have."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rlhf_lab.runfolder import atomic_dir
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage (tied embeddings): store each tensor once, contiguous
+    out, seen = {}, {}
+    for k, v in module.state_dict().items():
+        ptr = v.data_ptr()
+        if ptr in seen:
+            continue
+        seen[ptr] = k
+        out[k] = v.detach().contiguous().cpu()
+    return out
+
+
+def save_checkpoint(folder: str | Path, *, update: int, policy, value_model, optimizer, kl_coef: float,
+                    generator: torch.Tensor, np_rng: dict, extra: dict | None = None) -> None:
+    with atomic_dir(folder) as tmp:
+        save_file(_state(policy), str(tmp / "policy.safetensors"))
+        save_file(_state(value_model), str(tmp / "value.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file({"generator": generator}, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"update": update, "kl_coef": kl_coef, "np_rng": np_rng,
+                                                    **(extra or {})}))
+
+
+def load_checkpoint(folder: str | Path, *, policy, value_model, optimizer) -> dict | None:
+    """Load into the given objects; returns the saved state, or None when there is no checkpoint."""
+    folder = Path(folder)
+    if not (folder / "state.json").exists():
+        return None
+    policy.load_state_dict(load_file(str(folder / "policy.safetensors")), strict=False)
+    value_model.load_state_dict(load_file(str(folder / "value.safetensors")), strict=False)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    state = json.loads((folder / "state.json").read_text())
+    state["generator"] = load_file(str(folder / "rng.safetensors"))["generator"]
+    return state

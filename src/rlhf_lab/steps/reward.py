@@ -1,0 +1,156 @@
+"""Step 3 — a reward model learns to predict the preferences (Bradley–Terry), then its scores are
+normalised to mean 0 / std 1 on samples of the SFT policy (so a KL coefficient means the same thing from
+run to run; Ziegler et al. 2019, §2.2)."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from rlhf_lab.annotate.export import read_preferences
+from rlhf_lab.models.generation import generate, left_pad
+from rlhf_lab.models.heads import ScalarHeadModel, last_index
+from rlhf_lab.models.tokenizer import encode_response
+from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
+from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, score, seed_everything
+from rlhf_lab.steps.losses import bradley_terry_loss
+from rlhf_lab.ui import info, progress
+
+
+def split_rows(rows: list[dict], eval_share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Held-out split by prompt (all pairs of a prompt on one side), stable under the seed."""
+    train, held = [], []
+    for r in rows:
+        key = str(r.get("prompt_id") or r.get("pair_id") or r["prompt"])
+        h = zlib.crc32(f"{seed}:{key}".encode()) / 2**32
+        (held if h < eval_share else train).append(r)
+    if not train or not held:  # tiny data: fall back to a plain split
+        cut = max(1, int(len(rows) * (1 - eval_share)))
+        train, held = rows[:cut], rows[cut:] or rows[-1:]
+    return train, held
+
+
+def tokenize_pairs(ctx: Context, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
+    tok = ctx.tokenizer
+    out = []
+    for r in rows:
+        p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
+        out.append((p + encode_response(tok, r["chosen"]), p + encode_response(tok, r["rejected"])))
+    return out
+
+
+def pair_scores(rm, pairs: list[tuple[list[int], list[int]]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Raw chosen and rejected scores of a batch of pairs in one forward pass. → (B,), (B,).
+
+    `rm` may be wrapped for DDP: the call goes through its forward so gradients are synchronised."""
+    batch = left_pad([c for c, _ in pairs] + [r for _, r in pairs], pad_id, device)  # (2B, T)
+    values = rm(batch.input_ids, batch.attention_mask)  # (2B, T)
+    s = values.gather(1, last_index(batch.attention_mask)[:, None]).squeeze(1)  # (2B,)
+    return s[: len(pairs)], s[len(pairs):]
+
+
+@torch.no_grad()
+def accuracy(rm: ScalarHeadModel, pairs, pad_id: int, device, batch_size: int = 256) -> np.ndarray:
+    """1.0 where the reward model ranks chosen above rejected, per pair (0.5 for an exact tie)."""
+    rm.eval()
+    out = []
+    for i in range(0, len(pairs), batch_size):
+        c, r = pair_scores(rm, pairs[i: i + batch_size], pad_id, device)
+        out.append(((c > r).float() + 0.5 * (c == r).float()).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Reward model") -> tuple:
+    """Train one reward model with the Bradley–Terry loss. Returns (model, held-out accuracy per pair)."""
+    cfg, acc = ctx.cfg.reward, ctx.accelerator
+    seed_everything(seed)
+    init = ctx.sft_lm() if cfg.init == "sft" else ctx.base_lm()
+    rm = ScalarHeadModel.from_lm(init)
+    del init
+    optimizer = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+    scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))
+    rm, optimizer = acc.prepare(rm, optimizer)
+    pad = ctx.tokenizer.pad_token_id
+    per_device = max(1, cfg.batch_size // acc.num_processes)
+    rng = np.random.default_rng(seed)
+    lengths = [max(len(c), len(r)) for c, r in train]
+    step = 0
+    with progress(label, total) as advance:
+        for _epoch in range(cfg.epochs):
+            rm.train()
+            for idx in pair_batches(len(train), cfg.batch_size, rng, lengths):
+                shard = idx[acc.process_index * per_device: (acc.process_index + 1) * per_device]
+                if len(shard) == 0:
+                    shard = idx[:1]
+                c, r = pair_scores(rm, [train[i] for i in shard], pad, acc.device)
+                loss = bradley_terry_loss(c, r)
+                acc.backward(loss)
+                acc.clip_grad_norm_(rm.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                advance(1, loss=loss.item())
+                if step % 20 == 0 or step == total:
+                    ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
+                                 "reward/margin": (c - r).mean().item()})
+    rm = acc.unwrap_model(rm)
+    return rm, accuracy(rm, held, pad, acc.device)
+
+
+def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
+    """gain, bias so that gain·raw + bias has mean 0 and std 1 on SFT samples of held-out prompts."""
+    n = ctx.cfg.reward.n_norm_samples
+    gen = seed_everything(ctx.cfg.seed + 7)
+    policy = ctx.sft_lm().to(ctx.device)
+    tok = ctx.tokenizer
+    if ctx.cfg.model.path and ctx.cfg.label.source == "import":
+        rows = read_preferences(ctx.run / "preferences.parquet")
+        p_ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows[:n]]
+    else:
+        p_ids = ctx.prompt_ids(ctx.world.prompts("norm", n, seed=ctx.cfg.seed))
+    resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.sample.max_new_tokens, temperature=ctx.cfg.sample.temperature,
+                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen)
+    raw = score(rm, p_ids, resp, pad_id=tok.pad_token_id, normalized=False)
+    mean, std = float(raw.mean()), float(raw.std() + 1e-6)
+    return 1.0 / std, -mean / std
+
+
+def run_reward(ctx: Context) -> dict:
+    cfg = ctx.cfg.reward
+    rows = read_preferences(ctx.run / "preferences.parquet")
+    if len(rows) < 4:
+        raise ValueError(f"{ctx.run / 'preferences.parquet'}: only {len(rows)} preferences; need at least 4")
+    train_rows, held_rows = split_rows(rows, cfg.eval_share, ctx.cfg.seed)
+    train, held = tokenize_pairs(ctx, train_rows), tokenize_pairs(ctx, held_rows)
+    rm, correct = train_reward_model(ctx, train, held, seed=ctx.cfg.seed)
+    gain, bias = fit_normalisation(ctx, rm)
+    rm.gain.fill_(gain)
+    rm.bias.fill_(bias)
+
+    by_group: dict[str, list[float]] = defaultdict(list)
+    by_family: dict[str, list[float]] = defaultdict(list)
+    eval_rows = []
+    for r, ok in zip(held_rows, correct, strict=True):
+        by_group[str(r.get("annotator_group"))].append(float(ok))
+        by_family[str(r.get("family"))].append(float(ok))
+        eval_rows.append({"pair_id": r.get("pair_id"), "annotator_group": r.get("annotator_group"),
+                          "family": r.get("family"), "correct": float(ok)})
+    stats = {"reward/accuracy": float(correct.mean()), "reward/n_train": len(train), "reward/n_eval": len(held),
+             "reward/gain": gain, "reward/bias": bias}
+    stats.update({f"reward/accuracy/group/{g}": float(np.mean(v)) for g, v in by_group.items()})
+    stats.update({f"reward/accuracy/family/{f}": float(np.mean(v)) for f, v in by_family.items()})
+    ctx.run.log({"phase": "reward", **stats})
+    if ctx.is_main:
+        with atomic_dir(ctx.run / "reward") as tmp:
+            rm.save(tmp)
+            write_json(tmp / "metrics.json", stats)
+            write_jsonl(tmp / "eval.jsonl", eval_rows)
+    info(f"Reward model: held-out accuracy {stats['reward/accuracy']:.3f} on {len(held)} pairs "
+         f"(trained on {len(train)})")
+    return stats
