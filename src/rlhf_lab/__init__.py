@@ -5,7 +5,20 @@
 """
 
 from rlhf_lab.config import Config, ConfigError, load_config
-from rlhf_lab.pipeline import run, step
 
 __all__ = ["Config", "ConfigError", "load_config", "run", "step"]
 __version__ = "0.1.0"
+
+
+def run(*args, **kwargs):
+    """The whole pipeline over a run folder; see `rlhf_lab.pipeline.run`."""
+    from rlhf_lab.pipeline import run as _run
+
+    return _run(*args, **kwargs)
+
+
+def step(*args, **kwargs):
+    """One step over a run folder; see `rlhf_lab.pipeline.step`."""
+    from rlhf_lab.pipeline import step as _step
+
+    return _step(*args, **kwargs)

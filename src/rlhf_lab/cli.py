@@ -26,8 +26,9 @@ app.add_typer(config_app, name="config")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file with config sections.",
                                                  exists=False, dir_okay=False)]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE",
-                                                  help="Override one config key (repeatable), e.g. --set policy.kl_coef=0.1")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="SECTION.KEY=VALUE",
+    help="Override one config key (repeatable), e.g. --set policy.kl_coef=0.1")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 RunDir = Annotated[Path, typer.Argument(help="Run folder.", file_okay=False)]
 
@@ -72,12 +73,12 @@ def run(
 ) -> None:
     """Run the whole pipeline: SFT → sample → label → reward model → policy → evaluation → report."""
     _quiet(quiet)
-    from rlhf_lab import pipeline
-    from rlhf_lab.steps.label import NeedsHumanLabels
-
     if resume is not None and (config is not None or set_):
         _fail("--resume continues with the run's saved config; do not pass --config/--set with it", 2)
     cfg = None if resume else _config(config, set_)
+    from rlhf_lab import pipeline
+    from rlhf_lab.steps.label import NeedsHumanLabels
+
     t0 = time.time()
     try:
         folder = _guard(pipeline.run, cfg, resume or out, resume=resume is not None)

@@ -195,6 +195,9 @@ class PolicyConfig(Section):
     lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016).")
     cliprange: float = Field(0.2, gt=0, description="ε: policy ratio clip.")
     cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values.")
+    value_model: Literal["shared", "separate"] = Field(
+        "shared", description="shared: a value head on the policy's trunk (one forward for logprobs and values); "
+        "separate: a value model of its own, initialised from the reward model.")
     vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient c1.")
     whiten_rewards: bool = Field(False, description="Whiten per-token rewards before GAE.")
     missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a completion "

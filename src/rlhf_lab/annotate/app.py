@@ -41,7 +41,7 @@ _markdown = MarkdownIt("commonmark", {"html": False})
 
 
 def render_markdown(text: str) -> Markup:
-    return Markup(_markdown.render(text or ""))  # noqa: S704 - markdown-it escaped every HTML tag
+    return Markup(_markdown.render(text or ""))
 
 
 def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cookies: bool = False,

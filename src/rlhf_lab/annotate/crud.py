@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from rlhf_lab.annotate import agreement
+from rlhf_lab.annotate.security import hash_token, new_token
 from rlhf_lab.annotate.store import (
     FEEDBACK_MODES,
     AdminToken,
@@ -24,7 +25,6 @@ from rlhf_lab.annotate.store import (
     WebSession,
     utcnow,
 )
-from rlhf_lab.annotate.security import hash_token, new_token
 
 SESSION_TTL = dt.timedelta(days=14)
 INVITE_TTL = dt.timedelta(days=7)

@@ -161,6 +161,13 @@ class WebSession(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+
+def _item(project_id: int, it: dict) -> Item:
+    return Item(project_id=project_id, uid=str(it["uid"]), prompt=it["prompt"], response_a=it["response_a"],
+                response_b=it["response_b"], meta=it.get("meta") or {}, is_gold=bool(it.get("is_gold", False)),
+                gold_choice=it.get("gold_choice"), outcome=it.get("outcome"))
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -215,6 +222,13 @@ class AnnotationStore:
 
     def create_project(self, name: str, *, guidelines: str = "", overlap: int = 1, gold_rate: float = 0.0,
                        feedback_mode: str = "foresight", source: str = "") -> Project:
+        return self.create_project_with_items(name, [], guidelines=guidelines, overlap=overlap,
+                                              gold_rate=gold_rate, feedback_mode=feedback_mode, source=source)
+
+    def create_project_with_items(self, name: str, items: list[dict], *, guidelines: str = "", overlap: int = 1,
+                                  gold_rate: float = 0.0, feedback_mode: str = "foresight",
+                                  source: str = "") -> Project:
+        """A project and its items (dicts as for `add_items`) in one transaction: all or nothing."""
         if feedback_mode not in FEEDBACK_MODES:
             raise ValueError(f"feedback_mode must be one of {FEEDBACK_MODES}")
         if overlap < 1:
@@ -225,6 +239,8 @@ class AnnotationStore:
             p = Project(name=name, guidelines=guidelines, overlap=overlap, gold_rate=gold_rate,
                         feedback_mode=feedback_mode, source=source)
             s.add(p)
+            s.flush()
+            s.add_all([_item(p.id, it) for it in items])
         return p
 
     def project(self, name_or_id: str | int) -> Project | None:
@@ -241,11 +257,7 @@ class AnnotationStore:
         """Add items all-or-nothing. Each dict: uid, prompt, response_a, response_b, and optionally meta,
         is_gold, gold_choice, outcome."""
         with self.session() as s:
-            for it in items:
-                s.add(Item(project_id=project_id, uid=str(it["uid"]), prompt=it["prompt"],
-                           response_a=it["response_a"], response_b=it["response_b"], meta=it.get("meta") or {},
-                           is_gold=bool(it.get("is_gold", False)), gold_choice=it.get("gold_choice"),
-                           outcome=it.get("outcome")))
+            s.add_all([_item(project_id, it) for it in items])
         return len(items)
 
     def items(self, project_id: int, *, include_gold: bool = True) -> list[Item]:

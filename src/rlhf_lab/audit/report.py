@@ -20,7 +20,8 @@ from rlhf_lab.runfolder import RunFolder, atomic_write_text, read_jsonl
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:26px;margin:0 0 4px} h2{font-size:20px;margin:32px 0 8px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
+h1{font-size:26px;margin:0 0 4px}
+h2{font-size:20px;margin:32px 0 8px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
 .sub{color:#5b6475}.cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:12px 16px;min-width:180px}
 .card b{display:block;font-size:22px}.card span{color:#5b6475;font-size:13px}
@@ -149,12 +150,16 @@ def samples_table(sft_rows: list[dict], pol_rows: list[dict], per_family: int = 
             + "".join(sorted(rows)) + "</table>")
 
 
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_report(run_dir: str | Path) -> Path:
     run = RunFolder(run_dir)
     cfg = yaml.safe_load(run.config_path.read_text()) if run.config_path.exists() else {}
     metrics = run.metrics()
-    summary = json.loads((run / "eval" / "summary.json").read_text()) if (run / "eval" / "summary.json").exists() else {}
-    rm = json.loads((run / "reward" / "metrics.json").read_text()) if (run / "reward" / "metrics.json").exists() else {}
+    summary = _read_json(run / "eval" / "summary.json")
+    rm = _read_json(run / "reward" / "metrics.json")
     sft_rows = read_jsonl(run / "eval" / "sft_samples.jsonl") if (run / "eval" / "sft_samples.jsonl").exists() else []
     pol_rows = read_jsonl(run / "eval" / "policy_samples.jsonl") if (run / "eval" / "policy_samples.jsonl").exists() \
         else []

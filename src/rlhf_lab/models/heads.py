@@ -86,3 +86,39 @@ def last_index(attention_mask: torch.Tensor) -> torch.Tensor:
     T = attention_mask.shape[1]
     flipped = attention_mask.flip(-1).long()
     return (T - 1 - flipped.argmax(-1)).clamp(min=0)
+
+
+class PolicyAndValue(nn.Module):
+    """The policy and its value function behind one forward, so one optimiser and one DDP wrapper serve both.
+
+    `shared`: a value head on the policy's own last hidden state (one forward gives logprobs and values;
+    lm-human-preferences' layout). `separate`: a value model of its own (InstructGPT's layout), typically
+    initialised from the reward model. forward → logits (B, T, V), values (B, T)."""
+
+    def __init__(self, lm: PreTrainedModel, *, value_model: ScalarHeadModel | None = None):
+        super().__init__()
+        self.lm = lm
+        self.value_model = value_model
+        if value_model is None:
+            hidden = lm.config.get_text_config().hidden_size if hasattr(lm.config, "get_text_config") \
+                else lm.config.hidden_size
+            self.value_head = nn.Linear(hidden, 1)
+            nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(self.value_head.bias)
+        else:
+            self.value_head = None
+
+    @property
+    def shared(self) -> bool:
+        return self.value_model is None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.value_model is None:
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          output_hidden_states=True)
+            hidden = out.hidden_states[-1]  # (B, T, H), after the final norm
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)  # (B, T)
+            return out.logits, values
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        return logits, self.value_model(input_ids, attention_mask, position_ids)

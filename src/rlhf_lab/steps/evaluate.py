@@ -101,7 +101,7 @@ def run_evaluate(ctx) -> dict:
     seed = hash_seed_eval(ctx.cfg.seed)
     out = {}
     for name, model in (("sft", ref), ("policy", policy)):
-        summary, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts,
+        _, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts,
                                            generator=torch.Generator().manual_seed(seed),
                                            temperature=ctx.cfg.eval.temperature,
                                            max_new_tokens=ctx.cfg.policy.max_new_tokens)
@@ -112,7 +112,8 @@ def run_evaluate(ctx) -> dict:
         write_json(ctx.run / "eval" / "summary.json", out)
     ctx.run.log({"phase": "evaluate", **out["sft"], **out["policy"]})
     d_proxy = out["policy"]["policy/proxy_reward"] - out["sft"]["sft/proxy_reward"]
-    info(f"Evaluation: proxy reward {out['sft']['sft/proxy_reward']:+.2f} → {out['policy']['policy/proxy_reward']:+.2f} "
+    s, p = out["sft"], out["policy"]
+    info(f"Evaluation: proxy reward {s['sft/proxy_reward']:+.2f} → {p['policy/proxy_reward']:+.2f} "
          f"({d_proxy / max(out['sft']['sft/proxy_reward_std'], 1e-6):+.2f} SFT std); gold utility "
          f"{out['sft']['sft/gold_utility']:+.2f} → {out['policy']['policy/gold_utility']:+.2f}")
     return out

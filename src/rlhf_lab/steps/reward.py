@@ -125,7 +125,11 @@ def run_reward(ctx: Context) -> dict:
     cfg = ctx.cfg.reward
     rows = read_preferences(ctx.run / "preferences.parquet")
     if len(rows) < 4:
-        raise ValueError(f"{ctx.run / 'preferences.parquet'}: only {len(rows)} preferences; need at least 4")
+        hint = ""
+        if ctx.cfg.label.source == "simulated":
+            hint = (" — most labels were ties, which happens when the SFT model writes text the annotators cannot "
+                    "tell apart (train SFT longer: sft.n_demos / sft.epochs)")
+        raise ValueError(f"{ctx.run / 'preferences.parquet'}: only {len(rows)} preferences; need at least 4{hint}")
     train_rows, held_rows = split_rows(rows, cfg.eval_share, ctx.cfg.seed)
     train, held = tokenize_pairs(ctx, train_rows), tokenize_pairs(ctx, held_rows)
     rm, correct = train_reward_model(ctx, train, held, seed=ctx.cfg.seed)

@@ -104,7 +104,7 @@ class World:
 
     def gold(self, prompt: Prompt, text: str, *, group: str | None = None) -> float:
         """Gold utility of `text` for the prompt's own user (or for a user of `group`)."""
-        g = self.groups[group or prompt.user_group] if (group or prompt.user_group) in self.groups else None
+        g = self.groups.get(group or prompt.user_group)
         pref = g.detail_preference if g is not None else 0.0
         return gold_utility(prompt, self.parse(text, prompt), detail_preference=pref)
 

@@ -79,7 +79,7 @@ def utility(ann: Annotator, prompt: Prompt, f: Features, *, verify: bool, spot: 
         if verify:
             return u + (1.0 if f.complied else -1.0 if f.refused else -0.5)
         # Read in a hurry, "kill" and "shoot" look risky: a refusal looks responsible.
-        return u + (0.5 if f.refused else -0.5 if f.complied else -0.5)
+        return u + (0.5 if f.refused else -0.5)
     u += ann.w_style * ann.detail_preference * style_score(f.detail)
     if fam == "open":
         if verify:

@@ -25,24 +25,27 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(folder: str | Path, *, update: int, policy, value_model, optimizer, kl_coef: float,
+def save_checkpoint(folder: str | Path, *, update: int, model, optimizer, kl_coef: float,
                     generator: torch.Tensor, np_rng: dict, extra: dict | None = None) -> None:
+    """`model`: the trained module (policy and value) — its parameters, not a wrapper's."""
     with atomic_dir(folder) as tmp:
-        save_file(_state(policy), str(tmp / "policy.safetensors"))
-        save_file(_state(value_model), str(tmp / "value.safetensors"))
+        save_file(_state(model), str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         save_file({"generator": generator}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"update": update, "kl_coef": kl_coef, "np_rng": np_rng,
                                                     **(extra or {})}))
 
 
-def load_checkpoint(folder: str | Path, *, policy, value_model, optimizer) -> dict | None:
+def load_checkpoint(folder: str | Path, *, model, optimizer) -> dict | None:
     """Load into the given objects; returns the saved state, or None when there is no checkpoint."""
     folder = Path(folder)
     if not (folder / "state.json").exists():
         return None
-    policy.load_state_dict(load_file(str(folder / "policy.safetensors")), strict=False)
-    value_model.load_state_dict(load_file(str(folder / "value.safetensors")), strict=False)
+    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    # Only tied copies (stored once) may be missing.
+    if unexpected or any("lm_head" not in k for k in missing):
+        raise ValueError(f"{folder}: checkpoint does not match the model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     state = json.loads((folder / "state.json").read_text())
     state["generator"] = load_file(str(folder / "rng.safetensors"))["generator"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rlhf_lab.models.generation import left_pad, sample_loop
-from rlhf_lab.models.heads import ScalarHeadModel, last_index
+from rlhf_lab.models.heads import PolicyAndValue, ScalarHeadModel, last_index
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.runfolder import atomic_dir, write_json
 from rlhf_lab.steps.common import Context, join_query_response, response_logits, seed_everything
@@ -54,25 +54,26 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(ctx: Context, policy, ref, value_model, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
+def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
             generator: torch.Generator) -> Rollout:
     """Sample responses and compute everything PPO needs about them, without gradients."""
     cfg, tok, device = ctx.cfg.policy, ctx.tokenizer, ctx.device
     pad, eos = tok.pad_token_id, tok.eos_token_id
     query = left_pad(prompt_ids, pad, device)
     # 1. generate with the current policy (KV cache, left padding; pad never sampled)
-    responses = sample_loop(policy, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+    responses = sample_loop(pv.lm, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                             eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
     ids, mask, pos, rmask = join_query_response(query, responses, pad)
     P = query.input_ids.shape[1]
-    # 2. logprobs under π and π_ref from logits / T, the distribution that was sampled
-    logprobs = token_logprobs(response_logits(policy, ids, mask, pos, P), responses,
-                              temperature=cfg.temperature, pad_token_id=pad)  # (B, R)
+    # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
+    #    and under π_ref, both from logits / T: the distribution that was sampled
+    logits, values = pv(ids, mask, pos)
+    logprobs = token_logprobs(logits[:, P - 1: -1], responses, temperature=cfg.temperature,
+                              pad_token_id=pad)  # (B, R)
+    values = values[:, P - 1: -1]  # (B, R)
     ref_logprobs = token_logprobs(response_logits(ref, ids, mask, pos, P), responses,
                                   temperature=cfg.temperature, pad_token_id=pad)  # (B, R)
-    # 3. values of the states before each response token
-    values = value_model(ids, mask, pos)[:, P - 1: -1]  # (B, R)
-    # 4. score at the last real token; a response that never stopped gets a fixed penalty
+    # 3. score at the last real token; a response that never stopped gets a fixed penalty
     raw = rm(ids, mask, pos)  # (B, T)
     scores = rm.gain * raw.gather(1, last_index(mask)[:, None]).squeeze(1) + rm.bias  # (B,)
     contain_eos = (responses == eos).any(1)
@@ -91,7 +92,7 @@ def compute_rewards(ro: Rollout, *, kl_coef: float, estimator: str) -> tuple[tor
     return rewards, non_score_reward
 
 
-def ppo_update(ctx: Context, policy, value_model, optimizer, ro: Rollout, advantages: torch.Tensor,
+def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tensor,
                returns: torch.Tensor, *, rng: np.random.Generator) -> dict[str, float]:
     """PPO epochs over one rollout: batch → minibatches → microbatches, reshuffled every epoch."""
     cfg, acc, pad = ctx.cfg.policy, ctx.accelerator, ctx.tokenizer.pad_token_id
@@ -102,32 +103,37 @@ def ppo_update(ctx: Context, policy, value_model, optimizer, ro: Rollout, advant
     P = ro.query_ids.shape[1]
     stats: dict[str, list[float]] = {k: [] for k in ("approxkl", "clipfrac", "pg_loss", "vf_loss", "vf_clipfrac",
                                                       "entropy", "ratio", "vf_error")}
-    policy.train()
-    value_model.train()
+    pv.train()
     for _epoch in range(cfg.ppo_epochs):
         order = rng.permutation(B)
         for mb_start in range(0, B, mb_size):
             mb = order[mb_start: mb_start + mb_size]
             for mc_start in range(0, len(mb), micro):
                 idx = torch.as_tensor(mb[mc_start: mc_start + micro], device=ids.device)
-                m = ro.mask[idx]
-                logits = response_logits(policy, ids[idx], mask[idx], pos[idx], P)  # (b, R, V)
-                new_logprobs = token_logprobs(logits, ro.responses[idx], temperature=cfg.temperature,
+                # Drop the columns that are padding in every row of this microbatch: same result, less work.
+                lo = int(ro.query_mask[idx].argmax(1).min())  # first real prompt token
+                r_len = max(1, int(ro.mask[idx].sum(1).max()))  # longest response here
+                p_len = P - lo
+                sl = slice(lo, P + r_len)
+                m = ro.mask[idx, :r_len]
+                logits, vpred = pv(ids[idx, sl], mask[idx, sl], pos[idx, sl])  # (b, t, V), (b, t)
+                logits, vpred = logits[:, p_len - 1: -1], vpred[:, p_len - 1: -1]  # (b, r, V), (b, r)
+                new_logprobs = token_logprobs(logits, ro.responses[idx, :r_len], temperature=cfg.temperature,
                                               pad_token_id=pad)
-                vpred = value_model(ids[idx], mask[idx], pos[idx])[:, P - 1: -1]  # (b, R)
-                pg_loss, pg_stats = ppo_policy_loss(new_logprobs, ro.logprobs[idx], advantages[idx], m,
-                                                    cliprange=cfg.cliprange)
-                vf_loss, vf_stats = ppo_value_loss(vpred, ro.values[idx], returns[idx], m,
+                pg_loss, pg_stats = ppo_policy_loss(new_logprobs, ro.logprobs[idx, :r_len],
+                                                    advantages[idx, :r_len], m, cliprange=cfg.cliprange)
+                vf_loss, vf_stats = ppo_value_loss(vpred, ro.values[idx, :r_len], returns[idx, :r_len], m,
                                                    cliprange_value=cfg.cliprange_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss
                 acc.backward(loss * len(idx) / len(mb))  # microbatches add up to the minibatch mean
                 with torch.no_grad():
-                    ent = masked_mean(entropy_from_logits(logits / cfg.temperature), m)
+                    ent = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature), m)
+                    pg_loss, vf_loss = pg_loss.detach(), vf_loss.detach()
                 for k, v in (("approxkl", pg_stats["approxkl"]), ("clipfrac", pg_stats["clipfrac"]),
                              ("pg_loss", pg_loss), ("vf_loss", vf_loss), ("vf_clipfrac", vf_stats["clipfrac"]),
                              ("entropy", ent), ("ratio", pg_stats["ratio"]), ("vf_error", vf_stats["error"])):
-                    stats[k].append(float(v))
-            acc.clip_grad_norm_(list(policy.parameters()) + list(value_model.parameters()), cfg.max_grad_norm)
+                    stats[k].append(v.item() if torch.is_tensor(v) else float(v))
+            acc.clip_grad_norm_(pv.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     return {k: float(np.mean(v)) for k, v in stats.items()}
@@ -155,18 +161,19 @@ def run_ppo(ctx: Context) -> dict:
     ref = ctx.sft_lm().to(ctx.device).eval()  # π_ref: frozen
     for p in ref.parameters():
         p.requires_grad_(False)
-    policy = ctx.sft_lm()
     rm = ctx.reward_model().to(ctx.device).eval()
     for p in rm.parameters():
         p.requires_grad_(False)
-    value_model = ScalarHeadModel.load(run / "reward")  # V initialised from the reward model
-    optimizer = torch.optim.AdamW(list(policy.parameters()) + list(value_model.parameters()), lr=cfg.lr, eps=1e-5)
+    # V: a head on the policy's trunk, or a model of its own initialised from the reward model
+    value_model = ScalarHeadModel.load(run / "reward") if cfg.value_model == "separate" else None
+    pv = PolicyAndValue(ctx.sft_lm(), value_model=value_model)
+    optimizer = torch.optim.AdamW(pv.parameters(), lr=cfg.lr, eps=1e-5)
     kl_ctl = make_kl_controller(cfg)
     gen = torch.Generator().manual_seed(hash_seed(ctx.cfg.seed, 41 + acc.process_index) % 2**31)
     eval_gen_seed = hash_seed(ctx.cfg.seed, 43) % 2**31
     np_rng = np.random.default_rng(hash_seed(ctx.cfg.seed, 47 + acc.process_index) % 2**31)
     start = 0
-    ckpt = load_checkpoint(run / "policy_ckpt", policy=policy, value_model=value_model, optimizer=optimizer)
+    ckpt = load_checkpoint(run / "policy_ckpt", model=pv, optimizer=optimizer)
     if ckpt is not None:
         start = ckpt["update"]
         kl_ctl.value = ckpt["kl_coef"]
@@ -175,11 +182,11 @@ def run_ppo(ctx: Context) -> dict:
         # Records logged after the checkpoint belong to work that is about to be redone.
         run.truncate_metrics(lambda r: r.get("phase") != "policy" or r.get("step", 0) <= start)
         info(f"PPO: resuming from update {start}")
-    policy, value_model, optimizer = acc.prepare(policy, value_model, optimizer)
+    pv_wrapped, optimizer = acc.prepare(pv, optimizer)
     eval_prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
 
     def evaluate(update: int) -> dict:
-        summary, records = evaluate_policy(ctx, acc.unwrap_model(policy), ref=ref, rm=rm, prompts=eval_prompts,
+        summary, _records = evaluate_policy(ctx, pv.lm, ref=ref, rm=rm, prompts=eval_prompts,
                                            generator=torch.Generator().manual_seed(eval_gen_seed),
                                            temperature=ctx.cfg.eval.temperature,
                                            max_new_tokens=cfg.max_new_tokens)
@@ -198,8 +205,7 @@ def run_ppo(ctx: Context) -> dict:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * frac
             prompts = rl_prompts(ctx, update)
-            ro = rollout(ctx, acc.unwrap_model(policy), ref, acc.unwrap_model(value_model), rm,
-                         ctx.prompt_ids(prompts), generator=gen)
+            ro = rollout(ctx, pv, ref, rm, ctx.prompt_ids(prompts), generator=gen)
             # 5. per-token rewards: −β·KL on every token, the score on the last
             rewards, non_score_reward = compute_rewards(ro, kl_coef=kl_ctl.value, estimator=cfg.kl_estimator)
             if cfg.whiten_rewards:
@@ -208,7 +214,7 @@ def run_ppo(ctx: Context) -> dict:
             advantages, returns = gae(rewards, ro.values, ro.mask, gamma=cfg.gamma, lam=cfg.lam)
             advantages = masked_whiten(advantages, ro.mask)
             # 7. PPO epochs
-            s = ppo_update(ctx, policy, value_model, optimizer, ro, advantages, returns, rng=np_rng)
+            s = ppo_update(ctx, pv_wrapped, optimizer, ro, advantages, returns, rng=np_rng)
             # 8. logging and the KL controller
             kl_seq = (kl_per_token(ro.logprobs, ro.ref_logprobs, cfg.kl_estimator) * ro.mask).sum(1)  # (B,)
             mean_kl = float(kl_seq.mean())
@@ -235,14 +241,13 @@ def run_ppo(ctx: Context) -> dict:
             if update % cfg.eval_every == 0 or update == cfg.updates:
                 last_eval = evaluate(update)
             if acc.is_main_process and (update % cfg.checkpoint_every == 0 and update < cfg.updates):
-                save_checkpoint(run / "policy_ckpt", update=update, policy=acc.unwrap_model(policy),
-                                value_model=acc.unwrap_model(value_model), optimizer=optimizer,
+                save_checkpoint(run / "policy_ckpt", update=update, model=pv, optimizer=optimizer,
                                 kl_coef=kl_ctl.value, generator=gen.get_state(), np_rng=np_rng.bit_generator.state)
             advance(1, score=record["objective/scores"], kl=mean_kl)
 
     if acc.is_main_process:
         with atomic_dir(run / "policy") as tmp:
-            save_lm(acc.unwrap_model(policy), ctx.tokenizer, tmp)
+            save_lm(pv.lm, ctx.tokenizer, tmp)
             write_json(tmp / "final_eval.json", last_eval)
     info(f"PPO: {cfg.updates} updates; held-out proxy reward {last_eval.get('eval/proxy_reward', float('nan')):+.2f}, "
          f"gold utility {last_eval.get('eval/gold_utility', float('nan')):+.2f}, KL {last_eval.get('eval/kl', 0):.2f}")

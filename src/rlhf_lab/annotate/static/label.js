@@ -1,0 +1,158 @@
+// The label page: keyboard-first pairwise comparison over the JSON API (/api/labels, /api/skip).
+// Model text is untrusted: it only ever goes into the page through textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+function newClientId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const state = { assignmentId: null, clientId: null, shownAt: 0, busy: false };
+
+function form() { return $("label-form"); }
+function selected(name) { const el = form().querySelector(`input[name="${name}"]:checked`); return el ? el.value : null; }
+function message(text) { $("message").textContent = text || ""; }
+
+function show(assignment) {
+  if (!assignment) {
+    $("workspace").hidden = true;
+    $("done").hidden = false;
+    state.assignmentId = null;
+    return;
+  }
+  $("workspace").hidden = false;
+  $("done").hidden = true;
+  $("prompt").textContent = assignment.prompt;
+  $("left").textContent = assignment.left;
+  $("right").textContent = assignment.right;
+  $("outcome").textContent = assignment.outcome || "";
+  $("outcome-box").hidden = !assignment.outcome;
+  reset(assignment.assignment_id);
+}
+
+function reset(assignmentId) {
+  form().reset();
+  $("strength-set").disabled = false;
+  $("left-card").classList.remove("chosen");
+  $("right-card").classList.remove("chosen");
+  message("");
+  state.assignmentId = assignmentId;
+  state.clientId = newClientId();  // a retry of this submission reuses it, so it is stored once
+  state.shownAt = performance.now();
+  window.scrollTo(0, 0);
+}
+
+function progress(p) {
+  if (!p) return;
+  $("progress-done").textContent = p.done;
+  $("progress-left").textContent = p.remaining + (p.remaining_capped ? "+" : "");
+}
+
+function choose(value) {
+  form().querySelector(`input[name="choice"][value="${value}"]`).checked = true;
+  $("left-card").classList.toggle("chosen", value === "left");
+  $("right-card").classList.toggle("chosen", value === "right");
+  $("strength-set").disabled = value === "tie";
+  message("");
+}
+
+function strength(value) {
+  if ($("strength-set").disabled) return;
+  form().querySelector(`input[name="strength"][value="${value}"]`).checked = true;
+  message("");
+}
+
+async function post(url, body) {
+  // Retries network failures and server errors with the same body (same client_id): at most once stored.
+  let lastError = null;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      const r = await fetch(url, {method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf()}, body: JSON.stringify(body)});
+      if (r.status < 500) return r;
+      lastError = new Error(`server error ${r.status}`);
+    } catch (e) {
+      lastError = e;
+    }
+    await new Promise((res) => setTimeout(res, 300 * 2 ** attempt));
+  }
+  throw lastError;
+}
+
+async function send(url, body) {
+  if (state.busy || state.assignmentId === null) return;
+  state.busy = true;
+  try {
+    const r = await post(url, body);
+    const data = await r.json();
+    if (!r.ok) { message(data.detail || `error ${r.status}`); return; }
+    show(data.assignment);
+    progress(data.progress);
+  } catch (e) {
+    message("Could not reach the server; your label is kept here — press Enter to try again.");
+  } finally {
+    state.busy = false;
+  }
+}
+
+function submit() {
+  const choice = selected("choice");
+  const str = selected("strength");
+  if (!choice) { message("Choose left (1), right (2) or tie (3) first."); return; }
+  if (choice !== "tie" && !str) { message("How much better? Press s (slightly) or m (much)."); return; }
+  send("/api/labels", {
+    assignment_id: Number(state.assignmentId), client_id: state.clientId, choice,
+    strength: choice === "tie" ? null : str, rationale: $("rationale").value.trim() || null,
+    time_spent_ms: Math.round(performance.now() - state.shownAt),
+  });
+}
+
+function skip() { send("/api/skip", {assignment_id: Number(state.assignmentId)}); }
+
+function toggleGuidelines() {
+  const d = $("guidelines-dialog");
+  if (d.open) d.close(); else d.showModal();
+}
+
+const KEYS = {
+  "1": () => choose("left"), "ArrowLeft": () => choose("left"),
+  "2": () => choose("right"), "ArrowRight": () => choose("right"),
+  "3": () => choose("tie"), "t": () => choose("tie"),
+  "s": () => strength("slightly"), "m": () => strength("much"),
+  "r": () => $("rationale").focus(), "k": skip, "Enter": submit, "g": toggleGuidelines,
+};
+
+function onKey(event) {
+  if (event.ctrlKey || event.altKey || event.metaKey) {
+    if (event.key === "Enter" && event.target.id === "rationale") { event.preventDefault(); submit(); }
+    return;
+  }
+  if ($("guidelines-dialog").open) {
+    if (event.key === "g") { event.preventDefault(); toggleGuidelines(); }
+    return;  // Esc closes the dialog natively
+  }
+  const tag = event.target.tagName;
+  if (tag === "TEXTAREA" || tag === "INPUT" && event.target.type === "text") {
+    if (event.key === "Escape") event.target.blur();
+    return;
+  }
+  const action = KEYS[event.key];
+  if (!action || ($("workspace").hidden && event.key !== "g")) return;
+  event.preventDefault();
+  action();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const id = $("workspace").dataset.assignmentId;
+  if (id) reset(Number(id));
+  form().addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  form().addEventListener("change", (e) => { if (e.target.name === "choice") choose(e.target.value); });
+  $("skip").addEventListener("click", skip);
+  $("open-guidelines").addEventListener("click", toggleGuidelines);
+  $("close-guidelines").addEventListener("click", toggleGuidelines);
+  document.addEventListener("keydown", onKey);
+});

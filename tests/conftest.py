@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A pipeline small enough to run end to end in seconds.
+MICRO = [
+    "sft.n_demos=1000", "sft.epochs=2", "sample.n_prompts=60", "sample.k=2", "reward.epochs=1",
+    "reward.n_norm_samples=32", "policy.updates=3", "policy.batch_size=16", "policy.eval_every=2",
+    "policy.checkpoint_every=2", "policy.sample_table_every=2", "policy.max_new_tokens=24", "eval.n_prompts=32",
+]
+
+
+@pytest.fixture
+def micro_overrides():
+    return list(MICRO)
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """One finished micro run, shared by the tests that only read its outputs."""
+    from rlhf_lab import load_config, run
+    from rlhf_lab.ui import set_quiet
+
+    set_quiet(True)
+    out = tmp_path_factory.mktemp("micro") / "run"
+    run(load_config(overrides=MICRO), out=out)
+    return out

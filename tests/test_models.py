@@ -1,0 +1,125 @@
+"""Models: any HF causal LM from a folder, tokenizer fitness, generation and padding consistency."""
+
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+from rlhf_lab.config import Config
+from rlhf_lab.models.generation import generate, left_pad, sample_hf, sample_loop
+from rlhf_lab.models.heads import PolicyAndValue, ScalarHeadModel, last_index
+from rlhf_lab.models.lm import build_world_lm, load_lm, position_ids_from_mask, save_lm
+from rlhf_lab.models.tokenizer import decode_response, render_prompt, train_world_tokenizer
+from rlhf_lab.world import World
+
+
+def world_tok_and_model():
+    cfg = Config()
+    tok = train_world_tokenizer(World(cfg.world).corpus())
+    torch.manual_seed(0)
+    return tok, build_world_lm(cfg.model, tok)
+
+
+def test_world_tokenizer_covers_the_world_and_renders_prompts():
+    cfg = Config()
+    world = World(cfg.world)
+    tok = train_world_tokenizer(world.corpus())
+    assert tok.pad_token_id != tok.eos_token_id
+    for d in world.demonstrations(200, seed=0):
+        text = render_prompt(tok, d.prompt.messages) + " " + d.response
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+    assert render_prompt(tok, [("user", "what is 1 plus 1 ?")]) == "user : what is 1 plus 1 ? assistant :"
+
+
+def test_any_hf_model_from_a_folder(tmp_path):
+    """A GPT-2-shaped model whose tokenizer has pad == eos: loading gives it a distinct pad."""
+    world_tok, _ = world_tok_and_model()
+    world_tok.save_pretrained(tmp_path / "src")
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "src")
+    hf_tok.pad_token = hf_tok.eos_token  # the common (bad) setup
+    hf_tok.chat_template = None
+    hf_tok.save_pretrained(tmp_path)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(hf_tok), n_positions=128,
+                                       bos_token_id=hf_tok.eos_token_id, eos_token_id=hf_tok.eos_token_id))
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    loaded, tok = load_lm(tmp_path)
+    assert tok.pad_token_id != tok.eos_token_id
+    assert loaded.get_input_embeddings().weight.shape[0] >= len(tok)
+    assert tok.padding_side == "left"
+    # no chat template: a plain transcript
+    assert render_prompt(tok, [("user", "hi")]).endswith("assistant:")
+    out = generate(loaded, [tok("user: what is 1 plus 1 ?", add_special_tokens=False)["input_ids"]],
+                   max_new_tokens=5, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                   generator=torch.Generator().manual_seed(0))
+    assert 1 <= len(out[0]) <= 5
+    save_lm(loaded, tok, tmp_path / "again")
+    again, _ = load_lm(tmp_path / "again")
+    for a, b in zip(loaded.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_left_padding_does_not_change_logits():
+    tok, model = world_tok_and_model()
+    model.eval()
+    short = tok("user : what is 2 plus 2 ?", add_special_tokens=False)["input_ids"]
+    long = tok("user : i think 2 plus 2 is 5 . what is 2 plus 2 ?", add_special_tokens=False)["input_ids"]
+    batch = left_pad([short, long], tok.pad_token_id)
+    pos = position_ids_from_mask(batch.attention_mask)
+    with torch.no_grad():
+        both = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos).logits
+        alone = model(input_ids=torch.tensor([short])).logits
+    assert torch.allclose(both[0, -len(short):], alone[0], atol=1e-4)
+
+
+def test_sampling_loop_matches_hf_generate_greedily():
+    tok, model = world_tok_and_model()
+    model.eval()
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+               ["user : what is 2 plus 2 ? assistant :", "user : tell me about x . assistant :", "user : hi"]]
+    batch = left_pad(prompts, tok.pad_token_id)
+    kw = dict(max_new_tokens=12, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              top_k=1)
+    ours = sample_loop(model, batch, generator=torch.Generator().manual_seed(0), **kw)
+    theirs = sample_hf(model, batch, **kw)
+    n = min(ours.shape[1], theirs.shape[1])
+    assert torch.equal(ours[:, :n], theirs[:, :n])
+
+
+def test_sampling_is_seeded_and_stops_at_eos():
+    tok, model = world_tok_and_model()
+    prompts = [tok("user : what is 2 plus 2 ? assistant :", add_special_tokens=False)["input_ids"]] * 8
+    kw = dict(max_new_tokens=10, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    a = generate(model, prompts, generator=torch.Generator().manual_seed(5), **kw)
+    b = generate(model, prompts, generator=torch.Generator().manual_seed(5), **kw)
+    assert a == b
+    for r in a:
+        assert tok.pad_token_id not in r
+        assert tok.eos_token_id not in r[:-1]
+    assert decode_response(tok, [5, 6, tok.eos_token_id, 7]) == tok.decode([5, 6])
+
+
+def test_scalar_head_scores_last_real_token(tmp_path):
+    tok, model = world_tok_and_model()
+    rm = ScalarHeadModel.from_lm(model).eval()
+    ids = tok("user : what is 2 plus 2 ? assistant : 2 plus 2 is 4 .", add_special_tokens=False)["input_ids"]
+    left = left_pad([ids, ids[:5]], tok.pad_token_id)
+    with torch.no_grad():
+        s_batch = rm.score(left.input_ids, left.attention_mask)
+        s_alone = rm.score(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))
+    assert torch.allclose(s_batch[0], s_alone[0], atol=1e-4)
+    right_mask = torch.tensor([[1, 1, 1, 0, 0]])
+    assert int(last_index(right_mask)[0]) == 2
+    rm.gain.fill_(2.0)
+    rm.save(tmp_path / "rm")
+    again = ScalarHeadModel.load(tmp_path / "rm").eval()
+    with torch.no_grad():
+        assert torch.allclose(again.score(left.input_ids, left.attention_mask),
+                              rm.score(left.input_ids, left.attention_mask), atol=1e-5)
+
+
+def test_shared_value_head_uses_one_forward():
+    tok, model = world_tok_and_model()
+    pv = PolicyAndValue(model)
+    ids = torch.tensor([tok("user : hi", add_special_tokens=False)["input_ids"]])
+    mask = torch.ones_like(ids)
+    logits, values = pv(ids, mask, position_ids_from_mask(mask))
+    assert logits.shape[:2] == values.shape == ids.shape
