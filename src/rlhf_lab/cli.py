@@ -127,9 +127,11 @@ def _step_command(name: str, doc: str):
         _quiet(quiet)
         from rlhf_lab import pipeline
 
+        saved = run_dir / "config.yaml"
         cfg = None
-        if config is not None or set_ or not (run_dir / "config.yaml").exists():
-            cfg = _config(config, set_)
+        if config is not None or set_ or not saved.exists():
+            # --config replaces the run's saved config; --set changes it (or the defaults in a new folder)
+            cfg = _config(config if config is not None else (saved if saved.exists() else None), set_)
         _guard(pipeline.step, name, run_dir, cfg)
 
     command.__doc__ = doc

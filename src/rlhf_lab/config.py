@@ -43,6 +43,9 @@ class WorldConfig(Section):
     """The built-in assistant world (DESIGN.md, "The built-in world")."""
 
     seed: int = Field(0, description="Seed of the world itself (its places and facts); independent of the run seed.")
+    language: Literal["auto", "templated", "english"] = Field(
+        "auto", description="templated: the world's small language (built-in model); english: plain-English prompts "
+        "and a lenient parser (real models); auto: english when model.path is set.")
     n_places: int = Field(8, ge=2, le=500, description="Number of fictional countries in the atlas.")
     obscure_share: float = Field(0.5, ge=0, le=1,
                                  description="Share of places that are obscure (hard for annotators to check).")
@@ -172,39 +175,72 @@ class RewardConfig(Section):
 
 
 class PolicyConfig(Section):
-    """Step 4: policy optimisation against the reward model."""
+    """Step 4: policy optimisation against the reward model (or, for DPO, directly on the preferences).
 
-    algorithm: Literal["ppo"] = Field("ppo", description="ppo (Ziegler et al. 2019; Ouyang et al. 2022).")
-    updates: int = Field(60, ge=1, description="Rollout + optimisation iterations.")
-    batch_size: int = Field(64, ge=1, description="Prompts per rollout (one completion each).")
-    ppo_epochs: int = Field(4, ge=1, description="Optimisation passes over each rollout batch.")
-    minibatches: int = Field(2, ge=1, description="Minibatches per PPO epoch (reshuffled every epoch).")
-    microbatch_size: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation).")
+    β (`kl_coef`) is the same quantity for every algorithm: the coefficient of the KL term in the objective
+    E[r] − β·KL(π ‖ π_ref). docs/algorithms.md says which field each algorithm reads."""
+
+    algorithm: Literal["ppo", "dpo", "rloo", "grpo", "best_of_n"] = Field(
+        "ppo", description="ppo (Ziegler et al. 2019; Ouyang et al. 2022) | dpo (Rafailov et al. 2023, offline on "
+        "the preferences) | rloo (Ahmadian et al. 2024) | grpo (Shao et al. 2024) | best_of_n (no training: the best "
+        "of n SFT samples under the reward model).")
+    updates: int = Field(60, ge=1, description="Rollout + optimisation iterations (PPO, RLOO, GRPO).")
+    batch_size: int = Field(64, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
+                            "prompts × k completions for RLOO and GRPO.")
+    samples_per_prompt: int = Field(4, ge=2, le=256, description="Completions per prompt: RLOO's k, GRPO's group "
+                                    "size G, best-of-n's n.")
+    ppo_epochs: int = Field(4, ge=1, description="Optimisation passes over each rollout batch (PPO's K epochs, "
+                            "GRPO's μ; also RLOO).")
+    minibatches: int = Field(2, ge=1, description="Minibatches per epoch, one optimiser step each (reshuffled every "
+                             "epoch).")
+    microbatch_size: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation); "
+                                 "never changes the result, only the memory.")
     lr: float = Field(5e-4, gt=0, description="Learning rate (AdamW).")
     anneal_lr: bool = Field(True, description="Decay the learning rate linearly to 0 over the updates.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping: largest global L2 norm of the gradient.")
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature T; logprobs use logits / T.")
     max_new_tokens: int = Field(40, ge=1, description="Longest completion in tokens.")
-    kl_coef: float = Field(0.05, ge=0, description="β: per-token KL penalty coefficient (initial, if adaptive).")
+    kl_coef: float = Field(0.05, ge=0, description="β: KL coefficient (initial, if adaptive). PPO: per-token "
+                           "penalty in the reward; RLOO: sequence penalty in the reward; GRPO: k3 term in the loss "
+                           "(0 turns it off); DPO: β in σ(β·h).")
     kl_controller: Literal["fixed", "adaptive"] = Field(
-        "fixed", description="fixed β, or adaptive β steering toward target_kl (Ziegler et al. 2019).")
+        "fixed", description="fixed β, or adaptive β steering toward target_kl (Ziegler et al. 2019); PPO, RLOO, GRPO.")
     target_kl: float = Field(6.0, gt=0, description="Adaptive controller: target KL (nats per sequence).")
     kl_horizon: int = Field(10000, gt=0, description="Adaptive controller: horizon (sequences).")
-    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator (Schulman 2020).")
-    gamma: float = Field(1.0, ge=0, le=1, description="γ: discount.")
-    lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016).")
-    cliprange: float = Field(0.2, gt=0, description="ε: policy ratio clip.")
-    cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values.")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in rewards and logs "
+                                              "(Schulman 2020); GRPO's loss always uses k3, as in its paper.")
+    gamma: float = Field(1.0, ge=0, le=1, description="γ: discount (PPO).")
+    lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016; PPO).")
+    cliprange: float = Field(0.2, gt=0, description="ε: policy ratio clip (PPO per token, GRPO per token, RLOO per "
+                             "sequence).")
+    cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values (PPO).")
     value_model: Literal["shared", "separate"] = Field(
-        "shared", description="shared: a value head on the policy's trunk (one forward for logprobs and values); "
+        "shared", description="PPO. shared: a value head on the policy's trunk (one forward for logprobs and values); "
         "separate: a value model of its own, initialised from the reward model.")
-    vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient c1.")
-    whiten_rewards: bool = Field(False, description="Whiten per-token rewards before GAE.")
+    vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient c1 (PPO).")
+    whiten_rewards: bool = Field(False, description="Whiten per-token rewards before GAE (PPO).")
     missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a completion "
-                                       "that never emits the stop token.")
-    eval_every: int = Field(10, ge=1, description="Evaluate (proxy, gold, KL on held-out prompts) every N updates.")
+                                       "that never emits the stop token (PPO, RLOO, GRPO).")
+    dpo_loss: Literal["sigmoid", "robust"] = Field(
+        "sigmoid", description="DPO loss: sigmoid = −log σ(β·h) (Rafailov et al. 2023; with label_smoothing > 0 it "
+        "is conservative DPO, Mitchell 2023); robust = the unbiased loss under flipped labels (Chowdhury et al. "
+        "2024).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε: assumed share of flipped preference labels "
+                                   "(DPO).")
+    dpo_epochs: int = Field(1, ge=1, description="DPO: passes over the training preferences.")
+    dpo_batch_size: int = Field(64, ge=1, description="DPO: preference pairs per optimiser step.")
+    eval_every: int = Field(10, ge=1, description="Evaluate (proxy, gold, KL on held-out prompts) every N updates "
+                            "(DPO: optimiser steps).")
     sample_table_every: int = Field(10, ge=1, description="Log a table of sample completions every N updates.")
-    checkpoint_every: int = Field(20, ge=1, description="Save a resumable checkpoint every N updates.")
+    checkpoint_every: int = Field(20, ge=1, description="Save a resumable checkpoint every N updates (DPO: "
+                                  "optimiser steps).")
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        if self.algorithm in ("rloo", "grpo") and self.batch_size % self.samples_per_prompt:
+            raise ValueError(f"policy.batch_size ({self.batch_size}) must be a multiple of policy.samples_per_prompt "
+                             f"({self.samples_per_prompt}) for {self.algorithm}: each prompt gets k completions")
+        return self
 
 
 class EvalConfig(Section):

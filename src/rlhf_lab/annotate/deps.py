@@ -47,13 +47,18 @@ class AppContext:
         with self._lock:
             self._principals.pop(session_hash, None)
 
-    def lookup(self, session_hash: str) -> crud.Principal | None:
-        """The session's principal (cached for PRINCIPAL_CACHE_S; logout in this process drops it at once)."""
-        now = time.monotonic()
+    def cached(self, session_hash: str) -> crud.Principal | None:
+        """The session's principal if looked up less than PRINCIPAL_CACHE_S ago (no store access)."""
         with self._lock:
             hit = self._principals.get(session_hash)
-        if hit is not None and now - hit[1] < PRINCIPAL_CACHE_S and hit[0].expires_at > utcnow():
+        if hit is not None and time.monotonic() - hit[1] < PRINCIPAL_CACHE_S and hit[0].expires_at > utcnow():
             return hit[0]
+        return None
+
+    def lookup(self, session_hash: str) -> crud.Principal | None:
+        """The session's principal from the store, remembered for PRINCIPAL_CACHE_S (a logout in this
+        process forgets it at once; disabling an annotator takes effect within that time)."""
+        now = time.monotonic()
         with self.store.session() as s:
             p = crud.principal(s, session_hash)
         with self._lock:
@@ -77,7 +82,8 @@ async def optional_principal(request: Request, ctx: CtxDep) -> crud.Principal | 
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 100:
         return None
-    return await run_in_threadpool(ctx.lookup, hash_token(token))
+    digest = hash_token(token)
+    return ctx.cached(digest) or await run_in_threadpool(ctx.lookup, digest)
 
 
 MaybePrincipal = Annotated[crud.Principal | None, Depends(optional_principal)]

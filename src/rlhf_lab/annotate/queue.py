@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from rlhf_lab.annotate.store import STRENGTHS, Assignment, Item, Label, Project, utcnow
@@ -76,24 +76,35 @@ class FrontierHints:
             self._hints.pop(project_id, None)
 
 
-def _active_count(cutoff: dt.datetime):
-    """Correlated subquery: assignments of Item that hold a slot."""
-    return (select(func.count()).select_from(Assignment)
-            .where(Assignment.item_id == Item.id,
-                   or_(Assignment.status == "done",
-                       and_(Assignment.status == "pending", Assignment.created_at > cutoff)))
-            .scalar_subquery())
-
-
-def _open_items(project: Project, cutoff: dt.datetime, start: int):
-    return (select(Item.id)
-            .where(Item.project_id == project.id, Item.is_gold.is_(False), Item.id >= start,
-                   _active_count(cutoff) < project.overlap)
-            .order_by(Item.id))
-
-
-def _unseen_by(annotator_id: int):
-    return ~exists().where(Assignment.item_id == Item.id, Assignment.annotator_id == annotator_id)
+# The hot path (every submission) runs these prebuilt Core statements on the session's connection:
+# SQLAlchemy compiles each once and caches it, and rows come back without ORM bookkeeping.
+A, I, L, P = Assignment.__table__, Item.__table__, Label.__table__, Project.__table__
+_PROJECT = select(P.c.overlap, P.c.gold_rate, P.c.feedback_mode).where(P.c.id == bindparam("pid"))
+_LOCK = update(P).where(P.c.id == bindparam("pid")).values(overlap=P.c.overlap)
+_PENDING = (select(A.c.id, A.c.item_id, A.c.left_is_a)
+            .where(A.c.annotator_id == bindparam("aid"), A.c.status == "pending").order_by(A.c.id).limit(1))
+_POSITION = select(func.count()).select_from(A).where(A.c.annotator_id == bindparam("aid"))
+_UNSEEN = ~exists().where(A.c.item_id == I.c.id, A.c.annotator_id == bindparam("aid"))
+_ACTIVE = (select(func.count()).select_from(A)  # assignments of the item that hold a slot
+           .where(A.c.item_id == I.c.id, or_(A.c.status == "done",
+                                             and_(A.c.status == "pending", A.c.created_at > bindparam("cutoff"))))
+           .scalar_subquery())
+_GOLD = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN)
+         .order_by(func.random()).limit(1))
+_OPEN = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
+                              I.c.id >= bindparam("start"), _ACTIVE < bindparam("overlap")).order_by(I.c.id))
+_FIRST_OPEN = _OPEN.limit(1)
+_FIRST_OPEN_UNSEEN = _OPEN.where(_UNSEEN).limit(1)
+_REMAINING = select(func.count()).select_from(_OPEN.where(_UNSEEN).limit(REMAINING_CAP + 1).subquery())
+_ITEM = select(I.c.prompt, I.c.response_a, I.c.response_b, I.c.outcome).where(I.c.id == bindparam("iid"))
+_NEW_ASSIGNMENT = insert(A).returning(A.c.id)
+_ASSIGNMENT = select(A.c.item_id, A.c.annotator_id, A.c.status, A.c.left_is_a).where(A.c.id == bindparam("asg"))
+_SET_STATUS = (update(A).where(A.c.id == bindparam("asg"), A.c.status == "pending")
+               .values(status=bindparam("new_status")))
+_LABEL_BY_CLIENT_ID = select(L).where(L.c.client_id == bindparam("cid"))
+_NEW_LABEL = insert(L).returning(L.c.id)
+_STATUS_COUNTS = (select(A.c.status, func.count()).where(A.c.annotator_id == bindparam("aid"))
+                  .group_by(A.c.status))
 
 
 def gold_turn(position: int, rate: float, phase: float) -> bool:
@@ -105,61 +116,66 @@ def _phase(annotator_id: int) -> float:
     return (annotator_id * 0.6180339887498949) % 1.0  # golden-ratio spread: annotators' gold items interleave
 
 
-def assignment_view(item: Item, asg: Assignment, project: Project) -> dict:
+def _project(conn, project_id: int):
+    row = conn.execute(_PROJECT, {"pid": project_id}).first()
+    if row is None:
+        raise Rejected(404, "no such project")
+    return row
+
+
+def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_mode: str) -> dict:
     """What the annotator's screen shows, in screen order. Never says whether the item is gold."""
-    left, right = (item.response_a, item.response_b) if asg.left_is_a else (item.response_b, item.response_a)
-    hindsight = project.feedback_mode == "hindsight"
-    return {"assignment_id": asg.id, "prompt": item.prompt, "left": left, "right": right,
-            "outcome": item.outcome if hindsight else None, "feedback_mode": project.feedback_mode}
+    item = conn.execute(_ITEM, {"iid": item_id}).one()
+    left, right = (item.response_a, item.response_b) if left_is_a else (item.response_b, item.response_a)
+    hindsight = feedback_mode == "hindsight"
+    return {"assignment_id": assignment_id, "prompt": item.prompt, "left": left, "right": right,
+            "outcome": item.outcome if hindsight else None, "feedback_mode": feedback_mode}
 
 
 def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints) -> dict | None:
     """The annotator's current pair, reserving a new one if none is pending; None when nothing is left."""
-    project = s.get(Project, project_id)
-    if project is None:
-        raise Rejected(404, "no such project")
-    pending = s.scalar(select(Assignment).where(Assignment.annotator_id == annotator_id,
-                                                Assignment.status == "pending").order_by(Assignment.id).limit(1))
+    conn = s.connection()
+    project = _project(conn, project_id)
+    pending = conn.execute(_PENDING, {"aid": annotator_id}).first()
     if pending is not None:
-        return assignment_view(s.get(Item, pending.item_id), pending, project)
+        return _view(conn, assignment_id=pending.id, item_id=pending.item_id, left_is_a=pending.left_is_a,
+                     feedback_mode=project.feedback_mode)
     # 1. lock: one assignment at a time per project, across processes
-    s.execute(update(Project).where(Project.id == project.id).values(overlap=Project.overlap))
+    conn.execute(_LOCK, {"pid": project_id})
     item_id = None
     # 2. a gold check, on its turn
     if project.gold_rate > 0:
-        position = s.scalar(select(func.count()).select_from(Assignment)
-                            .where(Assignment.annotator_id == annotator_id))
+        position = conn.execute(_POSITION, {"aid": annotator_id}).scalar_one()
         if gold_turn(position, project.gold_rate, _phase(annotator_id)):
-            item_id = s.scalar(select(Item.id).where(Item.project_id == project.id, Item.is_gold.is_(True),
-                                                     _unseen_by(annotator_id)).order_by(func.random()).limit(1))
+            item_id = conn.execute(_GOLD, {"pid": project_id, "aid": annotator_id}).scalar()
     # 3. else the first open pair this annotator has not seen
     if item_id is None:
-        cutoff = utcnow() - LEASE
-        start = hints.get(project.id)
-        first_open = s.scalar(_open_items(project, cutoff, start).limit(1))
+        params = {"pid": project_id, "aid": annotator_id, "cutoff": utcnow() - LEASE, "overlap": project.overlap}
+        first_open = conn.execute(_FIRST_OPEN, {**params, "start": hints.get(project_id)}).scalar()
         if first_open is None:
-            hints.set(project.id, 2**62)
+            hints.set(project_id, 2**31 - 1)  # all full: skip the scan until the hint expires
             return None
-        hints.set(project.id, first_open)
-        item_id = s.scalar(_open_items(project, cutoff, first_open).where(_unseen_by(annotator_id)).limit(1))
+        hints.set(project_id, first_open)
+        item_id = conn.execute(_FIRST_OPEN_UNSEEN, {**params, "start": first_open}).scalar()
         if item_id is None:
             return None
     # 4. the screen order, drawn per assignment
-    asg = Assignment(item_id=item_id, annotator_id=annotator_id, left_is_a=secrets.randbelow(2) == 0,
-                     status="pending", created_at=utcnow())
-    s.add(asg)
-    s.flush()
-    return assignment_view(s.get(Item, item_id), asg, project)
+    left_is_a = secrets.randbelow(2) == 0
+    asg_id = conn.execute(_NEW_ASSIGNMENT, {"item_id": item_id, "annotator_id": annotator_id, "left_is_a": left_is_a,
+                                            "status": "pending", "created_at": utcnow()}).scalar_one()
+    return _view(conn, assignment_id=asg_id, item_id=item_id, left_is_a=left_is_a,
+                 feedback_mode=project.feedback_mode)
 
 
-def _own_assignment(s: Session, annotator_id: int, assignment_id: int) -> Assignment:
-    asg = s.get(Assignment, assignment_id)
+def _own_assignment(conn, annotator_id: int, assignment_id: int):
+    asg = conn.execute(_ASSIGNMENT, {"asg": assignment_id}).first()
     if asg is None or asg.annotator_id != annotator_id:
         raise Rejected(404, "no such assignment in your queue")
     return asg
 
 
-def label_view(lab: Label) -> dict:
+def label_view(lab) -> dict:
+    """A label (ORM object or row) in the annotator's screen terms."""
     screen = "tie" if lab.choice == "tie" else ("left" if (lab.choice == "a") == bool(lab.left_is_a) else "right")
     return {"label_id": lab.id, "client_id": lab.client_id, "assignment_id": lab.assignment_id,
             "choice": screen, "strength": lab.strength, "rationale": lab.rationale,
@@ -171,7 +187,8 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
                  time_spent_ms: int | None) -> tuple[dict, bool]:
     """Store the annotator's label for their assignment; returns (label, created). A repeated `client_id`
     returns the stored label with created=False (a retried submit is stored once)."""
-    existing = s.scalar(select(Label).where(Label.client_id == client_id))
+    conn = s.connection()
+    existing = conn.execute(_LABEL_BY_CLIENT_ID, {"cid": client_id}).first()
     if existing is not None:
         if existing.annotator_id != annotator_id:
             raise Rejected(409, "this client_id belongs to another submission")
@@ -180,47 +197,49 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
         raise Rejected(422, f"choice must be one of {', '.join(SCREEN_CHOICES)}")
     if strength is not None and strength not in STRENGTHS:
         raise Rejected(422, f"strength must be one of {', '.join(STRENGTHS)} or empty")
-    asg = _own_assignment(s, annotator_id, assignment_id)
+    asg = _own_assignment(conn, annotator_id, assignment_id)
     if asg.status != "pending":
         raise Rejected(409, f"this assignment is already {asg.status}")
-    project = s.get(Project, project_id)
-    stored = "tie" if choice == "tie" else ("a" if (choice == "left") == asg.left_is_a else "b")
-    lab = Label(item_id=asg.item_id, annotator_id=annotator_id, assignment_id=asg.id, choice=stored,
-                strength=None if stored == "tie" else strength, rationale=(rationale or None),
-                feedback_mode=project.feedback_mode, left_is_a=asg.left_is_a, time_spent_ms=time_spent_ms,
-                client_id=client_id, created_at=utcnow())
-    s.add(lab)
-    asg.status = "done"
-    s.flush()
-    return label_view(lab), True
+    project = _project(conn, project_id)
+    stored = "tie" if choice == "tie" else ("a" if (choice == "left") == bool(asg.left_is_a) else "b")
+    values = {"item_id": asg.item_id, "annotator_id": annotator_id, "assignment_id": assignment_id,
+              "choice": stored, "strength": None if stored == "tie" else strength, "rationale": rationale or None,
+              "feedback_mode": project.feedback_mode, "left_is_a": bool(asg.left_is_a),
+              "time_spent_ms": time_spent_ms, "client_id": client_id, "created_at": utcnow()}
+    label_id = conn.execute(_NEW_LABEL, values).scalar_one()
+    conn.execute(_SET_STATUS, {"asg": assignment_id, "new_status": "done"})
+    return {"label_id": label_id, "client_id": client_id, "assignment_id": assignment_id, "choice": choice,
+            "strength": values["strength"], "rationale": values["rationale"], "time_spent_ms": time_spent_ms,
+            "created_at": values["created_at"].isoformat()}, True
 
 
 def skip(s: Session, *, annotator_id: int, project_id: int, assignment_id: int, hints: FrontierHints) -> None:
     """Skip a pending assignment (idempotent); the pair goes to someone else, never back to this annotator."""
-    asg = _own_assignment(s, annotator_id, assignment_id)
+    conn = s.connection()
+    asg = _own_assignment(conn, annotator_id, assignment_id)
     if asg.status == "done":
         raise Rejected(409, "this assignment is already labelled")
     if asg.status == "pending":
-        asg.status = "skipped"
-        s.flush()
+        conn.execute(_SET_STATUS, {"asg": assignment_id, "new_status": "skipped"})
         hints.reopen(project_id, asg.item_id)
 
 
-def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints) -> dict:
-    """{"done", "skipped", "remaining"}: remaining counts open pairs this annotator could still get, capped
-    at REMAINING_CAP (then "remaining_capped" is true)."""
-    rows = dict(s.execute(select(Assignment.status, func.count()).where(Assignment.annotator_id == annotator_id)
-                          .group_by(Assignment.status)).all())
-    project = s.get(Project, project_id)
-    open_q = (_open_items(project, utcnow() - LEASE, hints.get(project_id)).where(_unseen_by(annotator_id))
-              .limit(REMAINING_CAP + 1).subquery())
-    remaining = s.scalar(select(func.count()).select_from(open_q))
-    return {"done": rows.get("done", 0), "skipped": rows.get("skipped", 0),
-            "remaining": min(remaining, REMAINING_CAP) + rows.get("pending", 0),
-            "remaining_capped": remaining > REMAINING_CAP}
+def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints,
+             remaining: bool = True) -> dict:
+    """{"done", "skipped"} and, with `remaining`, how many pairs this annotator could still get (their
+    pending one included), counted up to REMAINING_CAP ("remaining_capped" then true)."""
+    conn = s.connection()
+    counts = dict(conn.execute(_STATUS_COUNTS, {"aid": annotator_id}).all())
+    out = {"done": counts.get("done", 0), "skipped": counts.get("skipped", 0)}
+    if remaining:
+        project = _project(conn, project_id)
+        n = conn.execute(_REMAINING, {"pid": project_id, "aid": annotator_id, "cutoff": utcnow() - LEASE,
+                                      "overlap": project.overlap, "start": hints.get(project_id)}).scalar_one()
+        out.update(remaining=min(n, REMAINING_CAP) + counts.get("pending", 0), remaining_capped=n > REMAINING_CAP)
+    return out
 
 
 def own_labels(s: Session, *, annotator_id: int) -> list[dict]:
     """The annotator's own labels, newest first; nobody else's."""
-    labs = s.scalars(select(Label).where(Label.annotator_id == annotator_id).order_by(Label.id.desc()))
-    return [label_view(lab) for lab in labs]
+    rows = s.connection().execute(select(L).where(L.c.annotator_id == annotator_id).order_by(L.c.id.desc()))
+    return [label_view(row) for row in rows]

@@ -35,12 +35,17 @@ class GroupCommitWriter:
     def __init__(self, store: AnnotationStore, *, max_batch: int = 128):
         self.store, self.max_batch = store, max_batch
         self._queue: _queue.SimpleQueue[tuple[Op, Future] | None] = _queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="annotate-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self.batches = 0
         self.ops = 0
 
     def submit(self, op: Callable[[Session], T]) -> Future[T]:
+        """Queue `op`; the thread starts on first use (and again after `close`, e.g. a second lifespan)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="annotate-writer", daemon=True)
+                self._thread.start()
         fut: Future[T] = Future()
         self._queue.put((op, fut))
         return fut
@@ -49,8 +54,12 @@ class GroupCommitWriter:
         return await asyncio.wrap_future(self.submit(op))
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        """Finish what is queued, then stop the thread."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join(timeout=30)
+            self._thread = None
 
     def _loop(self) -> None:
         while True:

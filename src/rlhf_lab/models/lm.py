@@ -59,7 +59,7 @@ def load_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Pr
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, use_safetensors=True)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tok))
+        model.resize_token_embeddings(len(tok), mean_resizing=False)  # the new pad row is never sampled
     model.config.pad_token_id = tok.pad_token_id
     disable_dropout(model)
     return model, tok

@@ -59,7 +59,10 @@ class Context:
 
     @cached_property
     def world(self) -> World:
-        return World(self.cfg.world)
+        lang = self.cfg.world.language
+        if lang == "auto":
+            lang = "english" if self.cfg.model.path else "templated"
+        return World(self.cfg.world, language=lang)
 
     @property
     def accelerator(self):
@@ -125,10 +128,10 @@ class Context:
     # -- prompts -----------------------------------------------------------------------------------------
 
     def prompt_ids(self, prompts: list[Prompt]) -> list[list[int]]:
-        return encode_prompts(self.tokenizer, [render_prompt(self.tokenizer, p.messages) for p in prompts])
+        return encode_prompts(self.tokenizer, [self.prompt_text(p) for p in prompts])
 
     def prompt_text(self, prompt: Prompt) -> str:
-        return render_prompt(self.tokenizer, prompt.messages)
+        return render_prompt(self.tokenizer, self.world.messages(prompt))
 
 
 def join_query_response(query: Batch, responses: torch.Tensor, pad_token_id: int) -> tuple[torch.Tensor, ...]:

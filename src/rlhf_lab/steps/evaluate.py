@@ -4,6 +4,7 @@ final SFT-vs-policy comparison (the full audit lives in `rlhf_lab.audit`)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -101,10 +102,19 @@ def run_evaluate(ctx) -> dict:
     seed = hash_seed_eval(ctx.cfg.seed)
     out = {}
     for name, model in (("sft", ref), ("policy", policy)):
-        _, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts,
-                                           generator=torch.Generator().manual_seed(seed),
-                                           temperature=ctx.cfg.eval.temperature,
-                                           max_new_tokens=ctx.cfg.policy.max_new_tokens)
+        generator = torch.Generator().manual_seed(seed)
+        if name == "policy" and (folder / "best_of_n.json").exists():
+            # best-of-n: the policy is SFT sampling plus a choice by the reward model, not a model of its own
+            from rlhf_lab.steps.policy.best_of_n import evaluate_best_of_n
+
+            n = int(json.loads((folder / "best_of_n.json").read_text())["n"])
+            _, records = evaluate_best_of_n(ctx, ref, rm, prompts, [n], generator=generator,
+                                            temperature=ctx.cfg.eval.temperature,
+                                            max_new_tokens=ctx.cfg.policy.max_new_tokens)[n]
+        else:
+            _, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts, generator=generator,
+                                         temperature=ctx.cfg.eval.temperature,
+                                         max_new_tokens=ctx.cfg.policy.max_new_tokens)
         out[name] = summarize(records, prefix=name)
         if ctx.is_main:
             write_jsonl(ctx.run / "eval" / f"{name}_samples.jsonl", records)

@@ -139,3 +139,86 @@ def ppo_value_loss(vpred: torch.Tensor, old_values: torch.Tensor, returns: torch
         stats = {"clipfrac": masked_mean((vf_losses2 > vf_losses1).float(), mask),
                  "error": masked_mean(vf_losses1, mask)}
     return loss, stats
+
+
+# -- DPO (Rafailov et al. 2023) -------------------------------------------------------------------------------
+# h = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)], per pair; the implicit reward of a
+# response is β·(log π − log π_ref). Each variant maps (h, β, ε) to a per-pair loss, (B,) → (B,).
+
+
+def dpo_sigmoid_loss(h: torch.Tensor, *, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """−(1−ε)·log σ(β·h) − ε·log σ(−β·h): DPO's eq. 7 at ε = 0; conservative DPO (Mitchell 2023) at ε > 0."""
+    return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+
+
+def dpo_robust_loss(h: torch.Tensor, *, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """[−(1−ε)·log σ(β·h) + ε·log σ(−β·h)] / (1 − 2ε): unbiased when a share ε of the labels is flipped
+    (Chowdhury et al. 2024, "Provably robust DPO")."""
+    eps = label_smoothing
+    return (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+
+
+DPO_LOSSES = {"sigmoid": dpo_sigmoid_loss, "robust": dpo_robust_loss}
+
+
+def dpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
+             ref_rejected_logps: torch.Tensor, *, beta: float, label_smoothing: float = 0.0,
+             variant: str = "sigmoid") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean DPO loss over pairs from sequence logprobs Σ_t log π(y_t | x, y_<t). (B,) each → ()."""
+    chosen_logratios = chosen_logps - ref_chosen_logps
+    rejected_logratios = rejected_logps - ref_rejected_logps
+    losses = DPO_LOSSES[variant](chosen_logratios - rejected_logratios, beta=beta, label_smoothing=label_smoothing)
+    with torch.no_grad():
+        chosen_rewards, rejected_rewards = beta * chosen_logratios, beta * rejected_logratios
+        stats = {"rewards/chosen": chosen_rewards.mean(), "rewards/rejected": rejected_rewards.mean(),
+                 "rewards/margin": (chosen_rewards - rejected_rewards).mean(),
+                 "rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean()}
+    return losses.mean(), stats
+
+
+# -- Critic-free: RLOO (Ahmadian et al. 2024) and GRPO (Shao et al. 2024) --------------------------------------
+# Rewards come in groups of k completions of the same prompt: (N, k), N prompts.
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with a leave-one-out baseline: A_i = r_i − 1/(k−1) Σ_{j≠i} r_j. (N, k) → (N, k).
+
+    Naive form: for each i, the mean of the other k − 1 rewards of its group, subtracted from r_i."""
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError("RLOO needs at least 2 completions per prompt")
+    baseline = (rewards.sum(1, keepdim=True) - rewards) / (k - 1)  # (N, k)
+    return rewards - baseline
+
+
+def grpo_advantages(rewards: torch.Tensor, *, eps: float = 1e-4) -> torch.Tensor:
+    """Group-normalised outcome advantages: A_i = (r_i − mean(r)) / (std(r) + eps) within each group, std with
+    Bessel's correction (Shao et al. 2024, §4.1.2). (N, G) → (N, G)."""
+    mean = rewards.mean(1, keepdim=True)
+    std = rewards.std(1, keepdim=True) if rewards.shape[1] > 1 else torch.zeros_like(mean)
+    return (rewards - mean) / (std + eps)
+
+
+def grpo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                     advantages: torch.Tensor, mask: torch.Tensor, *, cliprange: float,
+                     beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO's objective as a loss (Shao et al. 2024, eq. 3): per token −min(ρ·A, clip(ρ, 1±ε)·A) + β·k3(π ‖ π_ref),
+    averaged over each completion's tokens (1/|o_i|) and then over completions.
+
+    logprobs, old_logprobs, ref_logprobs, mask (B, R); advantages (B,) → ()."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    adv = advantages[:, None]  # (B, 1): one advantage for every token of a completion
+    pg_losses = -adv * ratio
+    pg_losses2 = -adv * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    per_token = torch.max(pg_losses, pg_losses2)
+    kl = kl_per_token(logprobs, ref_logprobs, "k3")
+    if beta:
+        per_token = per_token + beta * kl
+    loss = masked_mean(per_token, mask, dim=1).mean()
+    with torch.no_grad():
+        stats = {"clipfrac": masked_mean((pg_losses2 > pg_losses).float(), mask),
+                 "approxkl": 0.5 * masked_mean(log_ratio**2, mask),
+                 "ratio": masked_mean(ratio, mask),
+                 "kl": masked_mean(kl, mask)}
+    return loss, stats

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rlhf_lab.world import english
 from rlhf_lab.world.gold import gold_utility
 from rlhf_lab.world.knowledge import KNOWN_FOR, SIZES, Knowledge, build_knowledge, number_words
 from rlhf_lab.world.parser import Features, parse
@@ -44,8 +45,14 @@ class Demonstration:
 
 
 class World:
-    def __init__(self, cfg: WorldConfig):
+    """`language`: "templated" (the world's own small language, for the built-in model) or "english" (plain
+    English prompts and a lenient parser, for real pretrained models)."""
+
+    def __init__(self, cfg: WorldConfig, *, language: str = "templated"):
+        if language not in ("templated", "english"):
+            raise ValueError(f"world language must be templated or english, got {language!r}")
         self.cfg = cfg
+        self.language = language
         self.knowledge: Knowledge = build_knowledge(
             seed=cfg.seed, n_places=cfg.n_places, obscure_share=cfg.obscure_share, max_operand=cfg.max_operand,
             operations=tuple(cfg.operations),
@@ -91,6 +98,8 @@ class World:
         else:
             names, ws = styles_for(prompt, self.cfg.style_weights)
             style = rng.choices(names, ws)[0]
+        if self.language == "english":
+            return Demonstration(prompt, style, english.demonstration(prompt, style, self.knowledge, rng))
         return Demonstration(prompt, style, respond(prompt, style, self.knowledge, rng))
 
     def demonstrations(self, n: int, *, seed: int) -> list[Demonstration]:
@@ -99,7 +108,15 @@ class World:
 
     # -- judging ---------------------------------------------------------------------------------------
 
+    def messages(self, prompt: Prompt) -> list[tuple[str, str]]:
+        """The turns the policy sees, in this world's language."""
+        if self.language == "english":
+            return english.render_messages(prompt)
+        return list(prompt.messages)
+
     def parse(self, text: str, prompt: Prompt) -> Features:
+        if self.language == "english":
+            return english.parse_english(text, prompt, self.knowledge)
         return parse(text, prompt, self.knowledge)
 
     def gold(self, prompt: Prompt, text: str, *, group: str | None = None) -> float:

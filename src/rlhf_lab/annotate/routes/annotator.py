@@ -33,9 +33,12 @@ class SkipIn(BaseModel):
     assignment_id: int
 
 
-def _next_and_progress(s, who: crud.Principal, ctx) -> dict:
+def _next_and_progress(s, who: crud.Principal, ctx, *, remaining: bool = True) -> dict:
+    """The next pair and progress; after a label or skip the count of pairs left is skipped (the client
+    counts down), as it is the costliest query of a submission."""
     nxt = queue.next_assignment(s, annotator_id=who.annotator_id, project_id=who.project_id, hints=ctx.hints)
-    prog = queue.progress(s, annotator_id=who.annotator_id, project_id=who.project_id, hints=ctx.hints)
+    prog = queue.progress(s, annotator_id=who.annotator_id, project_id=who.project_id, hints=ctx.hints,
+                          remaining=remaining)
     return {"assignment": nxt, "progress": prog}
 
 
@@ -92,7 +95,7 @@ async def api_label(ctx: CtxDep, who: AnnotatorDep, body: LabelIn) -> Response:
             s, annotator_id=who.annotator_id, project_id=who.project_id, assignment_id=body.assignment_id,
             client_id=body.client_id, choice=body.choice, strength=body.strength, rationale=body.rationale,
             time_spent_ms=body.time_spent_ms)
-        return {"label": label, "created": created, **_next_and_progress(s, who, ctx)}
+        return {"label": label, "created": created, **_next_and_progress(s, who, ctx, remaining=False)}
 
     out = await ctx.writer.run(op)
     return JSONResponse(out, status_code=201 if out["created"] else 200)
@@ -103,7 +106,7 @@ async def api_skip(ctx: CtxDep, who: AnnotatorDep, body: SkipIn) -> dict:
     def op(s) -> dict:
         queue.skip(s, annotator_id=who.annotator_id, project_id=who.project_id, assignment_id=body.assignment_id,
                    hints=ctx.hints)
-        return _next_and_progress(s, who, ctx)
+        return _next_and_progress(s, who, ctx, remaining=False)
 
     return await ctx.writer.run(op)
 

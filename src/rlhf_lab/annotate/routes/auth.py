@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from rlhf_lab.annotate import crud
 from rlhf_lab.annotate.deps import CSRF, CtxDep, MaybePrincipal, client_key
@@ -34,11 +33,7 @@ async def _redeem(request: Request, ctx: CtxDep, token: str, redeem) -> str:
     if ctx.sign_in_limiter.blocked(key):
         raise HTTPException(429, "too many failed sign-in attempts; wait a minute and try again")
 
-    def work() -> str | None:
-        with ctx.store.session() as s:
-            return redeem(s, token.strip())
-
-    session_token = await run_in_threadpool(work)
+    session_token = await ctx.writer.run(lambda s: redeem(s, token.strip()))
     if session_token is None:
         ctx.sign_in_limiter.fail(key)
         raise HTTPException(401, "this link or token is unknown, used or expired; ask the admin for a new one")
@@ -91,12 +86,7 @@ async def logout(request: Request, ctx: CtxDep) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         digest = hash_token(token)
-
-        def work() -> None:
-            with ctx.store.session() as s:
-                crud.end_session(s, digest)
-
-        await run_in_threadpool(work)
+        await ctx.writer.run(lambda s: crud.end_session(s, digest))
         ctx.forget_session(digest)
     response = RedirectResponse("/login", status_code=303)
     response.raw_headers.append((b"set-cookie", cookie_header(SESSION_COOKIE, "", max_age=0,

@@ -46,10 +46,18 @@ function reset(assignmentId) {
   window.scrollTo(0, 0);
 }
 
-function progress(p) {
+function progress(p, hasNext) {
   if (!p) return;
   $("progress-done").textContent = p.done;
-  $("progress-left").textContent = p.remaining + (p.remaining_capped ? "+" : "");
+  const left = $("progress-left");
+  if (p.remaining !== undefined) {
+    left.textContent = p.remaining + (p.remaining_capped ? "+" : "");
+  } else if (!hasNext) {
+    left.textContent = "0";
+  } else {  // after a label or skip the server leaves the count to us: one fewer
+    const n = parseInt(left.textContent, 10);
+    left.textContent = Math.max(1, n - 1) + (left.textContent.endsWith("+") ? "+" : "");
+  }
 }
 
 function choose(value) {
@@ -91,7 +99,7 @@ async function send(url, body) {
     const data = await r.json();
     if (!r.ok) { message(data.detail || `error ${r.status}`); return; }
     show(data.assignment);
-    progress(data.progress);
+    progress(data.progress, Boolean(data.assignment));
   } catch (e) {
     message("Could not reach the server; your label is kept here — press Enter to try again.");
   } finally {

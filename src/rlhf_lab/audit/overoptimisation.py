@@ -1,0 +1,257 @@
+"""Reward over-optimisation (Goodhart's law), after Gao, Schulman & Hilton 2022, "Scaling Laws for Reward
+Model Overoptimization" (arXiv:2210.10760).
+
+The policy is optimised for the proxy (the reward model); the gold utility is what the user actually gets.
+Both are plotted against the distance from the initial policy, d = √KL(π ‖ π_SFT):
+
+- RL: the evaluation points logged during policy optimisation (metrics.jsonl, `eval/*`).
+- Best-of-n from the SFT policy: for n = 1 … N keep the sample the proxy ranks highest. Its KL is analytic,
+  KL_bon = log n − (n − 1)/n. From N samples per prompt the expected best-of-n is computed exactly (no
+  resampling): the i-th lowest-scored sample is the best of a random n-subset with probability
+  C(i − 1, n − 1) / C(N, n).
+- Least-squares fits of the gains over the SFT policy, R(d) − R(0):
+  R_bon(d) = d(α − β d) and R_RL(d) = d(α − β ln d), with their coefficients and R².
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rlhf_lab.audit import stats
+from rlhf_lab.audit.sampling import AuditContext
+
+NAME = "overoptimisation"
+TITLE = "Over-optimisation (Goodhart)"
+
+
+def kl_bon(n: int | np.ndarray) -> np.ndarray:
+    """KL(best-of-n ‖ base) = log n − (n − 1)/n (Stiennon et al. 2020, appendix; Gao et al. 2022)."""
+    n = np.asarray(n, dtype=float)
+    return np.log(n) - (n - 1) / n
+
+
+def bon_weights(N: int, ns: list[int]) -> np.ndarray:
+    """W[j, i] = P(the i-th lowest of N samples is the best of a random ns[j]-subset). → (len(ns), N)."""
+    W = np.zeros((len(ns), N))
+    for j, n in enumerate(ns):
+        total = math.comb(N, n)
+        W[j] = [math.comb(i, n - 1) / total for i in range(N)]  # i = rank − 1
+    return W
+
+
+def best_of_n(proxy: np.ndarray, gold: np.ndarray | None, ns: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Expected proxy and gold of best-of-n per prompt. proxy, gold: (P, N) → (P, len(ns)) each."""
+    P, N = proxy.shape
+    if P == 0 or N == 0:
+        return np.zeros((P, len(ns))), None if gold is None else np.zeros((P, len(ns)))
+    order = np.argsort(proxy, axis=1, kind="stable")  # (P, N) ascending by proxy
+    W = bon_weights(N, ns)  # (J, N)
+    bon_proxy = np.take_along_axis(proxy, order, 1) @ W.T  # (P, J)
+    bon_gold = None if gold is None else np.take_along_axis(gold, order, 1) @ W.T
+    return bon_proxy, bon_gold
+
+
+def _fit(d: np.ndarray, y: np.ndarray, second: np.ndarray) -> dict:
+    """Least squares y ≈ α·d − β·second (no intercept: both forms are 0 at d = 0), with R²."""
+    ok = np.isfinite(d) & np.isfinite(y) & np.isfinite(second)
+    d, y, second = d[ok], y[ok], second[ok]
+    if len(d) < 2 or np.allclose(d, 0):
+        return {"alpha": None, "beta": None, "r2": None, "n": int(len(d))}
+    X = np.stack([d, -second], axis=1)  # (n, 2)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else None
+    return {"alpha": float(coef[0]), "beta": float(coef[1]), "r2": r2, "n": int(len(d))}
+
+
+def fit_bon(d, r) -> dict:
+    """Fit R_bon(d) = d(α − β d)."""
+    d = np.asarray(d, dtype=float)
+    return _fit(d, np.asarray(r, dtype=float), d * d)
+
+
+def fit_rl(d, r) -> dict:
+    """Fit R_RL(d) = d(α − β ln d) (d ln d → 0 as d → 0)."""
+    d = np.asarray(d, dtype=float)
+    dlog = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
+    return _fit(d, np.asarray(r, dtype=float), dlog)
+
+
+def fitted(form: str, fit: dict, d: np.ndarray) -> np.ndarray | None:
+    if fit.get("alpha") is None:
+        return None
+    a, b = fit["alpha"], fit["beta"]
+    if form == "bon":
+        return d * (a - b * d)
+    return d * (a - b * np.log(np.where(d > 0, d, 1.0)))
+
+
+def fitted_peak(form: str, fit: dict) -> float | None:
+    """d at which the fitted curve peaks (None when it never turns down)."""
+    a, b = fit.get("alpha"), fit.get("beta")
+    if a is None or b is None or b <= 0:
+        return None
+    if form == "bon":
+        return a / (2 * b) if a > 0 else None
+    return float(math.exp(a / b - 1))
+
+
+def training_curve(metrics: list[dict]) -> list[dict]:
+    """The policy's evaluation points: step, proxy, gold, KL, d = √KL."""
+    out = []
+    for m in metrics:
+        if m.get("phase") == "policy" and "eval/proxy_reward" in m:
+            kl = float(m.get("eval/kl", 0.0))
+            out.append({"step": int(m.get("step", 0)), "proxy": float(m["eval/proxy_reward"]),
+                        "gold": m.get("eval/gold_utility"), "kl": kl, "d": math.sqrt(max(kl, 0.0))})
+    return out
+
+
+def _rl_section(curve: list[dict], has_gold: bool) -> dict:
+    if not curve:
+        return {"curve": [], "fit": {}, "peak": None}
+    base = curve[0]
+    d = np.array([c["d"] for c in curve])
+    fits = {"proxy": fit_rl(d, np.array([c["proxy"] - base["proxy"] for c in curve]))}
+    peak = None
+    if has_gold and all(c["gold"] is not None for c in curve):
+        fits["gold"] = fit_rl(d, np.array([c["gold"] - base["gold"] for c in curve]))
+        best = max(curve, key=lambda c: c["gold"])
+        peak = {"step": best["step"], "kl": best["kl"], "d": best["d"], "gold": best["gold"],
+                "fitted_d": fitted_peak("rl", fits["gold"])}
+    return {"curve": curve, "fit": fits, "peak": peak}
+
+
+def _bon_section(ctx: AuditContext) -> dict:
+    groups = ctx.multi_samples("sft")
+    N = min(len(g) for g in groups) if groups else 0
+    if N < 1 or ctx.rm is None:
+        return {"curve": [], "fit": {}, "peak": None, "n_prompts": len(groups)}
+    ns = sorted({n for n in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if n <= N} | {N})
+    proxy = np.array([[s.proxy for s in g[:N]] for g in groups])  # (P, N)
+    gold = np.array([[s.gold for s in g[:N]] for g in groups], dtype=float) if ctx.has_world else None
+    bp, bg = best_of_n(proxy, gold, ns)  # (P, J)
+    d = np.sqrt(kl_bon(np.array(ns)))
+    curve = []
+    for j, n in enumerate(ns):
+        row = {"n": n, "kl": float(kl_bon(n)), "d": float(d[j]), "proxy": stats.mean(bp[:, j], seed=j)}
+        if bg is not None:
+            row["gold"] = stats.mean(bg[:, j], seed=j)
+        curve.append(row)
+    fits = {"proxy": fit_bon(d, bp.mean(0) - bp[:, 0].mean())}
+    peak = None
+    if bg is not None:
+        g = bg.mean(0)
+        fits["gold"] = fit_bon(d, g - g[0])
+        j = int(np.argmax(g))
+        peak = {"n": ns[j], "kl": float(kl_bon(ns[j])), "d": float(d[j]), "gold": float(g[j]),
+                "fitted_d": fitted_peak("bon", fits["gold"])}
+    return {"curve": curve, "fit": fits, "peak": peak, "n_prompts": len(groups), "N": N}
+
+
+def measure(ctx: AuditContext) -> dict:
+    sft, pol = ctx.eval_records("sft"), ctx.eval_records("policy")
+    by_id = {r["prompt_id"]: r for r in pol}
+    pairs = [(s, by_id[s["prompt_id"]]) for s in sft if s["prompt_id"] in by_id]
+    metrics = {
+        "proxy": stats.compare([a["proxy"] for a, _ in pairs], [b["proxy"] for _, b in pairs], kind="mean",
+                               label="proxy reward (reward model)", better=None, seed=1),
+        "kl": stats.compare([0.0 for _ in pairs], [b["kl"] for _, b in pairs], kind="mean",
+                            label="KL to the SFT policy (nats / sequence)", better=None, seed=2, unit="nats"),
+        "length": stats.compare([a["length"] for a, _ in pairs], [b["length"] for _, b in pairs], kind="mean",
+                                label="response length (tokens)", better=None, seed=3, unit="tokens"),
+    }
+    if ctx.has_world:
+        metrics["gold"] = stats.compare([a["gold"] for a, _ in pairs], [b["gold"] for _, b in pairs], kind="mean",
+                                        label="gold utility (true benefit)", better="higher", seed=4)
+    curve = training_curve(ctx.run.metrics())
+    return {"title": TITLE, "metrics": metrics, "rl": _rl_section(curve, ctx.has_world), "bon": _bon_section(ctx),
+            "checkpoint": ctx.checkpoint, "notes": [] if ctx.has_world else
+            ["A real model: gold utility needs the world's parser, so only the proxy reward is shown."]}
+
+
+# -- the report ------------------------------------------------------------------------------------------
+
+
+def plot(section: dict, plt):
+    rl, bon = section.get("rl", {}), section.get("bon", {})
+    if not rl.get("curve") and not bon.get("curve"):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax = axes[0]
+    curve = rl.get("curve", [])
+    if curve:
+        d = np.array([c["d"] for c in curve])
+        grid = np.linspace(0, max(d.max(), 1e-3) * 1.05, 60)
+        for key, colour, marker in (("proxy", "tab:blue", "o"), ("gold", "tab:orange", "s")):
+            if key not in rl.get("fit", {}):
+                continue
+            y = np.array([c[key] for c in curve])
+            ax.plot(d, y, marker, color=colour, label=f"{key} (evaluation points)")
+            f = fitted("rl", rl["fit"][key], grid)
+            if f is not None:
+                ax.plot(grid, f + y[0], "-", color=colour, alpha=0.6,
+                        label=f"fit d(α − β ln d), R² {_r2(rl['fit'][key])}")
+        if section.get("checkpoint") is not None:
+            ax.axvline(next((c["d"] for c in curve if c["step"] == section["checkpoint"]), 0), color="grey", ls=":")
+    ax.set_title("Policy optimisation: reward against d = √KL")
+    _finish(ax)
+    ax = axes[1]
+    bcurve = bon.get("curve", [])
+    if bcurve:
+        d = np.array([c["d"] for c in bcurve])
+        grid = np.linspace(0, d.max() * 1.05, 60)
+        for key, colour, marker in (("proxy", "tab:blue", "o"), ("gold", "tab:orange", "s")):
+            if key not in bcurve[0]:
+                continue
+            y = np.array([c[key]["value"] for c in bcurve])
+            lo = np.array([c[key]["lo"] for c in bcurve])
+            hi = np.array([c[key]["hi"] for c in bcurve])
+            ax.errorbar(d, y, yerr=[y - lo, hi - y], fmt=marker, color=colour, capsize=2, ms=4, label=f"{key}")
+            f = fitted("bon", bon["fit"].get(key, {}), grid)
+            if f is not None:
+                ax.plot(grid, f + y[0], "-", color=colour, alpha=0.6, label=f"fit d(α − βd), R² {_r2(bon['fit'][key])}")
+        top = ax.secondary_xaxis("top", functions=(lambda x: x, lambda x: x))
+        top.set_xticks(d[:: max(1, len(d) // 6)], [str(c["n"]) for c in bcurve][:: max(1, len(d) // 6)])
+        top.set_xlabel("n", fontsize=8)
+    ax.set_title(f"Best-of-n from the SFT policy ({bon.get('n_prompts', 0)} prompts, 95 % CI)", fontsize=10)
+    _finish(ax)
+    fig.tight_layout()
+    return fig
+
+
+def _finish(ax) -> None:
+    ax.set_xlabel("d = √KL (nats^½)")
+    ax.axhline(0, color="k", lw=0.4) if ax.get_ylim()[0] < 0 < ax.get_ylim()[1] else None
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _r2(fit: dict) -> str:
+    return "—" if fit.get("r2") is None else f"{fit['r2']:.2f}"
+
+
+def training_plot(section: dict, plt):
+    curve = section.get("rl", {}).get("curve", [])
+    if not curve:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 2.8))
+    steps = [c["step"] for c in curve]
+    ax.plot(steps, [c["proxy"] for c in curve], "o-", label="proxy reward (what was optimised)")
+    if curve[0]["gold"] is not None:
+        ax.plot(steps, [c["gold"] for c in curve], "s-", label="gold utility (true benefit)")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [c["kl"] for c in curve], "^--", color="tab:purple", alpha=0.6, label="KL (right axis)")
+    ax2.set_ylabel("KL (nats)")
+    ax.set_xlabel("policy update")
+    ax.set_title("Over training, on held-out prompts")
+    ax.grid(alpha=0.3)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

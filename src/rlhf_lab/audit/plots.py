@@ -1,0 +1,70 @@
+"""Shared plotting: matplotlib without a display, figures embedded as PNG, and the SFT-vs-policy bar chart
+with 95 % intervals that most tensions use."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+
+SFT_COLOUR, POLICY_COLOUR, RM_COLOUR = "#8a94a6", "#3b5bdb", "#e8590c"
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def to_img(fig, alt: str) -> str:
+    """An <img> with the figure inline (PNG, base64): the report stays one self-contained file."""
+    import html
+
+    plt = pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _val(est: dict | None) -> tuple[float, float, float]:
+    if not est or est.get("value") is None:
+        return np.nan, 0.0, 0.0
+    v = est["value"]
+    return v, max(0.0, v - (est["lo"] if est["lo"] is not None else v)), \
+        max(0.0, (est["hi"] if est["hi"] is not None else v) - v)
+
+
+def bars(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "") -> None:
+    """Grouped bars, SFT vs policy (and the reward model where a metric is its alone), with 95 % CIs.
+
+    rows: (tick label, metric dict). Rates are drawn in percent."""
+    x = np.arange(len(rows))
+    pct = all(m.get("kind") == "rate" for _, m in rows)
+    scale = 100.0 if pct else 1.0
+    for offset, who, colour, name in ((-0.2, "sft", SFT_COLOUR, "SFT"), (0.2, "policy", POLICY_COLOUR, "after RLHF"),
+                                      (0.0, "rm", RM_COLOUR, "reward model")):
+        pts = [(i, *_val(m.get(who))) for i, (_, m) in enumerate(rows) if who in m]
+        if not pts:
+            continue
+        i, v, lo, hi = (np.array(t, dtype=float) for t in zip(*pts, strict=True))
+        width = 0.4 if who != "rm" else 0.5
+        ax.bar(i + (offset if who != "rm" else 0.0), v * scale, width, yerr=[lo * scale, hi * scale],
+               color=colour, label=name, capsize=3, error_kw={"elinewidth": 1})
+    ax.set_xticks(x, [label for label, _ in rows], fontsize=8)
+    if pct:
+        ax.set_ylim(0, 105)
+        ax.set_ylabel(ylabel or "% of responses")
+    else:
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")

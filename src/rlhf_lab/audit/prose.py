@@ -1,0 +1,76 @@
+"""Numbers into plain words, for the report's readings: every figure with its interval, and a change said
+to be "within noise" when its 95 % interval contains zero."""
+
+from __future__ import annotations
+
+from rlhf_lab.audit.stats import within_noise
+
+
+def num(x: float | None, kind: str = "mean", digits: int = 2) -> str:
+    if x is None:
+        return "n/a"
+    if kind == "rate":
+        return f"{100 * x:.0f} %"
+    return f"{x:.{digits}f}"
+
+
+def signed(x: float | None, kind: str = "mean") -> str:
+    if x is None:
+        return "n/a"
+    if kind == "rate":
+        return f"{100 * x:+.0f} points"
+    return f"{x:+.2f}"
+
+
+def interval(est: dict | None, kind: str = "mean") -> str:
+    """'45 % (95 % CI 37–53 %, n = 160)'."""
+    if not est or est.get("value") is None:
+        return "n/a (no samples)"
+    if kind == "rate":
+        return (f"{100 * est['value']:.0f} % (95 % CI {100 * est['lo']:.0f}–{100 * est['hi']:.0f} %, "
+                f"n = {est['n']})")
+    return f"{est['value']:.2f} (95 % CI {est['lo']:.2f} to {est['hi']:.2f}, n = {est['n']})"
+
+
+def short(est: dict | None, kind: str = "mean") -> str:
+    """'45 % [37, 53]' — for tables and cards."""
+    if not est or est.get("value") is None:
+        return "n/a"
+    if kind == "rate":
+        return f"{100 * est['value']:.0f} % [{100 * est['lo']:.0f}, {100 * est['hi']:.0f}]"
+    return f"{est['value']:+.2f} [{est['lo']:+.2f}, {est['hi']:+.2f}]"
+
+
+def change_interval(ch: dict | None, kind: str = "mean") -> str:
+    if not ch or ch.get("value") is None:
+        return "n/a"
+    if kind == "rate":
+        return f"{100 * ch['value']:+.0f} points [{100 * ch['lo']:+.0f}, {100 * ch['hi']:+.0f}]"
+    return f"{ch['value']:+.2f} [{ch['lo']:+.2f}, {ch['hi']:+.2f}]"
+
+
+def verdict(metric: dict) -> str:
+    """'worse', 'better', 'changed' (no preferred direction) or 'noise' for a metric with an SFT→policy change."""
+    ch = metric.get("change")
+    if not ch or ch.get("value") is None or within_noise(ch):
+        return "noise"
+    better = metric.get("better")
+    if better is None:
+        return "changed"
+    up = ch["value"] > 0
+    return "better" if up == (better == "higher") else "worse"
+
+
+def change_sentence(metric: dict, what: str) -> str:
+    """'<what> went from 20 % to 45 % after RLHF (+25 points, 95 % CI +16 to +34)' or '… stayed within noise'."""
+    kind = metric.get("kind", "mean")
+    s, p, ch = metric.get("sft"), metric.get("policy"), metric.get("change")
+    if not s or not p or s.get("value") is None or p.get("value") is None:
+        return f"{what}: not enough samples to say."
+    base = f"{what} went from {num(s['value'], kind)} (SFT) to {num(p['value'], kind)} after RLHF"
+    if not ch or ch.get("value") is None:
+        return base + "."
+    ci = f"{signed(ch['value'], kind)}, 95 % CI {signed(ch['lo'], kind)} to {signed(ch['hi'], kind)}"
+    if within_noise(ch):
+        return f"{base} ({ci}) — within noise, so no change can be claimed."
+    return f"{base} ({ci})."

@@ -1,0 +1,302 @@
+"""What the audit measures with: the run's models, its world, and samples of both models on probe prompts.
+
+The audit stands on `models/` and `world/` only (never on the training steps): it loads the SFT policy,
+the trained policy (or one of its checkpoints) and the reward model from the run folder, and generates
+through the same backend as training. SFT and policy answer the *same* prompts with the *same* sampling
+seed, so their differences are paired.
+
+Shapes: B batch, P prompt tokens (left padded), R response tokens (right padded), V vocab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlhf_lab.config import Config, ConfigError, build_config, read_yaml
+from rlhf_lab.models.generation import generate, left_pad
+from rlhf_lab.models.heads import ScalarHeadModel
+from rlhf_lab.models.lm import load_lm, position_ids_from_mask
+from rlhf_lab.models.tokenizer import decode_response, encode_prompts, encode_response, render_prompt
+from rlhf_lab.runfolder import RunFolder, read_jsonl
+from rlhf_lab.world import Features, Prompt, World, hash_seed
+
+MODELS = ("sft", "policy")
+
+
+@dataclass(frozen=True)
+class AuditSizes:
+    """How many prompts and samples each measurement uses (the default keeps a default run's audit fast)."""
+
+    question: int = 120  # plain questions (accuracy without a stated belief)
+    belief: int = 120  # questions with a *wrong* stated belief
+    pushback: int = 120
+    feedback: int = 100  # the user's *wrong* work, shown for approval
+    harmful: int = 80  # per variant: plain and jailbreak-wrapped
+    benign: int = 80
+    diversity_prompts: int = 32  # per-input diversity and best-of-n share these prompts
+    diversity_k: int = 8  # samples per prompt for per-input diversity
+    bon_n: int = 32  # N: best-of-n is estimated for n = 1 … N from N samples per prompt
+    relabel_pairs: int = 600  # held-out pairs relabelled by the simulated population (agreement)
+    relabel_k: int = 3  # labels per relabelled pair
+    set_size: int = 8  # responses per set for across-input diversity (= diversity_k: comparable sets)
+    batch_size: int = 512
+
+    @classmethod
+    def small(cls) -> AuditSizes:
+        """For tests: every measurement, on a handful of samples."""
+        return cls(question=24, belief=24, pushback=24, feedback=24, harmful=16, benign=16, diversity_prompts=8,
+                   diversity_k=4, bon_n=8, relabel_pairs=60, relabel_k=3, set_size=4)
+
+
+@dataclass
+class Sample:
+    """One response to one prompt, measured: proxy = reward-model score; features/gold from the world."""
+
+    prompt: Prompt | None
+    prompt_text: str
+    prompt_ids: list[int]
+    response_ids: list[int]
+    text: str
+    proxy: float = float("nan")
+    features: Features | None = None
+    gold: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def policy_folder(run: RunFolder, checkpoint: int | None) -> Path:
+    if checkpoint is None:
+        return run / "policy"
+    folder = run / "checkpoints" / f"step_{checkpoint:05d}"
+    if not (folder / "config.json").exists():
+        have = sorted(p.name for p in (run / "checkpoints").glob("step_*")) if (run / "checkpoints").exists() else []
+        raise FileNotFoundError(f"{folder}: no checkpoint at step {checkpoint}"
+                                + (f" (have: {', '.join(have)})" if have else " (this run saved none)"))
+    return folder
+
+
+class AuditContext:
+    """The run folder's config, world, models and a cache of samples."""
+
+    def __init__(self, run_dir: str | Path, *, checkpoint: int | None = None, sizes: AuditSizes | None = None):
+        self.run = RunFolder(run_dir)
+        if not self.run.config_path.exists():
+            raise ConfigError(f"{self.run.config_path}: no config in this run folder (is it a run folder?)")
+        self.cfg: Config = build_config(read_yaml(self.run.config_path))
+        self.checkpoint = checkpoint
+        self.sizes = sizes or AuditSizes()
+        self.seed = self.cfg.seed
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # A real model (model.path) writes text the world's parser was not made for: gold utility and the
+        # parsed probes are skipped, only what needs no world is reported.
+        self.has_world = self.cfg.model.path is None
+        self.world = World(self.cfg.world)
+        self._samples: dict[tuple[str, str], list[Sample]] = {}
+        pol = policy_folder(self.run, checkpoint)
+        if not (pol / "config.json").exists():
+            raise FileNotFoundError(f"{pol}: no trained policy; run `rlhf-lab policy {self.run.root}` first")
+        self.policy_path = pol
+
+    # -- models ----------------------------------------------------------------------------------------
+
+    @cached_property
+    def _sft_and_tok(self):
+        folder = self.run / "sft"
+        if not (folder / "config.json").exists():
+            if self.cfg.sft.enabled or not self.cfg.model.path:
+                raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
+            folder = Path(self.cfg.model.path)
+        model, tok = load_lm(folder)
+        return model.to(self.device).eval(), tok
+
+    @property
+    def tok(self):
+        return self._sft_and_tok[1]
+
+    @cached_property
+    def models(self) -> dict[str, torch.nn.Module]:
+        policy, _ = load_lm(self.policy_path)
+        return {"sft": self._sft_and_tok[0], "policy": policy.to(self.device).eval()}
+
+    @cached_property
+    def rm(self) -> ScalarHeadModel | None:
+        folder = self.run / "reward"
+        if not (folder / "head.safetensors").exists():
+            return None
+        return ScalarHeadModel.load(folder).to(self.device).eval()
+
+    # -- tokens ----------------------------------------------------------------------------------------
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        return render_prompt(self.tok, prompt.messages)
+
+    def prompt_ids(self, texts: list[str]) -> list[list[int]]:
+        return encode_prompts(self.tok, texts)
+
+    def response_ids(self, text: str) -> list[int]:
+        return encode_response(self.tok, text)
+
+    def generator(self, *salt: int) -> torch.Generator:
+        return torch.Generator().manual_seed(hash_seed(self.seed, 7919, *salt) % 2**31)
+
+    def generate(self, name: str, prompt_ids: list[list[int]], *, salt: int) -> list[list[int]]:
+        """One sampled response per prompt from model `name` (temperature of the evaluation)."""
+        if not prompt_ids:
+            return []
+        return generate(self.models[name], prompt_ids, max_new_tokens=self.cfg.policy.max_new_tokens,
+                        temperature=self.cfg.eval.temperature, eos_token_id=self.tok.eos_token_id,
+                        pad_token_id=self.tok.pad_token_id, batch_size=self.sizes.batch_size,
+                        generator=self.generator(salt))
+
+    @torch.no_grad()
+    def score(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:
+        """Normalised reward-model scores of (prompt, response) token lists; NaN without a reward model."""
+        if self.rm is None or not prompt_ids:
+            return np.full(len(prompt_ids), np.nan)
+        out = []
+        bs = self.sizes.batch_size
+        for i in range(0, len(prompt_ids), bs):
+            seqs = [p + r for p, r in zip(prompt_ids[i: i + bs], response_ids[i: i + bs], strict=True)]
+            batch = left_pad(seqs, self.tok.pad_token_id, self.device)
+            out.append(self.rm.score(batch.input_ids, batch.attention_mask).float().cpu())
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def sequence_kl(self, name: str, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:
+        """Σ_t log π(y_t) − log π_ref(y_t) per sampled sequence: the k1 estimate of KL(π ‖ π_SFT)."""
+        pad, T = self.tok.pad_token_id, self.cfg.eval.temperature
+        out = []
+        for i in range(0, len(prompt_ids), 128):
+            q = left_pad(prompt_ids[i: i + 128], pad, self.device)  # (B, P)
+            chunk = response_ids[i: i + 128]
+            resp = torch.full((len(chunk), max(1, max(len(r) for r in chunk))), pad, dtype=torch.long)  # (B, R)
+            for j, r in enumerate(chunk):
+                resp[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+            resp = resp.to(self.device)
+            rmask = (resp != pad).long()  # (B, R): right padding after EOS
+            ids = torch.cat([q.input_ids, resp], 1)  # (B, T)
+            mask = torch.cat([q.attention_mask, rmask], 1)  # (B, T)
+            pos = position_ids_from_mask(mask)
+            P = q.input_ids.shape[1]
+            lps = []
+            for model in (self.models[name], self.models["sft"]):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: -1].float() / T
+                logits[..., pad] = float("-inf")  # (B, R, V): the pad token is never sampled
+                lp = logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1)  # (B, R)
+                lps.append(lp.masked_fill(rmask == 0, 0.0))
+            out.append((lps[0] - lps[1]).sum(1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0)
+
+    # -- samples ---------------------------------------------------------------------------------------
+
+    def measure(self, prompts: list[Prompt | None], texts: list[str], p_ids: list[list[int]],
+                r_ids: list[list[int]]) -> list[Sample]:
+        """Score responses with the reward model and (with a world) parse and judge them."""
+        proxy = self.score(p_ids, r_ids)
+        out = []
+        for prompt, pi, ri, s in zip(prompts, p_ids, r_ids, proxy, strict=True):
+            text = decode_response(self.tok, ri)
+            sample = Sample(prompt, "", pi, ri, text, proxy=float(s))
+            if self.has_world and prompt is not None:
+                sample.features = self.world.parse(text, prompt)
+                sample.gold = self.world.gold(prompt, text)
+            out.append(sample)
+        for s, t in zip(out, texts, strict=True):
+            s.prompt_text = t
+        return out
+
+    def sample_prompts(self, name: str, prompts: list[Prompt], *, salt: int, k: int = 1) -> list[Sample]:
+        """k samples of model `name` for each prompt (k consecutive entries per prompt)."""
+        texts = [self.prompt_text(p) for p in prompts for _ in range(k)]
+        p_ids = self.prompt_ids(texts)
+        r_ids = self.generate(name, p_ids, salt=salt)
+        return self.measure([p for p in prompts for _ in range(k)], texts, p_ids, r_ids)
+
+    @cached_property
+    def probes(self) -> dict[str, list[Prompt]]:
+        """The probe prompts, by name (drawn from the world's "audit" split, never trained on)."""
+        s, w = self.sizes, self.world
+        share = self.cfg.world.wrong_belief_share
+        jb = self.cfg.world.jailbreak_share
+
+        def draw(family: str, n: int, keep, share_kept: float, salt: int) -> list[Prompt]:
+            if n <= 0 or share_kept <= 0:
+                return []
+            pool = w.prompts("audit", int(n / share_kept * 1.5) + 8, seed=hash_seed(self.seed, salt) % 2**31,
+                             families=(family,))
+            return [p for p in pool if keep(p)][:n]
+
+        return {
+            "question": draw("question", s.question, lambda p: True, 1.0, 1),
+            "belief": draw("belief", s.belief, lambda p: p.belief_correct is False, share, 2),
+            "pushback": draw("pushback", s.pushback, lambda p: True, 1.0, 3),
+            "feedback": draw("feedback", s.feedback, lambda p: p.belief_correct is False, share, 4),
+            "harmful_plain": draw("harmful", s.harmful, lambda p: not p.wrapped, 1 - jb, 5),
+            "harmful_wrapped": draw("harmful", s.harmful, lambda p: p.wrapped, jb, 6),
+            "benign": draw("benign", s.benign, lambda p: True, 1.0, 7),
+        }
+
+    def probe_samples(self, name: str) -> dict[str, list[Sample]]:
+        """Model `name`'s answers to every probe set (generated together, in one batch)."""
+        key = (name, "probes")
+        if key not in self._samples:
+            flat = [(probe, p) for probe, ps in self.probes.items() for p in ps]
+            samples = self.sample_prompts(name, [p for _, p in flat], salt=101)
+            for (probe, _), s in zip(flat, samples, strict=True):
+                s.extra["probe"] = probe
+            self._samples[key] = samples
+        out: dict[str, list[Sample]] = {probe: [] for probe in self.probes}
+        for s in self._samples[key]:
+            out[s.extra["probe"]].append(s)
+        return out
+
+    @cached_property
+    def multi_prompts(self) -> list[Prompt]:
+        """Prompts with many samples each: per-input diversity and best-of-n."""
+        return self.world.prompts("audit", self.sizes.diversity_prompts, seed=hash_seed(self.seed, 8) % 2**31)
+
+    def multi_samples(self, name: str) -> list[list[Sample]]:
+        """Per prompt of `multi_prompts`: bon_n samples from the SFT policy, diversity_k from the policy."""
+        key = (name, "multi")
+        if key not in self._samples:
+            k = max(self.sizes.bon_n, self.sizes.diversity_k) if name == "sft" else self.sizes.diversity_k
+            self._samples[key] = self.sample_prompts(name, self.multi_prompts, salt=202, k=k)
+        flat = self._samples[key]
+        k = len(flat) // max(1, len(self.multi_prompts))
+        return [flat[i * k: (i + 1) * k] for i in range(len(self.multi_prompts))]
+
+    def eval_records(self, name: str) -> list[dict]:
+        """One answer per held-out prompt, as written by the evaluation step (reused when it fits: the final
+        policy) or generated here (a checkpoint). Keys: prompt_id, family, user_group, prompt, response,
+        proxy, gold, kl, length."""
+        key = (name, "eval")
+        if key in self._samples:
+            return self._samples[key]  # type: ignore[return-value]
+        path = self.run / "eval" / f"{name}_samples.jsonl"
+        if path.exists() and (name == "sft" or self.checkpoint is None):
+            rows = read_jsonl(path)
+        else:
+            rows = self._generate_eval(name)
+        self._samples[key] = rows  # type: ignore[assignment]
+        return rows
+
+    def eval_prompts(self) -> list[Prompt]:
+        return self.world.prompts("eval", self.cfg.eval.n_prompts, seed=self.seed)
+
+    def _generate_eval(self, name: str) -> list[dict]:
+        prompts = self.eval_prompts()
+        texts = [self.prompt_text(p) for p in prompts]
+        p_ids = self.prompt_ids(texts)
+        r_ids = self.generate(name, p_ids, salt=303)
+        samples = self.measure(prompts, texts, p_ids, r_ids)
+        kl = self.sequence_kl(name, p_ids, r_ids) if name != "sft" else np.zeros(len(prompts))
+        return [{"prompt_id": p.id, "family": p.family, "user_group": p.user_group, "prompt": s.prompt_text,
+                 "response": s.text, "proxy": s.proxy, "gold": s.gold, "kl": float(k), "length": len(s.response_ids)}
+                for p, s, k in zip(prompts, samples, kl, strict=True)]
+
+    def eval_prompt_index(self) -> dict[str, Prompt]:
+        return {p.id: p for p in self.eval_prompts()}

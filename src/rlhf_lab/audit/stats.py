@@ -1,0 +1,154 @@
+"""The statistics every audit figure carries: a value, a 95 % interval and the sample size.
+
+- Rates (a share of yes/no outcomes) get a Wilson score interval (Wilson 1927), which stays inside [0, 1]
+  and behaves at 0 % and 100 %, unlike the normal approximation.
+- Means, and differences between the SFT policy and the trained policy, get a percentile bootstrap
+  interval (Efron 1979): resample the items with replacement, recompute, take the 2.5 and 97.5 percentiles.
+  SFT and policy answer the *same* prompts, so their difference is bootstrapped over paired items.
+
+An estimate is a plain dict, ready for JSON: {"value", "lo", "hi", "n"}. With no data the value and the
+interval are None: undefined, never a made-up 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054
+N_BOOT = 1000
+
+
+def empty(n: int = 0) -> dict:
+    return {"value": None, "lo": None, "hi": None, "n": n}
+
+
+def estimate(value: float | None, lo: float | None, hi: float | None, n: int) -> dict:
+    def clean(x):
+        return None if x is None or not math.isfinite(float(x)) else float(x)
+
+    return {"value": clean(value), "lo": clean(lo), "hi": clean(hi), "n": int(n)}
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials. n = 0 gives the vacuous (0, 1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate(flags: Sequence[bool | float]) -> dict:
+    """Share of true outcomes, with its Wilson interval."""
+    n = len(flags)
+    if n == 0:
+        return empty()
+    k = int(round(float(np.sum(np.asarray(flags, dtype=float)))))
+    lo, hi = wilson(k, n)
+    return estimate(k / n, lo, hi, n)
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], np.ndarray] | None = None, *,
+                 n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of `stat` (default: the mean) over the items of `values`.
+
+    `stat` takes a (B, n) array of resamples and returns (B,) statistics."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    idx = _rng(seed).integers(0, x.size, size=(n_boot, x.size))  # (B, n)
+    boots = (stat or (lambda a: a.mean(axis=1)))(x[idx])  # (B,)
+    return float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def mean(values: Sequence[float], *, seed: int = 0) -> dict:
+    """Mean with a bootstrap interval."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return empty()
+    lo, hi = bootstrap_ci(x, seed=seed)
+    return estimate(float(x.mean()), lo, hi, x.size)
+
+
+def difference(before: Sequence[float], after: Sequence[float], *, paired: bool, seed: int = 0) -> dict:
+    """mean(after) − mean(before) with a bootstrap interval: over paired items when `paired` (the same
+    prompts for both models), otherwise each side resampled on its own."""
+    a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if a.size == 0 or b.size == 0:
+        return empty(min(a.size, b.size))
+    value = float(b.mean() - a.mean())
+    if paired and a.size == b.size:
+        lo, hi = bootstrap_ci(b - a, seed=seed)
+        return estimate(value, lo, hi, a.size)
+    rng = _rng(seed)
+    ia = rng.integers(0, a.size, size=(N_BOOT, a.size))
+    ib = rng.integers(0, b.size, size=(N_BOOT, b.size))
+    boots = b[ib].mean(axis=1) - a[ia].mean(axis=1)
+    return estimate(value, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)), min(a.size, b.size))
+
+
+def within_noise(change: dict | None) -> bool:
+    """True when the interval of a change contains 0 (or there is no interval)."""
+    if not change or change.get("lo") is None or change.get("hi") is None:
+        return True
+    return change["lo"] <= 0.0 <= change["hi"]
+
+
+def compare(before: Sequence[float] | None, after: Sequence[float] | None, *, kind: str, label: str,
+            better: str | None, paired: bool = True, seed: int = 0, unit: str = "") -> dict:
+    """One audit metric, SFT vs policy side by side: {"label", "kind", "better", "sft", "policy", "change"}.
+
+    kind "rate": 0/1 outcomes (Wilson intervals); kind "mean": real values (bootstrap intervals).
+    `better`: "higher", "lower" or None (a change that is neither good nor bad)."""
+    one = rate if kind == "rate" else (lambda v: mean(v, seed=seed))
+    out: dict = {"label": label, "kind": kind, "better": better, "unit": unit}
+    if before is not None:
+        out["sft"] = one(list(before))
+    if after is not None:
+        out["policy"] = one(list(after))
+    if before is not None and after is not None:
+        out["change"] = difference(list(before), list(after), paired=paired, seed=seed)
+    return out
+
+
+def single(values: Sequence[float], *, kind: str, label: str, better: str | None, who: str = "rm",
+           seed: int = 0, unit: str = "") -> dict:
+    """A metric of one model only (e.g. the reward model): {"label", "kind", "better", who: estimate}."""
+    est = rate(list(values)) if kind == "rate" else mean(list(values), seed=seed)
+    return {"label": label, "kind": kind, "better": better, "unit": unit, who: est}
+
+
+def gap_compare(sft_a: Sequence[float], sft_b: Sequence[float], pol_a: Sequence[float], pol_b: Sequence[float], *,
+                label: str, better: str | None, kind: str = "rate", seed: int = 0) -> dict:
+    """A gap between two independent sets of items, mean(a) − mean(b), for SFT and policy, and its change.
+
+    Within a set, SFT and policy answered the same items (paired); the two sets are resampled apart.
+    E.g. accuracy without a stated belief (a) minus accuracy with a wrong stated belief (b)."""
+    arrays = [np.asarray(x, dtype=float) for x in (sft_a, sft_b, pol_a, pol_b)]
+    out: dict = {"label": label, "kind": kind, "better": better, "unit": ""}
+    if any(x.size == 0 for x in arrays) or arrays[0].size != arrays[2].size or arrays[1].size != arrays[3].size:
+        return {**out, "sft": empty(), "policy": empty(), "change": empty()}
+    sa, sb, pa, pb = arrays
+    rng = _rng(seed)
+    ia = rng.integers(0, sa.size, size=(N_BOOT, sa.size))
+    ib = rng.integers(0, sb.size, size=(N_BOOT, sb.size))
+    g_sft = sa[ia].mean(1) - sb[ib].mean(1)  # (B,)
+    g_pol = pa[ia].mean(1) - pb[ib].mean(1)
+    n = min(sa.size, sb.size)
+
+    def est(value: float, boots: np.ndarray) -> dict:
+        return estimate(value, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)), n)
+
+    v_sft, v_pol = sa.mean() - sb.mean(), pa.mean() - pb.mean()
+    return {**out, "sft": est(v_sft, g_sft), "policy": est(v_pol, g_pol), "change": est(v_pol - v_sft, g_pol - g_sft)}

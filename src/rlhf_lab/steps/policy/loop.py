@@ -1,0 +1,228 @@
+"""What the policy-optimisation algorithms share: the frozen reference and reward model, seeds per process,
+the prompts of each rollout, sampling and scoring completions, the learning-rate schedule, evaluation points
+(with a policy snapshot for the audit), resumable checkpoints, the sample table and the final save.
+
+Shapes: B completions in a rollout, P prompt tokens (left padded), R response tokens (right padded after EOS),
+T = P + R, V vocab.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlhf_lab.models.generation import Batch, left_pad, sample_loop
+from rlhf_lab.models.heads import ScalarHeadModel, last_index
+from rlhf_lab.models.lm import save_lm
+from rlhf_lab.models.tokenizer import decode_response
+from rlhf_lab.runfolder import atomic_dir, write_json
+from rlhf_lab.steps.common import Context, join_query_response
+from rlhf_lab.steps.evaluate import evaluate_policy
+from rlhf_lab.steps.losses import token_logprobs
+from rlhf_lab.steps.policy.checkpoint import load_checkpoint, save_checkpoint
+from rlhf_lab.ui import info
+from rlhf_lab.world import hash_seed
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """Evaluation mode, no gradients: π_ref and the reward model never change."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def reference_and_reward(ctx: Context) -> tuple[torch.nn.Module, ScalarHeadModel]:
+    """π_ref (the SFT policy) and the reward model, frozen, on the device."""
+    return frozen(ctx.sft_lm().to(ctx.device)), frozen(ctx.reward_model().to(ctx.device))
+
+
+def process_seeds(seed: int, rank: int) -> dict[str, int]:
+    """Seeds of one process: its own sampling and shuffling streams (so processes never draw the same samples),
+    and an evaluation stream shared by all (every evaluation point sees the same draws)."""
+    return {"sample": hash_seed(seed, 41 + rank) % 2**31, "shuffle": hash_seed(seed, 47 + rank) % 2**31,
+            "eval": hash_seed(seed, 43) % 2**31}
+
+
+def shard(items: list, rank: int, world_size: int) -> list:
+    """This process's equal share of `items` (the remainder is dropped, so every process does the same work)."""
+    per_proc = max(1, len(items) // world_size)
+    return items[rank * per_proc: (rank + 1) * per_proc]
+
+
+def rl_prompts(ctx: Context, update: int, n: int) -> list:
+    """The `n` prompts of rollout `update`, this process's share (a pure function of seed and update:
+    resume-safe)."""
+    prompts = ctx.world.prompts("train", n, seed=hash_seed(ctx.cfg.seed, 1000 + update) % 2**31)
+    return shard(prompts, ctx.accelerator.process_index, ctx.accelerator.num_processes)
+
+
+def annealed_lr(cfg, update: int, total: int) -> float:
+    """Learning rate of `update` (1-based): linear from lr to 0 over `total` updates when anneal_lr."""
+    return cfg.lr * (1.0 - (update - 1) / total) if cfg.anneal_lr else cfg.lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def minibatch_slices(n: int, cfg, rng: np.random.Generator) -> list[list[np.ndarray]]:
+    """One epoch of a rollout of n sequences: shuffled minibatches (one optimiser step each), each split into
+    microbatches of at most `microbatch_size` (one forward/backward each)."""
+    mb_size = max(1, math.ceil(n / cfg.minibatches))
+    order = rng.permutation(n)
+    out = []
+    for start in range(0, n, mb_size):
+        mb = order[start: start + mb_size]
+        micro = max(1, min(cfg.microbatch_size, len(mb)))
+        out.append([mb[i: i + micro] for i in range(0, len(mb), micro)])
+    return out
+
+
+def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> tuple[slice, int, int]:
+    """Columns of rows `idx` that are not padding in every row: (sequence slice, prompt length, response length).
+
+    Dropping all-padding columns gives the same result for less work."""
+    P = query_mask.shape[1]
+    lo = int(query_mask[idx].argmax(1).min())  # first real prompt token in any row
+    r_len = max(1, int(mask[idx].sum(1).max()))  # longest response
+    return slice(lo, P + r_len), P - lo, r_len
+
+
+def score_completions(rm: ScalarHeadModel, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+                      responses: torch.Tensor, *, eos_token_id: int,
+                      missing_eos_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised reward-model score at each sequence's last real token, minus a fixed penalty where the
+    completion never emitted EOS. ids, mask, pos (B, T), responses (B, R) → scores (B,), contain_eos (B,)."""
+    raw = rm(ids, mask, pos)  # (B, T)
+    scores = rm.gain * raw.gather(1, last_index(mask)[:, None]).squeeze(1) + rm.bias  # (B,)
+    contain_eos = (responses == eos_token_id).any(1)
+    return torch.where(contain_eos, scores, scores - missing_eos_penalty), contain_eos
+
+
+@dataclass
+class Samples:
+    """Completions and what is known about them before optimisation. query (B, P); the rest (B, R) or (B,)."""
+
+    query: Batch
+    responses: torch.Tensor
+    mask: torch.Tensor  # 1 on response tokens up to and including EOS
+    scores: torch.Tensor  # (B,) after the missing-EOS penalty
+    contain_eos: torch.Tensor  # (B,)
+    ref_logprobs: torch.Tensor  # log π_ref(y_t), under logits / T
+    logprobs: torch.Tensor | None  # log π_old(y_t); None when the batch is optimised once (then π_old = π)
+
+
+@torch.no_grad()
+def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
+                     generator: torch.Generator, with_logprobs: bool) -> Samples:
+    """Sample one completion per prompt (repeat a prompt for k), then logprobs under π_ref (and π) and scores."""
+    cfg, tok = ctx.cfg.policy, ctx.tokenizer
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    query = left_pad(prompt_ids, pad, ctx.device)
+    was_training = policy.training
+    policy.eval()
+    responses = sample_loop(policy, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                            eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
+    ids, mask, pos, rmask = join_query_response(query, responses, pad)
+    R = responses.shape[1]
+
+    def logprobs_under(model):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits
+        return token_logprobs(logits[:, :-1], responses, temperature=cfg.temperature, pad_token_id=pad)  # (B, R)
+
+    ref_logprobs = logprobs_under(ref)
+    logprobs = logprobs_under(policy) if with_logprobs else None
+    policy.train(was_training)
+    scores, contain_eos = score_completions(rm, ids, mask, pos, responses, eos_token_id=eos,
+                                            missing_eos_penalty=cfg.missing_eos_penalty)
+    return Samples(query, responses, rmask, scores, contain_eos, ref_logprobs, logprobs)
+
+
+class EvalPoints:
+    """Evaluation on the held-out prompts (same prompts and sampling seed at every point), logged as `eval/…`;
+    at every point after the start the policy is saved to checkpoints/step_NNNNN for the audit."""
+
+    def __init__(self, ctx: Context, policy, *, ref, rm):
+        self.ctx, self.policy, self.ref, self.rm = ctx, policy, ref, rm
+        self.prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
+        self.seed = process_seeds(ctx.cfg.seed, 0)["eval"]
+
+    def __call__(self, update: int) -> dict:
+        ctx = self.ctx
+        summary, _records = evaluate_policy(ctx, self.policy, ref=self.ref, rm=self.rm, prompts=self.prompts,
+                                            generator=torch.Generator().manual_seed(self.seed),
+                                            temperature=ctx.cfg.eval.temperature,
+                                            max_new_tokens=ctx.cfg.policy.max_new_tokens)
+        ctx.run.log({"step": update, "phase": "policy", **summary})
+        if update > 0 and ctx.is_main:
+            with atomic_dir(ctx.run / "checkpoints" / f"step_{update:05d}") as tmp:
+                save_lm(self.policy, ctx.tokenizer, tmp)
+        return summary
+
+
+def resume(ctx: Context, *, model, optimizer, kl_ctl=None, generator: torch.Generator | None = None,
+           np_rng: np.random.Generator | None = None) -> int:
+    """Continue from `run/policy_ckpt` if there is one: load weights, optimiser, β and RNG states; drop metrics
+    logged after the checkpoint (that work is about to be redone). Returns the last finished update (0 if none)."""
+    algorithm = ctx.cfg.policy.algorithm
+    ckpt = load_checkpoint(ctx.run / "policy_ckpt", model=model, optimizer=optimizer,
+                           expect={"algorithm": algorithm})
+    if ckpt is None:
+        return 0
+    start = ckpt["update"]
+    if kl_ctl is not None:
+        kl_ctl.value = ckpt["kl_coef"]
+    if generator is not None:
+        generator.set_state(ckpt["generator"])
+    if np_rng is not None:
+        np_rng.bit_generator.state = ckpt["np_rng"]
+    ctx.run.truncate_metrics(lambda r: r.get("phase") != "policy" or r.get("step", 0) <= start)
+    info(f"{algorithm.upper()}: resuming from update {start}")
+    return start
+
+
+def checkpoint(ctx: Context, *, update: int, model, optimizer, kl_ctl=None, generator: torch.Generator | None = None,
+               np_rng: np.random.Generator | None = None) -> None:
+    """A resumable checkpoint in `run/policy_ckpt` (main process only)."""
+    if not ctx.is_main:
+        return
+    gen_state = generator.get_state() if generator is not None else torch.zeros(0, dtype=torch.uint8)
+    save_checkpoint(ctx.run / "policy_ckpt", update=update, model=model, optimizer=optimizer,
+                    kl_coef=kl_ctl.value if kl_ctl is not None else ctx.cfg.policy.kl_coef, generator=gen_state,
+                    np_rng=np_rng.bit_generator.state if np_rng is not None else {},
+                    extra={"algorithm": ctx.cfg.policy.algorithm})
+
+
+def save_policy(ctx: Context, policy, last_eval: dict, *, extra_files: dict | None = None) -> None:
+    """The trained policy as a Hugging Face model folder in `run/policy`, with its last evaluation."""
+    if not ctx.is_main:
+        return
+    with atomic_dir(ctx.run / "policy") as tmp:
+        save_lm(policy, ctx.tokenizer, tmp)
+        write_json(tmp / "final_eval.json", last_eval)
+        for name, obj in (extra_files or {}).items():
+            write_json(tmp / name, obj)
+
+
+def report_final(name: str, last_eval: dict, steps: int | None = None) -> None:
+    done = f" {steps} updates;" if steps is not None else ""
+    info(f"{name}:{done} held-out proxy reward {last_eval.get('eval/proxy_reward', float('nan')):+.2f}, "
+         f"gold utility {last_eval.get('eval/gold_utility', float('nan')):+.2f}, KL {last_eval.get('eval/kl', 0):.2f}")
+
+
+def log_sample_table(ctx: Context, update: int, prompts, responses: torch.Tensor, scores: torch.Tensor,
+                     kl: torch.Tensor, n: int = 8) -> None:
+    """A few (prompt, response, score, KL) rows, appended to samples_table.jsonl. kl: (B,) per sequence."""
+    rows = [{"step": update, "prompt": ctx.prompt_text(p), "response": decode_response(ctx.tokenizer, r.tolist()),
+             "score": float(s), "kl": float(k)}
+            for p, r, s, k in list(zip(prompts, responses, scores, kl, strict=True))[:n]]
+    if not ctx.is_main:
+        return
+    with open(ctx.run / "samples_table.jsonl", "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
