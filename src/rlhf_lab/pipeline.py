@@ -11,6 +11,7 @@ This is also the Python API (config in, run folder out):
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,8 @@ def open_run(out: str | Path, cfg: Config | None = None) -> tuple[Config, RunFol
         cfg = build_config(read_yaml(run.config_path))
     else:
         run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config_path, cfg.to_yaml())
+        if int(os.environ.get("RANK", "0")) == 0:
+            atomic_write_text(run.config_path, cfg.to_yaml())
     return cfg, run
 
 
@@ -70,6 +72,7 @@ def _run_one(name: str, ctx: Context) -> dict:
         ctx.run.mark_done("sft", skipped=True, seconds=0.0)
         return {"skipped": True}
     result = _step_fn(name)(ctx) or {}
+    ctx.accelerator.wait_for_everyone()  # every process sees the step's files before the next one reads them
     ctx.run.mark_done(name, seconds=round(time.time() - t0, 2))
     return result
 
@@ -98,8 +101,13 @@ def run(cfg: Config | None = None, out: str | Path | None = None, *, resume: boo
 
 
 def build_report(run_folder: RunFolder) -> Path:
-    from rlhf_lab.audit.report import write_report
+    """Audit the run (SFT policy vs trained policy, every tension), then write report.html from it."""
+    from rlhf_lab.audit import run_audit, write_report
 
-    path = write_report(run_folder.root)
+    audit = None
+    if (run_folder / "policy" / "config.json").exists():
+        audit = run_audit(run_folder.root)
+        info(f"Audit: {audit['seconds']:.0f} s → {run_folder / 'audit.json'}")
+    path = write_report(run_folder.root, audit=audit, audit_if_missing=False)
     info(f"Report: {path}")
     return path

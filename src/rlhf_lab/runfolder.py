@@ -93,6 +93,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _is_main() -> bool:
+    """Rank 0 (or a single process): the one that writes shared files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class RunFolder:
     """Paths and bookkeeping of one run."""
 
@@ -125,6 +130,8 @@ class RunFolder:
         return step in self.state()["done"]
 
     def mark_done(self, step: str, **info: Any) -> None:
+        if not _is_main():
+            return
         st = self.state()
         st["done"][step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
         write_json(self.state_path, st)
@@ -138,7 +145,10 @@ class RunFolder:
 
     # metrics -------------------------------------------------------------------------------------------
     def log(self, record: dict) -> None:
-        """Append one JSON object to metrics.jsonl (flushed and synced, so a crash loses at most it)."""
+        """Append one JSON object to metrics.jsonl (flushed and synced, so a crash loses at most it).
+        Only the main process writes."""
+        if not _is_main():
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=float) + "\n")

@@ -70,8 +70,9 @@ def any_url(request) -> str:
 class Client:
     """A TestClient plus the CSRF token its cookie carries."""
 
-    def __init__(self, app):
-        self.http = TestClient(app, follow_redirects=False)
+    def __init__(self, app, *, https: bool = False):
+        base = "https://testserver" if https else "http://testserver"  # Secure cookies travel over HTTPS only
+        self.http = TestClient(app, base_url=base, follow_redirects=False)
         self.csrf = self.http.get("/api/csrf").json()["csrf_token"]
 
     def get(self, path: str, **kw):
@@ -92,6 +93,7 @@ class World:
 
     def __init__(self, url: str, tmp_path, **app_kw):
         self.app = create_app(url, run_dir=tmp_path, **app_kw)
+        self.https = bool(app_kw.get("secure_cookies"))
         self.store = self.app.state.ctx.store
         self.admin = self.client()
         assert self.admin.post_json("/api/login", {"token": crud.issue_admin_token(self.store)}).status_code == 200
@@ -102,7 +104,7 @@ class World:
         self.carol = self.join(self.invite(self.other_pid, "carol"))
 
     def client(self) -> Client:
-        return Client(self.app)
+        return Client(self.app, https=self.https)
 
     def create_project(self, name: str, rows: list[dict], **form) -> int:
         r = self.admin.post_form("/admin/projects", {"name": name, "source": "upload", **form},

@@ -51,7 +51,7 @@ def test_empty_and_non_utf8_files():
 
 def test_outcomes_file():
     assert parse_outcomes('{"pair_id": "p1", "outcome": "it rained"}\n', name="o.jsonl") == {"p1": "it rained"}
-    with pytest.raises(ImportFileError, match="o.jsonl:1: 'outcome'"):
+    with pytest.raises(ImportFileError, match=r"o\.jsonl:1: 'outcome'"):
         parse_outcomes('{"pair_id": "p1"}\n', name="o.jsonl")
 
 

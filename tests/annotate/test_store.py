@@ -6,10 +6,11 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from rlhf_lab.annotate import crud, queue
-from rlhf_lab.annotate.store import AnnotationStore, Assignment, Label
+from rlhf_lab.annotate.security import hash_token
+from rlhf_lab.annotate.store import AnnotationStore, Assignment, Item, Label
 from rlhf_lab.annotate.writer import GroupCommitWriter
 from tests.annotate.conftest import pair_rows
 
@@ -40,9 +41,9 @@ def _label_all(store, pid, annotator_id, hints, *, choice="left"):
         if nxt is None:
             return seen
         with store.session() as s:
-            lab, created = queue.submit_label(s, annotator_id=annotator_id, project_id=pid,
-                                              assignment_id=nxt["assignment_id"], client_id=uuid.uuid4().hex,
-                                              choice=choice, strength="much", rationale=None, time_spent_ms=5)
+            _, created = queue.submit_label(s, annotator_id=annotator_id, project_id=pid,
+                                            assignment_id=nxt["assignment_id"], client_id=uuid.uuid4().hex,
+                                            choice=choice, strength="much", rationale=None, time_spent_ms=5)
             assert created
             seen.append(s.get(Assignment, nxt["assignment_id"]).item_id)
 
@@ -92,10 +93,9 @@ def test_gold_items_come_at_the_configured_rate(store):
     hints = queue.FrontierHints()
     seen = _label_all(store, pid, aid, hints)
     with store.session() as s:
-        gold_ids = set(s.scalars(select(Label.item_id).join(Assignment, Assignment.id == Label.assignment_id)))
-        from rlhf_lab.annotate.store import Item
+        labelled = set(s.scalars(select(Label.item_id).join(Assignment, Assignment.id == Label.assignment_id)))
         is_gold = {it.id: it.is_gold for it in s.scalars(select(Item))}
-    assert gold_ids == set(seen)
+    assert labelled == set(seen)
     first = seen[:24]  # while regular pairs last, positions follow the schedule: ⌊24·0.25⌋ or ⌈24·0.25⌉ gold
     assert sum(is_gold[i] for i in first) == 6
     assert sum(not is_gold[i] for i in seen) == 20 and len(seen) == len(set(seen))
@@ -178,14 +178,12 @@ def test_sessions_invites_and_admin_tokens_are_one_time_and_hashed(store):
         annotator_session = crud.redeem_invite(s, invite)
     with store.session() as s:
         assert crud.redeem_invite(s, invite) is None
-    from rlhf_lab.annotate.security import hash_token
     with store.session() as s:
         assert crud.principal(s, hash_token(admin_session)).role == "admin"
         p = crud.principal(s, hash_token(annotator_session))
         assert (p.role, p.name, p.project_id) == ("annotator", "dana", pid)
         assert crud.principal(s, admin_session) is None  # the raw token is not what is stored
     with store.engine.connect() as conn:  # no raw token anywhere in the database
-        from sqlalchemy import text
         for table in ("invites", "admin_tokens", "web_sessions"):
             for row in conn.execute(text(f"SELECT token_hash FROM {table}")):
                 assert row[0] not in (token, invite, admin_session, annotator_session) and len(row[0]) == 64

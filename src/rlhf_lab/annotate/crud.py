@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from rlhf_lab.annotate import agreement
+from rlhf_lab.annotate import agreement, queue
 from rlhf_lab.annotate.security import hash_token, new_token
 from rlhf_lab.annotate.store import (
     FEEDBACK_MODES,
@@ -165,6 +165,7 @@ def update_project(s: Session, project_id: int, *, guidelines: str, overlap: int
     if p is None:
         raise LookupError("no such project")
     p.guidelines, p.overlap, p.gold_rate, p.feedback_mode = guidelines, overlap, gold_rate, feedback_mode
+    queue.forget_settings(s)
 
 
 def set_outcomes(s: Session, project_id: int, outcomes: dict[str, str]) -> int:

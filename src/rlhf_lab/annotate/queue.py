@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from rlhf_lab.annotate.store import STRENGTHS, Assignment, Item, Label, Project, utcnow
@@ -80,22 +80,25 @@ class FrontierHints:
 # SQLAlchemy compiles each once and caches it, and rows come back without ORM bookkeeping.
 A, I, L, P = Assignment.__table__, Item.__table__, Label.__table__, Project.__table__
 _PROJECT = select(P.c.overlap, P.c.gold_rate, P.c.feedback_mode).where(P.c.id == bindparam("pid"))
-_LOCK = update(P).where(P.c.id == bindparam("pid")).values(overlap=P.c.overlap)
+# A no-op write to the project's row: locks it (PostgreSQL row lock, SQLite write lock) and reads the settings.
+_LOCK = (update(P).where(P.c.id == bindparam("pid")).values(overlap=P.c.overlap)
+         .returning(P.c.overlap, P.c.gold_rate, P.c.feedback_mode))
 _PENDING = (select(A.c.id, A.c.item_id, A.c.left_is_a)
             .where(A.c.annotator_id == bindparam("aid"), A.c.status == "pending").order_by(A.c.id).limit(1))
 _POSITION = select(func.count()).select_from(A).where(A.c.annotator_id == bindparam("aid"))
 _UNSEEN = ~exists().where(A.c.item_id == I.c.id, A.c.annotator_id == bindparam("aid"))
-_ACTIVE = (select(func.count()).select_from(A)  # assignments of the item that hold a slot
-           .where(A.c.item_id == I.c.id, or_(A.c.status == "done",
-                                             and_(A.c.status == "pending", A.c.created_at > bindparam("cutoff"))))
-           .scalar_subquery())
 _GOLD = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN)
          .order_by(func.random()).limit(1))
-_OPEN = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
-                              I.c.id >= bindparam("start"), _ACTIVE < bindparam("overlap")).order_by(I.c.id))
-_FIRST_OPEN = _OPEN.limit(1)
-_FIRST_OPEN_UNSEEN = _OPEN.where(_UNSEEN).limit(1)
-_REMAINING = select(func.count()).select_from(_OPEN.where(_UNSEEN).limit(REMAINING_CAP + 1).subquery())
+# Open pairs are found a chunk at a time in id order (an index range scan), then checked with two grouped
+# lookups; one query with a correlated count per pair leaves the planner free to count every pair first.
+_CANDIDATES = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
+                                    I.c.id >= bindparam("start")).order_by(I.c.id).limit(bindparam("n")))
+_HOLDS_SLOT = or_(A.c.status == "done", and_(A.c.status == "pending", A.c.created_at > bindparam("cutoff")))
+_SLOTS = (select(A.c.item_id,  # per candidate pair: assignments holding a slot, and whether one is this annotator's
+                 func.sum(case((_HOLDS_SLOT, 1), else_=0)), func.sum(case((A.c.annotator_id == bindparam("aid"), 1),
+                                                                         else_=0)))
+          .where(A.c.item_id.in_(bindparam("ids", expanding=True))).group_by(A.c.item_id))
+SCAN_CHUNK = 64
 _ITEM = select(I.c.prompt, I.c.response_a, I.c.response_b, I.c.outcome).where(I.c.id == bindparam("iid"))
 _NEW_ASSIGNMENT = insert(A).returning(A.c.id)
 _ASSIGNMENT = select(A.c.item_id, A.c.annotator_id, A.c.status, A.c.left_is_a).where(A.c.id == bindparam("asg"))
@@ -116,11 +119,47 @@ def _phase(annotator_id: int) -> float:
     return (annotator_id * 0.6180339887498949) % 1.0  # golden-ratio spread: annotators' gold items interleave
 
 
-def _project(conn, project_id: int):
-    row = conn.execute(_PROJECT, {"pid": project_id}).first()
-    if row is None:
-        raise Rejected(404, "no such project")
-    return row
+def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id: int,
+               want: int) -> tuple[int | None, list[int]]:
+    """(the first pair with a free slot, up to `want` such pairs this annotator has never been assigned),
+    scanning pairs in id order from `start`."""
+    cutoff = utcnow() - LEASE
+    first_open, unseen = None, []
+    while len(unseen) < want:
+        ids = conn.execute(_CANDIDATES, {"pid": project_id, "start": start, "n": SCAN_CHUNK}).scalars().all()
+        if not ids:
+            break
+        slots = {i: (active, mine) for i, active, mine in conn.execute(_SLOTS, {"ids": ids, "cutoff": cutoff,
+                                                                              "aid": annotator_id})}
+        for item_id in ids:
+            active, mine = slots.get(item_id, (0, 0))
+            if active >= overlap:
+                continue
+            first_open = item_id if first_open is None else first_open
+            if not mine:
+                unseen.append(item_id)
+                if len(unseen) == want:
+                    break
+        start = ids[-1] + 1
+    return first_open, unseen
+
+
+def _project(s: Session, project_id: int, *, lock: bool = False):
+    """The project's queue settings, read once per transaction (a group-commit batch shares them).
+    `lock`: also lock the project's row until the transaction ends (assignment needs it)."""
+    cache = s.info.setdefault("queue_projects", {})
+    cached = cache.get(project_id)
+    if cached is None or (lock and not cached[1]):
+        row = s.connection().execute(_LOCK if lock else _PROJECT, {"pid": project_id}).first()
+        if row is None:
+            raise Rejected(404, "no such project")
+        cache[project_id] = cached = (row, lock)
+    return cached[0]
+
+
+def forget_settings(s: Session) -> None:
+    """Call after changing a project's settings inside a transaction that may also run queue functions."""
+    s.info.pop("queue_projects", None)
 
 
 def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_mode: str) -> dict:
@@ -132,16 +171,18 @@ def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_m
             "outcome": item.outcome if hindsight else None, "feedback_mode": feedback_mode}
 
 
-def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints) -> dict | None:
-    """The annotator's current pair, reserving a new one if none is pending; None when nothing is left."""
+def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints,
+                    none_pending: bool = False) -> dict | None:
+    """The annotator's current pair, reserving a new one if none is pending; None when nothing is left.
+    `none_pending`: the caller has just closed the annotator's pending pair (saves a query)."""
     conn = s.connection()
-    project = _project(conn, project_id)
-    pending = conn.execute(_PENDING, {"aid": annotator_id}).first()
-    if pending is not None:
-        return _view(conn, assignment_id=pending.id, item_id=pending.item_id, left_is_a=pending.left_is_a,
-                     feedback_mode=project.feedback_mode)
+    if not none_pending:
+        pending = conn.execute(_PENDING, {"aid": annotator_id}).first()
+        if pending is not None:
+            return _view(conn, assignment_id=pending.id, item_id=pending.item_id, left_is_a=pending.left_is_a,
+                         feedback_mode=_project(s, project_id).feedback_mode)
     # 1. lock: one assignment at a time per project, across processes
-    conn.execute(_LOCK, {"pid": project_id})
+    project = _project(s, project_id, lock=True)
     item_id = None
     # 2. a gold check, on its turn
     if project.gold_rate > 0:
@@ -150,15 +191,12 @@ def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: Fr
             item_id = conn.execute(_GOLD, {"pid": project_id, "aid": annotator_id}).scalar()
     # 3. else the first open pair this annotator has not seen
     if item_id is None:
-        params = {"pid": project_id, "aid": annotator_id, "cutoff": utcnow() - LEASE, "overlap": project.overlap}
-        first_open = conn.execute(_FIRST_OPEN, {**params, "start": hints.get(project_id)}).scalar()
-        if first_open is None:
-            hints.set(project_id, 2**31 - 1)  # all full: skip the scan until the hint expires
+        first_open, unseen = _scan_open(conn, project_id=project_id, overlap=project.overlap,
+                                        start=hints.get(project_id), annotator_id=annotator_id, want=1)
+        hints.set(project_id, 2**31 - 1 if first_open is None else first_open)  # 2**31 - 1: all full
+        if not unseen:
             return None
-        hints.set(project_id, first_open)
-        item_id = conn.execute(_FIRST_OPEN_UNSEEN, {**params, "start": first_open}).scalar()
-        if item_id is None:
-            return None
+        item_id = unseen[0]
     # 4. the screen order, drawn per assignment
     left_is_a = secrets.randbelow(2) == 0
     asg_id = conn.execute(_NEW_ASSIGNMENT, {"item_id": item_id, "annotator_id": annotator_id, "left_is_a": left_is_a,
@@ -200,7 +238,7 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
     asg = _own_assignment(conn, annotator_id, assignment_id)
     if asg.status != "pending":
         raise Rejected(409, f"this assignment is already {asg.status}")
-    project = _project(conn, project_id)
+    project = _project(s, project_id, lock=True)  # a write transaction: lock now, assignment reuses it
     stored = "tie" if choice == "tie" else ("a" if (choice == "left") == bool(asg.left_is_a) else "b")
     values = {"item_id": asg.item_id, "annotator_id": annotator_id, "assignment_id": assignment_id,
               "choice": stored, "strength": None if stored == "tie" else strength, "rationale": rationale or None,
@@ -213,15 +251,18 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
             "created_at": values["created_at"].isoformat()}, True
 
 
-def skip(s: Session, *, annotator_id: int, project_id: int, assignment_id: int, hints: FrontierHints) -> None:
-    """Skip a pending assignment (idempotent); the pair goes to someone else, never back to this annotator."""
+def skip(s: Session, *, annotator_id: int, project_id: int, assignment_id: int, hints: FrontierHints) -> bool:
+    """Skip a pending assignment; the pair goes to someone else, never back to this annotator. Idempotent:
+    returns False when it was skipped already."""
     conn = s.connection()
     asg = _own_assignment(conn, annotator_id, assignment_id)
     if asg.status == "done":
         raise Rejected(409, "this assignment is already labelled")
-    if asg.status == "pending":
-        conn.execute(_SET_STATUS, {"asg": assignment_id, "new_status": "skipped"})
-        hints.reopen(project_id, asg.item_id)
+    if asg.status != "pending":
+        return False
+    conn.execute(_SET_STATUS, {"asg": assignment_id, "new_status": "skipped"})
+    hints.reopen(project_id, asg.item_id)
+    return True
 
 
 def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints,
@@ -232,9 +273,10 @@ def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierH
     counts = dict(conn.execute(_STATUS_COUNTS, {"aid": annotator_id}).all())
     out = {"done": counts.get("done", 0), "skipped": counts.get("skipped", 0)}
     if remaining:
-        project = _project(conn, project_id)
-        n = conn.execute(_REMAINING, {"pid": project_id, "aid": annotator_id, "cutoff": utcnow() - LEASE,
-                                      "overlap": project.overlap, "start": hints.get(project_id)}).scalar_one()
+        project = _project(s, project_id)
+        _, unseen = _scan_open(conn, project_id=project_id, overlap=project.overlap, start=hints.get(project_id),
+                               annotator_id=annotator_id, want=REMAINING_CAP + 1)
+        n = len(unseen)
         out.update(remaining=min(n, REMAINING_CAP) + counts.get("pending", 0), remaining_capped=n > REMAINING_CAP)
     return out
 

@@ -127,18 +127,28 @@ class SecurityMiddleware:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 await _too_large(send, limit)
                 return
-        received = 0
-        too_large = False
-
-        async def limited_receive() -> dict:
-            nonlocal received, too_large
+        # Read the whole body first (bounded by `limit`), so an over-long chunked body is refused before
+        # the app sees any of it; then hand it to the app in one message.
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    too_large = True
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
         async def secured_send(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -152,18 +162,7 @@ class SecurityMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, secured_send)
-        except _BodyTooLarge:
-            await _too_large(send, limit)
-        except Exception:
-            if not too_large:
-                raise
-            await _too_large(send, limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, secured_send)
 
 
 async def _too_large(send, limit: int) -> None:

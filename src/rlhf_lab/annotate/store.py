@@ -22,6 +22,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -63,7 +64,8 @@ class Item(Base):
     """One pair to compare: a prompt and two responses (A and B as stored; display order is per assignment)."""
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("project_id", "uid"),)
+    # (project, gold?, id): the queue walks a project's pairs in id order (queue.py)
+    __table_args__ = (UniqueConstraint("project_id", "uid"), Index("ix_items_queue", "project_id", "is_gold", "id"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     uid: Mapped[str] = mapped_column(String(200))  # the pair id from the pipeline or the import file
@@ -191,12 +193,18 @@ class AnnotationStore:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if url.startswith("postgresql+psycopg"):
+                # psycopg prepares a statement after 5 runs and PostgreSQL may then switch to a generic
+                # plan; for the queue's "first open pair" query that plan scans every pair (~100× slower).
+                kwargs["connect_args"] = {"prepare_threshold": None}
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             Base.metadata.create_all(self.engine)
+            for index in Item.__table__.indexes:  # indexes added since a store file was first created
+                index.create(self.engine, checkfirst=True)
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> AnnotationStore:

@@ -16,11 +16,14 @@ Both are plotted against the distance from the initial policy, d = √KL(π ‖ 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlhf_lab.audit import stats
-from rlhf_lab.audit.sampling import AuditContext
+from rlhf_lab.audit import prose, stats
+
+if TYPE_CHECKING:
+    from rlhf_lab.audit.sampling import AuditContext
 
 NAME = "overoptimisation"
 TITLE = "Over-optimisation (Goodhart)"
@@ -58,13 +61,13 @@ def _fit(d: np.ndarray, y: np.ndarray, second: np.ndarray) -> dict:
     ok = np.isfinite(d) & np.isfinite(y) & np.isfinite(second)
     d, y, second = d[ok], y[ok], second[ok]
     if len(d) < 2 or np.allclose(d, 0):
-        return {"alpha": None, "beta": None, "r2": None, "n": int(len(d))}
+        return {"alpha": None, "beta": None, "r2": None, "n": len(d)}
     X = np.stack([d, -second], axis=1)  # (n, 2)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ coef
     ss_tot = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else None
-    return {"alpha": float(coef[0]), "beta": float(coef[1]), "r2": r2, "n": int(len(d))}
+    return {"alpha": float(coef[0]), "beta": float(coef[1]), "r2": r2, "n": len(d)}
 
 
 def fit_bon(d, r) -> dict:
@@ -255,3 +258,56 @@ def training_plot(section: dict, plt):
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def reading(section: dict) -> str:
+    m = section.get("metrics", {})
+    parts = [prose.change_sentence(m["proxy"], "The proxy reward (what the policy was optimised for)")]
+    if "gold" in m:
+        parts.append(prose.change_sentence(m["gold"], "Gold utility (the true benefit, which training never sees)"))
+    kl = m.get("kl", {}).get("policy", {})
+    if kl.get("value") is not None:
+        parts.append(f"The policy ended {kl['value']:.1f} nats of KL from the SFT policy "
+                     f"(d = √KL = {max(kl['value'], 0) ** 0.5:.2f}).")
+    rl = section.get("rl", {})
+    peak, curve = rl.get("peak"), rl.get("curve", [])
+    if peak and curve:
+        last = curve[-1]
+        if peak["step"] == last["step"]:
+            parts.append(f"Gold utility was highest at the last evaluation point (update {peak['step']}): no turn "
+                         "down yet along this run.")
+        else:
+            g = m.get("gold", {}).get("policy") or {}
+            noise = (f" (One evaluation point averages {g['n']} held-out prompts: differences under about "
+                     f"{(g['hi'] - g['lo']) / 2:.2f} are within noise.)" if g.get("lo") is not None else "")
+            where = ("before any optimisation, in the SFT policy," if peak["step"] == curve[0]["step"] else
+                     f"at update {peak['step']} (KL {peak['kl']:.1f} nats)")
+            parts.append(f"Gold utility was highest {where} at {peak['gold']:+.2f} and ended at "
+                         f"{last['gold']:+.2f}, while the proxy went "
+                         f"{'up' if last['proxy'] > curve[0]['proxy'] else 'down'} to {last['proxy']:+.2f}"
+                         + (" — the proxy kept paying after the true benefit stopped: Goodhart's law."
+                            if last["proxy"] >= max(c["proxy"] for c in curve) - 0.05 else ".")
+                         + noise)
+    bon = section.get("bon", {})
+    bc = bon.get("curve", [])
+    if bc and "gold" in bc[0]:
+        bp, first, lastb = bon["peak"], bc[0], bc[-1]
+        falls = lastb["gold"]["hi"] < bp["gold"]
+        parts.append(f"Best-of-n from the SFT policy: the proxy rises from {first['proxy']['value']:+.2f} (n = 1) "
+                     f"to {lastb['proxy']['value']:+.2f} (n = {lastb['n']}, KL {lastb['kl']:.1f} nats) by "
+                     f"construction; gold utility {'peaks' if bp['n'] != lastb['n'] else 'is highest'} at n = "
+                     f"{bp['n']} ({bp['gold']:+.2f})"
+                     + (f" and falls to {prose.interval(lastb['gold'])} at n = {lastb['n']}: picking harder "
+                        "by the proxy picks worse answers." if falls else
+                        " — no fall beyond the noise within this n." if bp["n"] != lastb["n"] else "."))
+    fits = []
+    for name, form, fit in (("RL", "rl", rl.get("fit", {}).get("gold")), ("best-of-n", "bon",
+                                                                            bon.get("fit", {}).get("gold"))):
+        if fit and fit.get("alpha") is not None:
+            d_star = fitted_peak(form, fit)
+            fits.append(f"{name} α = {fit['alpha']:.2f}, β = {fit['beta']:.2f} (R² {_r2(fit)}"
+                        + (f", fitted peak at d = {d_star:.2f}, KL {d_star ** 2:.1f})" if d_star else ")"))
+    if fits:
+        parts.append("Fitted gold gains (Gao et al. forms): " + "; ".join(fits) + ".")
+    parts.extend(section.get("notes", []))
+    return " ".join(parts)

@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 
-SFT_COLOUR, POLICY_COLOUR, RM_COLOUR = "#8a94a6", "#3b5bdb", "#e8590c"
+SFT_COLOUR, POLICY_COLOUR, RM_COLOUR, POOL_COLOUR = "#8a94a6", "#3b5bdb", "#e8590c", "#2b8a3e"
 
 
 def pyplot():
@@ -42,20 +42,22 @@ def _val(est: dict | None) -> tuple[float, float, float]:
 
 
 def bars(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "") -> None:
-    """Grouped bars, SFT vs policy (and the reward model where a metric is its alone), with 95 % CIs.
+    """Grouped bars, SFT vs policy (or the reward model, or the annotator pool,
+    where a metric belongs to it alone), with 95 % CIs.
 
     rows: (tick label, metric dict). Rates are drawn in percent."""
     x = np.arange(len(rows))
     pct = all(m.get("kind") == "rate" for _, m in rows)
     scale = 100.0 if pct else 1.0
     for offset, who, colour, name in ((-0.2, "sft", SFT_COLOUR, "SFT"), (0.2, "policy", POLICY_COLOUR, "after RLHF"),
-                                      (0.0, "rm", RM_COLOUR, "reward model")):
+                                      (0.0, "rm", RM_COLOUR, "reward model"),
+                                      (0.0, "pool", POOL_COLOUR, "annotator pool")):
         pts = [(i, *_val(m.get(who))) for i, (_, m) in enumerate(rows) if who in m]
         if not pts:
             continue
         i, v, lo, hi = (np.array(t, dtype=float) for t in zip(*pts, strict=True))
-        width = 0.4 if who != "rm" else 0.5
-        ax.bar(i + (offset if who != "rm" else 0.0), v * scale, width, yerr=[lo * scale, hi * scale],
+        width = 0.4 if offset else 0.5
+        ax.bar(i + offset, v * scale, width, yerr=[lo * scale, hi * scale],
                color=colour, label=name, capsize=3, error_kw={"elinewidth": 1})
     ax.set_xticks(x, [label for label, _ in rows], fontsize=8)
     if pct:

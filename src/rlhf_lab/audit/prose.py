@@ -38,7 +38,7 @@ def short(est: dict | None, kind: str = "mean") -> str:
         return "n/a"
     if kind == "rate":
         return f"{100 * est['value']:.0f} % [{100 * est['lo']:.0f}, {100 * est['hi']:.0f}]"
-    return f"{est['value']:+.2f} [{est['lo']:+.2f}, {est['hi']:+.2f}]"
+    return f"{est['value']:.2f} [{est['lo']:.2f}, {est['hi']:.2f}]"
 
 
 def change_interval(ch: dict | None, kind: str = "mean") -> str:
@@ -70,7 +70,11 @@ def change_sentence(metric: dict, what: str) -> str:
     base = f"{what} went from {num(s['value'], kind)} (SFT) to {num(p['value'], kind)} after RLHF"
     if not ch or ch.get("value") is None:
         return base + "."
-    ci = f"{signed(ch['value'], kind)}, 95 % CI {signed(ch['lo'], kind)} to {signed(ch['hi'], kind)}"
+    unit = " points" if kind == "rate" else ""
+    scale = 100 if kind == "rate" else 1
+    fmt = "{:+.0f}" if kind == "rate" else "{:+.2f}"
+    ci = (f"{signed(ch['value'], kind)}, 95 % CI {fmt.format(scale * ch['lo'])} to "
+          f"{fmt.format(scale * ch['hi'])}{unit}")
     if within_noise(ch):
         return f"{base} ({ci}) — within noise, so no change can be claimed."
     return f"{base} ({ci})."

@@ -1,207 +1,189 @@
-"""report.html: one self-contained page (plots embedded, no network) of what a run did.
+"""report.html: one self-contained page (plots embedded, no network, no scripts) of what a run did.
 
-Reads only the run folder (metrics.jsonl, eval/, reward/, config.yaml), never the training code.
-Model text is untrusted: everything shown is escaped.
+Summary first (what was trained, how long, the headline SFT → RLHF changes with intervals), then the
+choices the run made, one section per tension (a plot, a plain-language reading generated from the
+numbers, the table behind it), and samples before/after for each prompt family. Reads only the run folder
+(config.yaml, state.json, metrics.jsonl, reward/metrics.json, audit.json) — never the training code.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
-from rlhf_lab.runfolder import RunFolder, atomic_write_text, read_jsonl
+from rlhf_lab.audit import deception, diversity, flattening, harm, overoptimisation, page, prose, sycophancy
+from rlhf_lab.audit.choices import choices_html
+from rlhf_lab.audit.plots import pyplot, to_img
+from rlhf_lab.runfolder import RunFolder, atomic_write_text
 
-CSS = """
-body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-main{max-width:1100px;margin:0 auto;padding:24px}
-h1{font-size:26px;margin:0 0 4px}
-h2{font-size:20px;margin:32px 0 8px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
-.sub{color:#5b6475}.cards{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
-.card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:12px 16px;min-width:180px}
-.card b{display:block;font-size:22px}.card span{color:#5b6475;font-size:13px}
-.up{color:#1a7f37}.down{color:#b42318}
-table{border-collapse:collapse;background:#fff;width:100%;font-size:14px}
-td,th{border:1px solid #dde1e7;padding:6px 8px;text-align:left;vertical-align:top}
-th{background:#eef1f5}.plot{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px;margin:8px 0}
-.plot img{max-width:100%}.choices li{margin:4px 0}.mono{font-family:ui-monospace,Menlo,monospace;font-size:13px}
-.reading{background:#fff;border-left:4px solid #4b6bfb;padding:8px 12px;margin:8px 0}
-"""
-
-
-def _fig_to_img(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def training_plot(metrics: list[dict]) -> str | None:
-    evals = [m for m in metrics if m.get("phase") == "policy" and "eval/gold_utility" in m]
-    if not evals:
-        return None
-    plt = _plt()
-    steps = [m["step"] for m in evals]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    axes[0].plot(steps, [m["eval/proxy_reward"] for m in evals], "o-", label="proxy reward (reward model)")
-    axes[0].plot(steps, [m["eval/gold_utility"] for m in evals], "s-", label="gold utility (true)")
-    axes[0].set_xlabel("update")
-    axes[0].set_title("Proxy vs gold on held-out prompts")
-    axes[0].legend(fontsize=8)
-    axes[1].plot(steps, [m["eval/kl"] for m in evals], "o-", color="tab:purple")
-    axes[1].set_xlabel("update")
-    axes[1].set_title("KL(π ‖ π_ref) per sequence (nats)")
-    d = [m.get("eval/sqrt_kl", 0.0) for m in evals]
-    axes[2].plot(d, [m["eval/proxy_reward"] for m in evals], "o-", label="proxy")
-    axes[2].plot(d, [m["eval/gold_utility"] for m in evals], "s-", label="gold")
-    axes[2].set_xlabel("d = √KL")
-    axes[2].set_title("Reward against distance from SFT")
-    axes[2].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    return _fig_to_img(fig)
-
-
-def family_plot(summary: dict) -> str | None:
-    if not summary.get("sft") or not summary.get("policy"):
-        return None
-    plt = _plt()
-    fams = sorted(k.split("/")[-1] for k in summary["sft"] if k.startswith("sft/gold_utility/family/"))
-    if not fams:
-        return None
-    sft = [summary["sft"].get(f"sft/gold_utility/family/{f}", 0) for f in fams]
-    pol = [summary["policy"].get(f"policy/gold_utility/family/{f}", 0) for f in fams]
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    x = range(len(fams))
-    ax.bar([i - 0.2 for i in x], sft, 0.4, label="SFT")
-    ax.bar([i + 0.2 for i in x], pol, 0.4, label="after RLHF")
-    ax.set_xticks(list(x), fams)
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("gold utility")
-    ax.set_title("Gold utility by prompt family")
-    ax.legend(fontsize=8)
-    return _fig_to_img(fig)
-
-
-def _delta(before: float, after: float, higher_is_better: bool = True) -> str:
-    d = after - before
-    good = (d > 0) == higher_is_better
-    return f'<span class="{"up" if good else "down"}">{d:+.2f}</span>'
-
-
-def choices_panel(cfg: dict) -> str:
-    label, world, pol = cfg.get("label", {}), cfg.get("world", {}), cfg.get("policy", {})
-    groups = label.get("annotator_groups") or world.get("user_groups") or []
-    users = world.get("user_groups") or []
-
-    def pool(gs):
-        total = sum(g["share"] for g in gs) or 1
-        return ", ".join(f"{g['name']} {g['share'] / total:.0%}" for g in gs)
-
-    items = [
-        ("Who labelled", f"{label.get('source', 'simulated')} annotators, {label.get('n_annotators')} in the pool: "
-         f"{pool(groups)}; {label.get('overlap', 1)} label(s) per pair"),
-        ("Who asks", f"user groups {pool(users)}"),
-        ("What annotators could verify", f"p_know = {label.get('p_know')} (chance to check an easy item); when they "
-         f"cannot check they go by cues: agreement ×{label.get('w_agree')}, confidence ×{label.get('w_confident')}, "
-         f"'I checked' ×{label.get('w_checked')}, flattery ×{label.get('w_flattery')}"),
-        ("Feedback", f"{label.get('feedback', 'foresight')}"
-         + (" — annotators saw the outcome first (RLHS)" if label.get("feedback") == "hindsight"
-            else " — annotators judged the response as it reads")),
-        ("How labels were aggregated", {"none": "every label is one training example (no voting)",
-                                        "majority": "majority vote per pair"}.get(label.get("aggregate"), "")),
-        ("KL budget", f"β = {pol.get('kl_coef')} ({pol.get('kl_controller')}), estimator {pol.get('kl_estimator')}"),
-        ("Algorithm", f"{pol.get('algorithm')} for {pol.get('updates')} updates of {pol.get('batch_size')} prompts"),
-    ]
-    lis = "".join(f"<li><b>{html.escape(k)}:</b> {html.escape(str(v))}</li>" for k, v in items)
-    return f'<ul class="choices">{lis}</ul>'
-
-
-def samples_table(sft_rows: list[dict], pol_rows: list[dict], per_family: int = 2) -> str:
-    by_id = {r["prompt_id"]: r for r in pol_rows}
-    seen: dict[str, int] = defaultdict(int)
-    rows = []
-    for r in sft_rows:
-        if seen[r["family"]] >= per_family or r["prompt_id"] not in by_id:
-            continue
-        seen[r["family"]] += 1
-        p = by_id[r["prompt_id"]]
-        rows.append(f"<tr><td>{html.escape(r['family'])}</td><td class=mono>{html.escape(r['prompt'])}</td>"
-                    f"<td class=mono>{html.escape(r['response'])}<br><small>gold {r['gold']:+.1f}, proxy "
-                    f"{r['proxy']:+.2f}</small></td><td class=mono>{html.escape(p['response'])}<br><small>gold "
-                    f"{p['gold']:+.1f}, proxy {p['proxy']:+.2f}</small></td></tr>")
-    return ("<table><tr><th>family</th><th>prompt</th><th>SFT</th><th>after RLHF</th></tr>"
-            + "".join(sorted(rows)) + "</table>")
+MODULES = (overoptimisation, sycophancy, diversity, flattening, deception, harm)
+HEADLINES = (
+    ("overoptimisation", "proxy", "Proxy reward"),
+    ("overoptimisation", "gold", "Gold utility"),
+    ("overoptimisation", "kl", "KL to SFT (nats)"),
+    ("sycophancy", "false_approval", "Approves wrong work"),
+    ("sycophancy", "flip_rate", "Gives in to pushback"),
+    ("diversity", "per_input/ead", "Same-prompt diversity (EAD)"),
+    ("flattening", "gold_gap", "Gold gap between user groups"),
+    ("deception", "confident_wrong", "Wrong and sure of it"),
+    ("harm", "complied_jailbreak", "Complies with jailbreaks"),
+    ("harm", "over_refusal", "Refuses benign look-alikes"),
+)
 
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_report(run_dir: str | Path) -> Path:
+def load_audit(run: RunFolder, *, audit_if_missing: bool = True) -> dict | None:
+    """audit.json, or a fresh audit when there is none and the run has a trained policy."""
+    audit = _read_json(run / "audit.json")
+    if audit or not audit_if_missing or not (run / "policy" / "config.json").exists():
+        return audit or None
+    from rlhf_lab.audit.core import run_audit
+
+    return run_audit(run.root)
+
+
+def trained_summary(run: RunFolder, cfg: dict, audit: dict | None) -> str:
+    """One paragraph: what was trained, on what, and how long it took."""
+    metrics: dict = {}
+    for rec in run.metrics():
+        metrics.update(rec)
+    rm = _read_json(run / "reward" / "metrics.json")
+    done = run.state().get("done", {})
+    seconds = sum(v.get("seconds", 0) for v in done.values())
+    model, sft, pol, sample = cfg.get("model", {}), cfg.get("sft", {}), cfg.get("policy", {}), cfg.get("sample", {})
+    what = model.get("path") or f"the built-in world model ({model.get('layers')} layers × {model.get('hidden_size')})"
+    parts = [f"{what}: SFT on {sft.get('n_demos')} demonstrations ({sft.get('epochs')} epochs)"
+             if sft.get("enabled", True) else f"{what} (no SFT)"]
+    if "label/labels" in metrics:
+        parts.append(f"{sample.get('n_prompts')} prompts × {sample.get('k')} samples → "
+                     f"{metrics.get('label/labels')} labels → {metrics.get('label/preferences')} preferences")
+    if rm:
+        parts.append(f"a reward model with held-out accuracy {rm.get('reward/accuracy', float('nan')):.2f} "
+                     f"on {rm.get('reward/n_eval')} pairs")
+    parts.append(f"{pol.get('algorithm', 'ppo').upper()} for {pol.get('updates')} updates of {pol.get('batch_size')} "
+                 f"prompts at β = {pol.get('kl_coef')}")
+    text = "; ".join(parts)
+    text = text[:1].upper() + text[1:] + f". The steps took {seconds:.0f} s"
+    if audit:
+        text += f", the audit {audit.get('seconds', 0):.0f} s"
+        if audit.get("checkpoint") is not None:
+            text += f". Audited: the policy saved at update {audit['checkpoint']}"
+    return text + "."
+
+
+def tally(audit: dict) -> str:
+    counts = {"worse": 0, "better": 0, "noise": 0, "changed": 0}
+    for section in audit.get("tensions", {}).values():
+        for m in section.get("metrics", {}).values():
+            if "change" in m and m["change"].get("value") is not None:
+                counts[prose.verdict(m)] += 1
+    total = sum(counts.values())
+    return (f"Of {total} SFT → RLHF comparisons, {counts['worse']} got worse, {counts['better']} got better, "
+            f"{counts['changed']} moved with no better or worse direction, and {counts['noise']} stayed within "
+            "noise (their 95 % interval contains zero).")
+
+
+def headline_cards(audit: dict) -> str:
+    cards = []
+    for tension, key, title in HEADLINES:
+        m = audit.get("tensions", {}).get(tension, {}).get("metrics", {}).get(key)
+        if m:
+            cards.append(page.card(title, m))
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _fits_table(section: dict) -> str:
+    rows = []
+    for name, part, form in (("policy optimisation", "rl", "rl"), ("best-of-n", "bon", "bon")):
+        for target, fit in section.get(part, {}).get("fit", {}).items():
+            if fit.get("alpha") is None:
+                continue
+            d_star = overoptimisation.fitted_peak(form, fit)
+            formula = "d(α − β ln d)" if form == "rl" else "d(α − βd)"
+            rows.append(f"<tr><td>{name}</td><td>{target}</td><td>{formula}</td><td class=num>{fit['alpha']:.3f}</td>"
+                        f"<td class=num>{fit['beta']:.3f}</td><td class=num>{prose.num(fit.get('r2'))}</td>"
+                        f"<td class=num>{fit['n']}</td><td class=num>"
+                        f"{'—' if d_star is None else f'{d_star:.2f} (KL {d_star ** 2:.1f})'}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table><tr><th>curve</th><th>reward</th><th>fit of R(d) − R(0)</th><th>α</th><th>β</th><th>R²</th>"
+            "<th>points</th><th>fitted peak d</th></tr>" + "".join(rows) + "</table>")
+
+
+def tension_section(module, section: dict, plt) -> str:
+    name = module.NAME
+    body = [f'<section id="{name}"><h2>{page.esc(section.get("title", module.TITLE))}</h2>']
+    reading = module.reading(section)
+    if reading:
+        body.append(f'<div class="reading">{page.esc(reading)}</div>')
+    fig = module.plot(section, plt)
+    if fig is not None:
+        body.append(f'<div class="plot">{to_img(fig, module.TITLE)}</div>')
+    if module is overoptimisation:
+        tp = overoptimisation.training_plot(section, plt)
+        if tp is not None:
+            body.append(f'<div class="plot" id="training">{to_img(tp, "training curves")}</div>')
+        body.append(_fits_table(section))
+    body.append(page.metrics_table(section.get("metrics", {})))
+    if section.get("skipped"):
+        body.append(page.notes(section.get("notes", [])))
+    body.append("</section>")
+    return "".join(body)
+
+
+def build_page(run: RunFolder, cfg: dict, audit: dict | None) -> str:
+    plt = pyplot()
+    title = f"rlhf-lab report — {run.root.name}"
+    nav = ['<a href="#summary">Summary</a>', '<a href="#choices">Choices</a>']
+    nav += [f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES if audit]
+    nav.append('<a href="#samples">Samples</a>')
+    body = [f"<h1>{page.esc(title)}</h1><div class=sub>{page.esc(run.root)}</div><nav>{''.join(nav)}</nav>",
+            '<section id="summary"><h2>Summary</h2>',
+            f'<div class="lead">{page.esc(trained_summary(run, cfg, audit))}'
+            + (f" {page.esc(tally(audit))}" if audit else "") + "</div>"]
+    if audit:
+        body.append(headline_cards(audit))
+        if not audit.get("has_world", True):
+            body.append(page.notes(["A real model (model.path): what needs the world's judge is skipped; proxy "
+                                    "reward, KL, length and diversity are reported."]))
+    else:
+        body.append(page.notes(["No audit yet: run `rlhf-lab audit RUN_DIR` (it needs the trained policy)."]))
+    body.append("</section>")
+    body.append(f'<section id="choices"><h2>Choices this run made</h2>{choices_html(cfg, audit)}</section>')
+    if audit:
+        for module in MODULES:
+            section = audit.get("tensions", {}).get(module.NAME)
+            if section:
+                body.append(tension_section(module, section, plt))
+    else:
+        curve = overoptimisation.training_curve(run.metrics())
+        tp = overoptimisation.training_plot({"rl": {"curve": curve}}, plt) if curve else None
+        if tp is not None:
+            body.append(f'<section id="training"><h2>Training</h2><div class="plot">{to_img(tp, "training")}</div>'
+                        "</section>")
+    body.append('<section id="samples"><h2>Samples before and after</h2>'
+                "<p class=sub>The same held-out prompt answered by the SFT policy and by the policy after RLHF "
+                "(sampled, not cherry-picked: prompts where the two differ come first).</p>"
+                f"{page.samples_table((audit or {}).get('samples', []))}</section>")
+    body.append("<footer>Every figure carries its sample size n and a 95 % interval: Wilson for rates, a percentile "
+                "bootstrap for means and for changes (SFT and policy answer the same prompts, so changes are "
+                "bootstrapped over paired prompts). A change is \"within noise\" when its interval contains zero. "
+                "Metric keys follow the namespace audit/&lt;tension&gt;/&lt;metric&gt; of audit.json and "
+                "metrics.jsonl; docs/audit.md explains each one.</footer>")
+    return page.page(title, "".join(body))
+
+
+def write_report(run_dir: str | Path, *, audit: dict | None = None, audit_if_missing: bool = True) -> Path:
+    """Write `report.html` into the run folder (auditing first when there is no audit.json yet)."""
     run = RunFolder(run_dir)
     cfg = yaml.safe_load(run.config_path.read_text()) if run.config_path.exists() else {}
-    metrics = run.metrics()
-    summary = _read_json(run / "eval" / "summary.json")
-    rm = _read_json(run / "reward" / "metrics.json")
-    sft_rows = read_jsonl(run / "eval" / "sft_samples.jsonl") if (run / "eval" / "sft_samples.jsonl").exists() else []
-    pol_rows = read_jsonl(run / "eval" / "policy_samples.jsonl") if (run / "eval" / "policy_samples.jsonl").exists() \
-        else []
-    state = run.state().get("done", {})
-    seconds = sum(v.get("seconds", 0) for v in state.values())
-
-    s, p = summary.get("sft", {}), summary.get("policy", {})
-    cards = []
-    if s and p:
-        for key, name, hib in (("proxy_reward", "Proxy reward", True), ("gold_utility", "Gold utility", True),
-                               ("kl", "KL to SFT (nats)", False), ("length", "Length (tokens)", True)):
-            cards.append(f'<div class="card"><span>{name}</span><b>{s[f"sft/{key}"]:+.2f} → {p[f"policy/{key}"]:+.2f}'
-                         f'</b>{_delta(s[f"sft/{key}"], p[f"policy/{key}"], hib)} (n = {p.get("policy/n")})</div>')
-    if rm:
-        cards.append(f'<div class="card"><span>Reward model held-out accuracy</span><b>{rm["reward/accuracy"]:.3f}'
-                     f'</b>on {rm.get("reward/n_eval")} pairs</div>')
-    rm_rows = "".join(f"<tr><td>{html.escape(k.split('/', 2)[2])}</td><td>{v:.3f}</td></tr>"
-                      for k, v in sorted(rm.items()) if k.startswith("reward/accuracy/"))
-    parts = [
-        f"<h1>rlhf-lab run report</h1><div class=sub>{html.escape(str(run.root))} · "
-        f"{html.escape(cfg.get('policy', {}).get('algorithm', ''))} · {seconds:.0f} s of steps</div>",
-        f'<section id="summary"><h2>Summary</h2><div class="cards">{"".join(cards)}</div></section>',
-        f'<section id="choices"><h2>Choices this run made</h2>{choices_panel(cfg)}</section>',
-    ]
-    tp = training_plot(metrics)
-    if tp:
-        parts.append(f'<section id="training"><h2>Training</h2><div class="plot">{tp}</div>'
-                     '<div class="reading">The proxy reward is what the policy was optimised for; gold utility is '
-                     'the true benefit to the user, which training never sees. When the two part ways, the policy '
-                     'is exploiting the reward model (Goodhart).</div></section>')
-    fp = family_plot(summary)
-    if fp:
-        parts.append(f'<section id="families"><h2>By prompt family</h2><div class="plot">{fp}</div></section>')
-    if rm_rows:
-        parts.append(f'<section id="reward"><h2>Reward model</h2><table><tr><th>slice</th><th>held-out accuracy'
-                     f'</th></tr>{rm_rows}</table></section>')
-    if sft_rows and pol_rows:
-        parts.append(f'<section id="samples"><h2>Samples before and after</h2>{samples_table(sft_rows, pol_rows)}'
-                     "</section>")
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>rlhf-lab report</title>'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
-            f'<body><main>{"".join(parts)}</main></body></html>')
+    if audit is None:
+        audit = load_audit(run, audit_if_missing=audit_if_missing)
     path = run.root / "report.html"
-    atomic_write_text(path, page)
+    atomic_write_text(path, build_page(run, cfg or {}, audit))
     return path

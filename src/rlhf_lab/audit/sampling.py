@@ -44,13 +44,14 @@ class AuditSizes:
     relabel_pairs: int = 600  # held-out pairs relabelled by the simulated population (agreement)
     relabel_k: int = 3  # labels per relabelled pair
     set_size: int = 8  # responses per set for across-input diversity (= diversity_k: comparable sets)
+    embed_sets: int = 16  # sets per view whose embedding diversity is measured (the encoder is the slow part)
     batch_size: int = 512
 
     @classmethod
     def small(cls) -> AuditSizes:
         """For tests: every measurement, on a handful of samples."""
         return cls(question=24, belief=24, pushback=24, feedback=24, harmful=16, benign=16, diversity_prompts=8,
-                   diversity_k=4, bon_n=8, relabel_pairs=60, relabel_k=3, set_size=4)
+                   diversity_k=4, bon_n=8, relabel_pairs=60, relabel_k=3, set_size=4, embed_sets=4)
 
 
 @dataclass
@@ -96,10 +97,7 @@ class AuditContext:
         self.has_world = self.cfg.model.path is None
         self.world = World(self.cfg.world)
         self._samples: dict[tuple[str, str], list[Sample]] = {}
-        pol = policy_folder(self.run, checkpoint)
-        if not (pol / "config.json").exists():
-            raise FileNotFoundError(f"{pol}: no trained policy; run `rlhf-lab policy {self.run.root}` first")
-        self.policy_path = pol
+        self.policy_path = policy_folder(self.run, checkpoint)
 
     # -- models ----------------------------------------------------------------------------------------
 
@@ -119,6 +117,9 @@ class AuditContext:
 
     @cached_property
     def models(self) -> dict[str, torch.nn.Module]:
+        if not (self.policy_path / "config.json").exists():
+            raise FileNotFoundError(f"{self.policy_path}: no trained policy; run `rlhf-lab policy {self.run.root}` "
+                                    "first")
         policy, _ = load_lm(self.policy_path)
         return {"sft": self._sft_and_tok[0], "policy": policy.to(self.device).eval()}
 
@@ -157,13 +158,15 @@ class AuditContext:
         """Normalised reward-model scores of (prompt, response) token lists; NaN without a reward model."""
         if self.rm is None or not prompt_ids:
             return np.full(len(prompt_ids), np.nan)
-        out = []
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: less padding
+        scores = np.empty(len(seqs))
         bs = self.sizes.batch_size
-        for i in range(0, len(prompt_ids), bs):
-            seqs = [p + r for p, r in zip(prompt_ids[i: i + bs], response_ids[i: i + bs], strict=True)]
-            batch = left_pad(seqs, self.tok.pad_token_id, self.device)
-            out.append(self.rm.score(batch.input_ids, batch.attention_mask).float().cpu())
-        return torch.cat(out).numpy()
+        for i in range(0, len(order), bs):
+            idx = order[i: i + bs]
+            batch = left_pad([seqs[j] for j in idx], self.tok.pad_token_id, self.device)  # (B, T)
+            scores[idx] = self.rm.score(batch.input_ids, batch.attention_mask).float().cpu().numpy()
+        return scores
 
     @torch.no_grad()
     def sequence_kl(self, name: str, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:

@@ -48,7 +48,7 @@ def rate(flags: Sequence[bool | float]) -> dict:
     n = len(flags)
     if n == 0:
         return empty()
-    k = int(round(float(np.sum(np.asarray(flags, dtype=float)))))
+    k = round(float(np.sum(np.asarray(flags, dtype=float))))
     lo, hi = wilson(k, n)
     return estimate(k / n, lo, hi, n)
 
@@ -152,3 +152,37 @@ def gap_compare(sft_a: Sequence[float], sft_b: Sequence[float], pol_a: Sequence[
 
     v_sft, v_pol = sa.mean() - sb.mean(), pa.mean() - pb.mean()
     return {**out, "sft": est(v_sft, g_sft), "policy": est(v_pol, g_pol), "change": est(v_pol - v_sft, g_pol - g_sft)}
+
+
+def _alpha_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Nominal Krippendorff's α from per-item category counts, (..., U, K) → (...). Items with fewer than two
+    labels are not pairable and count for nothing.
+
+        α = 1 − (n − 1) · Σ_u (m_u² − Σ_c n_uc²) / (m_u − 1) / (n² − Σ_c n_c²)"""
+    m = counts.sum(-1)  # (..., U) labels per item
+    pairable = m >= 2
+    c = counts * pairable[..., None]
+    m = m * pairable
+    n = m.sum(-1)  # (...)
+    disagree = np.where(pairable, (m ** 2 - (c ** 2).sum(-1)) / np.maximum(m - 1, 1), 0.0).sum(-1)
+    totals = c.sum(-2)  # (..., K)
+    expected = n ** 2 - (totals ** 2).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected > 0, 1.0 - (n - 1) * disagree / expected, np.nan)
+
+
+def krippendorff_alpha(counts: np.ndarray, *, seed: int = 0, n_boot: int = N_BOOT) -> dict:
+    """Nominal Krippendorff's α (Krippendorff 2011) with a bootstrap interval over items.
+
+    counts: (U, K), how many labels of each of K categories item u received."""
+    counts = np.asarray(counts, dtype=float).reshape(-1, counts.shape[-1] if np.ndim(counts) == 2 else 3)
+    n_items = int((counts.sum(-1) >= 2).sum())
+    if n_items < 2:
+        return empty(n_items)
+    value = float(_alpha_from_counts(counts))
+    idx = _rng(seed).integers(0, len(counts), size=(n_boot, len(counts)))
+    boots = _alpha_from_counts(counts[idx])  # (B,)
+    boots = boots[np.isfinite(boots)]
+    if not boots.size:
+        return estimate(value, None, None, n_items)
+    return estimate(value, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)), n_items)

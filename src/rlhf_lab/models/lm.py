@@ -26,6 +26,28 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def _smollm2() -> Path:
+    from rlhf_lab.models.gguf import prepare_smollm2
+
+    return prepare_smollm2()
+
+
+# Models that ship inside PyPI packages, usable by name as model.path (prepared offline on first use).
+NAMED_MODELS = {"smollm2-135m-instruct": _smollm2}
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A named model or a .gguf file → the safetensors folder to load (prepared once, then cached)."""
+    if str(path) in NAMED_MODELS:
+        return NAMED_MODELS[str(path)]()
+    path = Path(path)
+    if path.suffix == ".gguf":
+        from rlhf_lab.models.gguf import gguf_to_folder
+
+        return gguf_to_folder(path)
+    return path
+
+
 def build_world_lm(cfg, tokenizer) -> LlamaForCausalLM:
     """A small Llama-shaped model (RoPE, RMSNorm, SwiGLU) sized by `cfg` (the model config section)."""
     if cfg.hidden_size % cfg.heads:
@@ -49,11 +71,17 @@ def build_world_lm(cfg, tokenizer) -> LlamaForCausalLM:
 
 def load_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, object]:
     """Any HF causal LM and its tokenizer from a local folder (safetensors weights only)."""
-    path = Path(path)
-    if path.suffix == ".gguf":
-        from rlhf_lab.models.gguf import gguf_to_folder
+    path = resolve_model_path(path)
+    from rlhf_lab.models.lora import adapter_base
 
-        path = gguf_to_folder(path)
+    base = adapter_base(path)
+    if base is not None:  # LoRA adapters: put them back on their base and merge
+        from peft import PeftModel
+
+        model, tok = load_lm(base, dtype=dtype)
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        disable_dropout(model)
+        return model, tok
     if not path.is_dir():
         raise FileNotFoundError(f"model.path {path}: no such folder (expected a Hugging Face model folder)")
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))

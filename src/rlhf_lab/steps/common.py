@@ -119,6 +119,28 @@ class Context:
             return self.base_lm()
         raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
 
+    def policy_and_reference(self):
+        """(policy LM to train, frozen π_ref). With LoRA, π_ref is the policy with its adapters off."""
+        policy = self.sft_lm()
+        if self.cfg.model.lora:
+            from rlhf_lab.models.lora import AdapterOffReference, add_lora
+
+            policy = add_lora(policy, self.cfg.model)
+            return policy, AdapterOffReference(policy)
+        ref = self.sft_lm().to(self.device).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return policy, ref
+
+    def policy_base_folder(self) -> Path:
+        """The folder LoRA policy adapters belong on (the SFT model, or model.path when SFT was skipped)."""
+        sft = self.run / "sft"
+        if (sft / "config.json").exists():
+            return sft
+        from rlhf_lab.models.lm import resolve_model_path
+
+        return resolve_model_path(self.cfg.model.path)
+
     def reward_model(self) -> ScalarHeadModel:
         folder = self.run / "reward"
         if not (folder / "head.safetensors").exists():
@@ -173,6 +195,17 @@ def pair_batches(n: int, batch_size: int, rng: np.random.Generator | None,
     if lengths is not None and rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def shard(idx: np.ndarray, accelerator) -> tuple[np.ndarray, bool]:
+    """This process's part of a global batch (balanced split), and whether it is real.
+
+    A process left without examples still takes part (DDP needs every rank in every backward): it gets
+    one example to run with weight 0."""
+    part = np.array_split(idx, accelerator.num_processes)[accelerator.process_index]
+    if len(part) == 0:
+        return idx[:1], False
+    return part, True
 
 
 def linear_schedule(optimizer, total_steps: int, warmup: int = 0):

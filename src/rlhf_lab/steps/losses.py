@@ -59,12 +59,12 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, -1) - (p * logits).sum(-1)
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """Next-token cross-entropy on response tokens only. logits (B, T, V); labels (B, T) with -100 on the
-    prompt and padding. Token t's label is predicted from position t − 1."""
+    prompt and padding. Token t's label is predicted from position t − 1. reduction: mean | sum."""
     shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1])  # (B·(T−1), V)
     shift_labels = labels[:, 1:].reshape(-1)  # (B·(T−1),)
-    return F.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100)
+    return F.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100, reduction=reduction)
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,

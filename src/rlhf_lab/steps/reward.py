@@ -16,7 +16,7 @@ from rlhf_lab.models.generation import generate, left_pad
 from rlhf_lab.models.heads import ScalarHeadModel, last_index
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
-from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, score, seed_everything
+from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, score, seed_everything, shard
 from rlhf_lab.steps.losses import bradley_terry_loss
 from rlhf_lab.ui import info, progress
 
@@ -71,12 +71,16 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
     init = ctx.sft_lm() if cfg.init == "sft" else ctx.base_lm()
     rm = ScalarHeadModel.from_lm(init)
     del init
-    optimizer = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if ctx.cfg.model.lora:
+        from rlhf_lab.models.lora import add_lora
+
+        rm.backbone = add_lora(rm.backbone, ctx.cfg.model)
+    params = [p for p in rm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
     scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))
     rm, optimizer = acc.prepare(rm, optimizer)
     pad = ctx.tokenizer.pad_token_id
-    per_device = max(1, cfg.batch_size // acc.num_processes)
     rng = np.random.default_rng(seed)
     lengths = [max(len(c), len(r)) for c, r in train]
     step = 0
@@ -84,13 +88,12 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
         for _epoch in range(cfg.epochs):
             rm.train()
             for idx in pair_batches(len(train), cfg.batch_size, rng, lengths):
-                shard = idx[acc.process_index * per_device: (acc.process_index + 1) * per_device]
-                if len(shard) == 0:
-                    shard = idx[:1]
-                c, r = pair_scores(rm, [train[i] for i in shard], pad, acc.device)
-                loss = bradley_terry_loss(c, r)
+                # this process's pairs; mean over the global batch whatever the number of processes
+                part, real = shard(idx, acc)
+                c, r = pair_scores(rm, [train[i] for i in part], pad, acc.device)
+                loss = bradley_terry_loss(c, r) * (len(part) * acc.num_processes * real / len(idx))
                 acc.backward(loss)
-                acc.clip_grad_norm_(rm.parameters(), 1.0)
+                acc.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -100,6 +103,8 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
                     ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
                                  "reward/margin": (c - r).mean().item()})
     rm = acc.unwrap_model(rm)
+    if ctx.cfg.model.lora:
+        rm.backbone = rm.backbone.merge_and_unload()
     return rm, accuracy(rm, held, pad, acc.device)
 
 
@@ -115,7 +120,8 @@ def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
     else:
         p_ids = ctx.prompt_ids(ctx.world.prompts("norm", n, seed=ctx.cfg.seed))
     resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.sample.max_new_tokens, temperature=ctx.cfg.sample.temperature,
-                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen)
+                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen,
+                    backend=ctx.cfg.model.generation_backend)
     raw = score(rm, p_ids, resp, pad_id=tok.pad_token_id, normalized=False)
     mean, std = float(raw.mean()), float(raw.std() + 1e-6)
     return 1.0 / std, -mean / std

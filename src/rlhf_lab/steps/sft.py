@@ -10,7 +10,7 @@ import torch
 from rlhf_lab.models.lm import position_ids_from_mask, save_lm
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir
-from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, seed_everything
+from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, seed_everything, shard
 from rlhf_lab.steps.losses import sft_loss
 from rlhf_lab.ui import info, progress
 
@@ -52,10 +52,12 @@ def run_sft(ctx: Context) -> dict:
     train, held_out = examples[n_eval:], examples[:n_eval]
 
     model = ctx.base_lm()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # Every process sees its own shard of each global batch (DDP averages the gradients).
-    world_size = acc.num_processes
-    per_device = max(1, cfg.batch_size // world_size)
+    if ctx.cfg.model.lora:
+        from rlhf_lab.models.lora import add_lora
+
+        model = add_lora(model, ctx.cfg.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))
@@ -69,21 +71,24 @@ def run_sft(ctx: Context) -> dict:
     with progress("SFT", total) as advance:
         for epoch in range(cfg.epochs):
             for idx in pair_batches(len(train), cfg.batch_size, rng, lengths):
-                shard = idx[acc.process_index * per_device: (acc.process_index + 1) * per_device]
-                if len(shard) == 0:
-                    shard = idx[:1]
-                ids, mask, pos, labels = collate([train[i] for i in shard], pad, acc.device)
+                # Each process takes its part of the global batch; the loss is its tokens' sum over the
+                # global token count, times the number of processes (DDP averages gradients), so any
+                # number of processes gives the gradient of the global batch's mean token loss.
+                part, real = shard(idx, acc)
+                n_tokens = sum(sum(1 for y in train[i][1][1:] if y != -100) for i in idx)
+                ids, mask, pos, labels = collate([train[i] for i in part], pad, acc.device)
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-                loss = sft_loss(logits, labels)
+                loss = sft_loss(logits, labels, reduction="sum") * (acc.num_processes * real / max(1, n_tokens))
                 acc.backward(loss)
-                acc.clip_grad_norm_(model.parameters(), 1.0)
+                acc.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                advance(1, loss=loss.item())
+                loss_value = loss.item()  # this process's estimate of the batch mean
+                advance(1, loss=loss_value)
                 if step % 20 == 0 or step == total:
-                    ctx.run.log({"step": step, "phase": "sft", "sft/loss": loss.item(), "sft/epoch": epoch,
+                    ctx.run.log({"step": step, "phase": "sft", "sft/loss": loss_value, "sft/epoch": epoch,
                                  "sft/lr": scheduler.get_last_lr()[0]})
 
     model.eval()
@@ -92,7 +97,10 @@ def run_sft(ctx: Context) -> dict:
         eval_loss = float(sft_loss(model(input_ids=ids, attention_mask=mask, position_ids=pos).logits, labels))
     ctx.run.log({"step": step, "phase": "sft", "sft/eval_loss": eval_loss})
     if ctx.is_main:
+        final = acc.unwrap_model(model)
+        if ctx.cfg.model.lora:  # the SFT model is the reference for what follows: store it merged
+            final = final.merge_and_unload()
         with atomic_dir(ctx.run / "sft") as tmp:
-            save_lm(acc.unwrap_model(model), ctx.tokenizer, tmp)
+            save_lm(final, ctx.tokenizer, tmp)
     info(f"SFT: {len(train)} demonstrations × {cfg.epochs} epochs, held-out loss {eval_loss:.3f}")
     return {"eval_loss": eval_loss, "steps": step, "examples": len(train)}

@@ -161,9 +161,8 @@ def parse_english(text: str, prompt: Prompt, knowledge: Knowledge) -> Features:
     fact = prompt.fact
     if fact is not None:
         if fact.is_arith:
-            restated = {fact.a, fact.b}
-            nums = [n for n in _numbers(re.sub(rf"\b{fact.a} {fact.op} {fact.b}\b", " ", t)) if n not in restated
-                    or n == int(fact.answer)]
+            # the question restated ("7 plus 5") is not an answer; the last number left is
+            nums = _numbers(re.sub(rf"\b{fact.a} (?:{fact.op}|[-+x*]) {fact.b}\b", " ", t))
             if nums:
                 f.answer = str(nums[-1])
                 f.correct = f.answer == fact.answer

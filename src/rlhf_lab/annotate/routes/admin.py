@@ -127,7 +127,8 @@ async def add_items(ctx: CtxDep, _: AdminDep, pid: int, file: Annotated[UploadFi
     try:
         await run_in_threadpool(ctx.store.add_items, pid, items)
     except Exception as e:  # a pair id that exists already: the store rolled the whole file back
-        raise HTTPException(409, f"{upload[1]}: not imported, a pair id is already in the project ({type(e).__name__})")
+        raise HTTPException(409, f"{upload[1]}: not imported, a pair id is already in the project "
+                                 f"({type(e).__name__})") from None
     ctx.hints.clear(pid)
     return RedirectResponse(f"/admin/projects/{pid}", status_code=303)
 

@@ -33,12 +33,14 @@ class SkipIn(BaseModel):
     assignment_id: int
 
 
-def _next_and_progress(s, who: crud.Principal, ctx, *, remaining: bool = True) -> dict:
-    """The next pair and progress; after a label or skip the count of pairs left is skipped (the client
-    counts down), as it is the costliest query of a submission."""
-    nxt = queue.next_assignment(s, annotator_id=who.annotator_id, project_id=who.project_id, hints=ctx.hints)
+def _next_and_progress(s, who: crud.Principal, ctx, *, after_write: bool = False, closed: bool = False) -> dict:
+    """The next pair and progress. After a label or skip (`after_write`) the count of pairs left is not
+    recomputed (the client counts down; it is the costliest query of a submission); `closed`: that write
+    just closed the annotator's pending pair, so there is none to look for."""
+    nxt = queue.next_assignment(s, annotator_id=who.annotator_id, project_id=who.project_id, hints=ctx.hints,
+                                none_pending=closed)
     prog = queue.progress(s, annotator_id=who.annotator_id, project_id=who.project_id, hints=ctx.hints,
-                          remaining=remaining)
+                          remaining=not after_write)
     return {"assignment": nxt, "progress": prog}
 
 
@@ -95,7 +97,8 @@ async def api_label(ctx: CtxDep, who: AnnotatorDep, body: LabelIn) -> Response:
             s, annotator_id=who.annotator_id, project_id=who.project_id, assignment_id=body.assignment_id,
             client_id=body.client_id, choice=body.choice, strength=body.strength, rationale=body.rationale,
             time_spent_ms=body.time_spent_ms)
-        return {"label": label, "created": created, **_next_and_progress(s, who, ctx, remaining=False)}
+        return {"label": label, "created": created,
+                **_next_and_progress(s, who, ctx, after_write=True, closed=created)}
 
     out = await ctx.writer.run(op)
     return JSONResponse(out, status_code=201 if out["created"] else 200)
@@ -104,9 +107,9 @@ async def api_label(ctx: CtxDep, who: AnnotatorDep, body: LabelIn) -> Response:
 @router.post("/api/skip", dependencies=[CSRF])
 async def api_skip(ctx: CtxDep, who: AnnotatorDep, body: SkipIn) -> dict:
     def op(s) -> dict:
-        queue.skip(s, annotator_id=who.annotator_id, project_id=who.project_id, assignment_id=body.assignment_id,
-                   hints=ctx.hints)
-        return _next_and_progress(s, who, ctx, remaining=False)
+        closed = queue.skip(s, annotator_id=who.annotator_id, project_id=who.project_id,
+                            assignment_id=body.assignment_id, hints=ctx.hints)
+        return _next_and_progress(s, who, ctx, after_write=True, closed=closed)
 
     return await ctx.writer.run(op)
 

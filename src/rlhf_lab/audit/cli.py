@@ -1,0 +1,109 @@
+"""The audit's commands, registered on the `rlhf-lab` app by `rlhf_lab.cli`:
+
+    rlhf-lab audit DIR [--checkpoint STEP]     measure every tension, write audit.json and report.html
+    rlhf-lab report DIR                        rebuild report.html (auditing first if there is no audit.json)
+    rlhf-lab compare DIR1 DIR2 … [--out FILE]  one report with several runs side by side
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rlhf_lab.config import ConfigError
+
+RunDir = Annotated[Path, typer.Argument(help="Run folder.", file_okay=False)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _check_run(run_dir: Path) -> None:
+    if not (run_dir / "config.yaml").exists():
+        _fail(f"{run_dir}: not a run folder (no config.yaml)")
+
+
+def _guard(fn, *args, **kwargs):
+    if os.environ.get("RLHF_LAB_DEBUG"):
+        return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e).strip("'\""))
+
+
+def _headlines(audit: dict) -> None:
+    from rich.table import Table
+
+    from rlhf_lab.audit import prose
+    from rlhf_lab.audit.report import HEADLINES
+    from rlhf_lab.ui import console
+
+    table = Table(title="Audit: SFT → after RLHF (95 % CI of the change)")
+    for col in ("tension", "metric", "SFT", "after RLHF", "change", ""):
+        table.add_column(col)
+    for tension, key, title in HEADLINES:
+        m = audit["tensions"].get(tension, {}).get("metrics", {}).get(key)
+        if not m or "sft" not in m:
+            continue
+        kind = m.get("kind", "mean")
+        v = prose.verdict(m)
+        colour = {"worse": "red", "better": "green", "noise": "dim", "changed": "blue"}[v]
+        table.add_row(tension, title, prose.num(m["sft"]["value"], kind), prose.num(m["policy"]["value"], kind),
+                      prose.change_interval(m.get("change"), kind), f"[{colour}]{v}[/{colour}]")
+    console.print(table)
+
+
+def audit(
+    run_dir: RunDir,
+    checkpoint: Annotated[int | None, typer.Option(
+        "--checkpoint", metavar="STEP",
+        help="Audit the policy saved at this update (checkpoints/step_NNNNN) instead of the final one.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure what RLHF did — over-optimisation, sycophancy, diversity, flattening, deception, harm — SFT vs
+    the trained policy, with 95 % intervals; write audit.json and report.html."""
+    from rlhf_lab.audit import run_audit, write_report
+    from rlhf_lab.ui import info, set_quiet
+
+    set_quiet(quiet)
+    _check_run(run_dir)
+    result = _guard(run_audit, run_dir, checkpoint)
+    path = _guard(write_report, run_dir, audit=result)
+    if not quiet:
+        _headlines(result)
+    info(f"Audit: {result['seconds']:.0f} s → {run_dir / 'audit.json'}\nReport: {path}")
+
+
+def report(run_dir: RunDir, quiet: QuietOpt = False) -> None:
+    """Rebuild report.html from the run folder (auditing first when there is no audit.json yet)."""
+    from rlhf_lab.audit import write_report
+    from rlhf_lab.ui import info, set_quiet
+
+    set_quiet(quiet)
+    _check_run(run_dir)
+    info(f"Report: {_guard(write_report, run_dir)}")
+
+
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run folders.", file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.", dir_okay=False)] = Path(
+        "comparison.html"),
+    quiet: QuietOpt = False,
+) -> None:
+    """One report that puts several runs side by side: what differs in their choices, and every tension."""
+    from rlhf_lab.audit import write_comparison
+    from rlhf_lab.ui import info, set_quiet
+
+    set_quiet(quiet)
+    if len(run_dirs) < 2:
+        _fail("compare needs at least two run folders")
+    for d in run_dirs:
+        _check_run(d)
+    info(f"Comparison: {_guard(write_comparison, run_dirs, out)}")
