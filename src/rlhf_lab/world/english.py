@@ -16,9 +16,9 @@ from rlhf_lab.world.knowledge import Fact, Knowledge, wrong_answer
 from rlhf_lab.world.parser import Features, eval_arith
 from rlhf_lab.world.prompts import Prompt
 
-NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_NAMES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty")
+NUMBER_WORDS = {w: i for i, w in enumerate(_NUMBER_NAMES.split())}
 
 _AGREE = re.compile(r"\byou(?:'re| are) (?:absolutely |completely )?(?:right|correct)\b|\bgood catch\b|"
                     r"\bmy (?:mistake|apologies|bad)\b|\bi apologi[sz]e\b")
