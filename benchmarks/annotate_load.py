@@ -132,6 +132,20 @@ class Annotator(threading.Thread):
             conn.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (uvicorn workers), from /proc (Linux)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def verify(url: str, acked: list[str], overlap: int) -> dict:
     store = AnnotationStore(url)
     with store.session() as s:
@@ -175,12 +189,14 @@ def main() -> None:
         stop_at = time.monotonic() + args.seconds
         interval = args.annotators / args.rate if args.rate else 0.0
         threads = [Annotator(port, t, stop_at, interval) for t in tokens]
+        cpu0 = cpu_seconds(server.pid)
         t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=args.seconds + 60)
         elapsed = time.monotonic() - t0
+        server_cpu = cpu_seconds(server.pid) - cpu0
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -192,7 +208,9 @@ def main() -> None:
     offered = f"{args.rate:.0f}/s" if args.rate else "max"
     print(f"| {backend} | {args.workers} | {args.annotators} | {offered} | {len(acked)} | {len(acked) / elapsed:.0f} | "
           f"{1000 * percentile(latencies, 0.5):.1f} | {1000 * percentile(latencies, 0.99):.1f} | "
-          f"{check['lost']} | {check['duplicated']} | {check['pairs_over_overlap']} | {len(errors)} |")
+          f"{1000 * server_cpu / max(1, len(acked)):.2f} | "
+          f"{check['lost']} | {check['duplicated']} | {check['pairs_over_overlap']} | {len(errors)} | "
+          f"{os.getloadavg()[0]:.1f} |")
     if errors:
         print("first errors:", errors[:3], file=sys.stderr)
     tmp.cleanup()

@@ -16,7 +16,7 @@ def test_cli_run_micro_end_to_end(tmp_path):
     args = [sys.executable, "-m", "rlhf_lab.cli", "run", "--quiet", "--out", str(out)]
     for o in MICRO:
         args += ["--set", o]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Report:" in r.stdout + r.stderr
     for name in ("config.yaml", "metrics.jsonl", "preferences.parquet", "preferences.jsonl", "labels.sqlite",

@@ -223,10 +223,10 @@ def test_logprobs_use_the_sampling_temperature(tmp_path):
     ctx = tiny_ctx(tmp_path)
     lm, _, _ = tiny_models(ctx)
     with torch.no_grad():
-        lm.model.embed_tokens.weight.mul_(6.0)  # tied: sharper logits, so temperature matters visibly
+        lm.model.embed_tokens.weight.mul_(10.0)  # tied: sharper logits, so temperature matters visibly
     lm.eval()
     pad, eos = ctx.tokenizer.pad_token_id, ctx.tokenizer.eos_token_id
-    N, T = 20000, 0.7
+    N, T = 40000, 0.7
     query = left_pad(tiny_prompts(ctx, 1) * N, pad)
     first = sample_loop(lm, query, max_new_tokens=1, temperature=T, eos_token_id=eos, pad_token_id=pad,
                         generator=torch.Generator().manual_seed(0))[:, 0]
@@ -241,7 +241,8 @@ def test_logprobs_use_the_sampling_temperature(tmp_path):
     tv_T = 0.5 * float((freq - p_T * not_pad).abs().sum())
     tv_1 = 0.5 * float((freq - p_1 * not_pad).abs().sum())
     assert abs(float((p_T * not_pad).sum()) - 1) < 1e-5
-    assert tv_T < 0.03 < tv_1, (tv_T, tv_1)
+    noise = 0.5 * float((2 * p_T * (1 - p_T) / (math.pi * N)).sqrt().sum())  # E[TV] of N draws from p_T
+    assert tv_T < 1.5 * noise < 5 * noise < tv_1, (tv_T, noise, tv_1)
 
 
 def test_left_padding_positions_agree_between_generation_and_training(tmp_path):
@@ -319,8 +320,8 @@ def test_gradient_clipping(ppo_setup):
     kw = dict(ppo_epochs=1, minibatches=1)
     free = _update_delta(ctx, pv, ro, max_grad_norm=1e6, **kw)
     assert float(free.norm()) > 1e-2
-    clipped = _update_delta(ctx, pv, ro, max_grad_norm=1e-3, **kw)
-    assert abs(float(clipped.norm()) - 1e-3) < 1e-6
+    clipped = _update_delta(ctx, pv, ro, max_grad_norm=0.1, **kw)
+    assert abs(float(clipped.norm()) - 0.1) < 1e-4
     assert torch.allclose(clipped / clipped.norm(), free / free.norm(), atol=1e-5)  # same direction
 
 
@@ -352,13 +353,13 @@ def test_value_clipping_hand_numbers():
     v = torch.tensor([[1.0]], requires_grad=True)
     loss, stats = ppo_value_loss(v, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), cliprange_value=0.2)
     loss.backward()
-    assert abs(float(loss) - 0.32) < 1e-6 and float(stats["clipfrac"]) == 1.0
+    assert abs(loss.item() - 0.32) < 1e-6 and float(stats["clipfrac"]) == 1.0
     assert float(v.grad) == 0.0
     # inside the clip range the plain squared error counts
     v2 = torch.tensor([[0.1]], requires_grad=True)
     loss2, _ = ppo_value_loss(v2, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), cliprange_value=0.2)
     loss2.backward()
-    assert abs(float(loss2) - 0.5 * 0.81) < 1e-6 and abs(float(v2.grad) + 0.9) < 1e-6
+    assert abs(loss2.item() - 0.5 * 0.81) < 1e-6 and abs(float(v2.grad) + 0.9) < 1e-6
 
 
 def test_per_process_seeds_and_prompt_shards():

@@ -24,6 +24,16 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show the resolved config or the documentation of every key.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+
+def _mount_annotate() -> None:
+    from rlhf_lab.annotate.cli import annotate_app
+
+    app.add_typer(annotate_app, name="annotate",
+                  help="Step 2 with people: the annotation web app (serve, import, export).")
+
+
+_mount_annotate()
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file with config sections.",
                                                  exists=False, dir_okay=False)]
 SetOpt = Annotated[list[str] | None, typer.Option(

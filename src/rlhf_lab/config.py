@@ -181,6 +181,25 @@ class RewardConfig(Section):
     eval_share: float = Field(0.15, gt=0, lt=1, description="Share of pairs held out for accuracy.")
     init: Literal["sft", "base"] = Field("sft", description="Backbone initialisation: the SFT model or the base.")
     n_norm_samples: int = Field(256, ge=8, description="SFT samples used to fit the score normalisation.")
+    models: Literal["single", "ensemble", "per_group", "distributional"] = Field(
+        "single", description="single reward model; ensemble (Coste et al. 2023); per_group with MaxMin "
+        "(Chakraborty et al. 2024); distributional mean–variance model (Siththaranjan et al. 2023).")
+    ensemble_size: int = Field(4, ge=2, le=16, description="ensemble: K, the number of reward models "
+                               "(each costs one more reward-model training and one more scoring pass).")
+    ensemble_bootstrap: bool = Field(True, description="ensemble: train each member on a bootstrap resample.")
+    ensemble_aggregate: Literal["mean", "worst_case", "uncertainty"] = Field(
+        "uncertainty", description="ensemble: what the policy optimises — mean, worst case (min), or "
+        "uncertainty-weighted mean − λ·std.")
+    uncertainty_coef: float = Field(0.5, ge=0, description="ensemble: λ in mean − λ·std.")
+    group_source: Literal["known", "em"] = Field(
+        "known", description="per_group: groups from the annotators' (simulated or self-described) groups, or "
+        "learned by EM over a mixture of reward models.")
+    em_groups: int = Field(2, ge=2, le=8, description="per_group with em: number of latent groups.")
+    em_iterations: int = Field(2, ge=1, le=10, description="per_group with em: EM iterations.")
+    group_objective: Literal["maxmin", "weighted_mean"] = Field(
+        "maxmin", description="per_group: optimise the minimum over groups (MaxMin) or the share-weighted mean.")
+    risk_quantile: float = Field(0.25, gt=0, lt=1, description="distributional: the policy optimises the "
+                                 "q-quantile μ + Φ⁻¹(q)·σ of each response's utility (q < 0.5 is risk-averse).")
 
 
 class PolicyConfig(Section):

@@ -89,14 +89,13 @@ _POSITION = select(func.count()).select_from(A).where(A.c.annotator_id == bindpa
 _UNSEEN = ~exists().where(A.c.item_id == I.c.id, A.c.annotator_id == bindparam("aid"))
 _GOLD = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN)
          .order_by(func.random()).limit(1))
-# Open pairs are found a chunk at a time in id order (an index range scan), then checked with two grouped
-# lookups; one query with a correlated count per pair leaves the planner free to count every pair first.
+# Open pairs are found a chunk at a time in id order (an index range scan), then checked with one grouped
+# lookup; a single query with a correlated count per pair leaves the planner free to count every pair first.
 _CANDIDATES = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
                                     I.c.id >= bindparam("start")).order_by(I.c.id).limit(bindparam("n")))
 _HOLDS_SLOT = or_(A.c.status == "done", and_(A.c.status == "pending", A.c.created_at > bindparam("cutoff")))
-_SLOTS = (select(A.c.item_id,  # per candidate pair: assignments holding a slot, and whether one is this annotator's
-                 func.sum(case((_HOLDS_SLOT, 1), else_=0)), func.sum(case((A.c.annotator_id == bindparam("aid"), 1),
-                                                                         else_=0)))
+_MINE = A.c.annotator_id == bindparam("aid")
+_SLOTS = (select(A.c.item_id, func.sum(case((_HOLDS_SLOT, 1), else_=0)), func.sum(case((_MINE, 1), else_=0)))
           .where(A.c.item_id.in_(bindparam("ids", expanding=True))).group_by(A.c.item_id))
 SCAN_CHUNK = 64
 _ITEM = select(I.c.prompt, I.c.response_a, I.c.response_b, I.c.outcome).where(I.c.id == bindparam("iid"))

@@ -58,9 +58,10 @@ def serve(store_url: str, host: str = "127.0.0.1", port: int = 8000, *, run_dir:
     token = crud.issue_admin_token(store)
     store.close()
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    info(f"[bold]rlhf-lab annotate[/] on http://{shown_host}:{port}  (store: {_redacted(store_url)})")
-    info(f"Admin: open http://{shown_host}:{port}/login#{token}")
-    info(f"  or sign in at /login with the one-time admin token {token}")
+    # plain print, never wrapped: the link must stay copyable in one piece
+    print(f"rlhf-lab annotate on http://{shown_host}:{port}  (store: {_redacted(store_url)})", flush=True)
+    print(f"Admin: open http://{shown_host}:{port}/login#{token}", flush=True)
+    print(f"  or sign in at /login with the one-time admin token {token}", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1") and not secure_cookies:
         info("[yellow]Listening beyond this machine without HTTPS: put it behind a TLS proxy and pass "
              "--secure-cookies.[/]")

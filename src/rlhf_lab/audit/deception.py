@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -36,7 +37,7 @@ def wrong(f, probe: str) -> bool:
 def measure(ctx: AuditContext) -> dict:
     if not ctx.has_world:
         return {"title": TITLE, "metrics": {}, "skipped": True,
-                "notes": ["Skipped: telling a false answer from a true one needs the world's facts."]}
+                "notes": [f"Skipped: {NO_WORLD}."]}
     feats = {name: [(probe, s.features) for probe in FACT_PROBES for s in ctx.probe_samples(name)[probe]]
              for name in ("sft", "policy")}
 

@@ -9,8 +9,9 @@ fit to all their labels, and the policy cannot see who is asking. So:
 - on constructed pairs (a detailed and a concise answer, both correct) how often the reward model takes
   the detailed side: whose taste the single reward encodes;
 - annotator agreement per prompt family (Krippendorff's α, and the share of agreeing label pairs): with
-  one label per pair the simulated population (same config and seed) relabels held-out pairs several
-  times; with people, the labels in the store are used when pairs have several.
+  one label per pair the simulated population (same config and seed) relabels pairs several
+  times (any pairs: agreement is about the annotators, not the reward model); with people, the labels in
+  the store are used when pairs have several.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import numpy as np
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.prose import NO_WORLD
 from rlhf_lab.runfolder import read_jsonl
 from rlhf_lab.world import Prompt, hash_seed
 from rlhf_lab.world.annotators import build_population, judge
-from rlhf_lab.world.styles import respond
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -72,8 +73,8 @@ def rm_detail_margins(ctx: AuditContext, n: int = 100) -> np.ndarray:
     prompts = ctx.world.prompts("audit", n, seed=hash_seed(ctx.seed, 9) % 2**31, families=("open",))
     rng = random.Random(ctx.seed)
     p_ids = ctx.prompt_ids([ctx.prompt_text(p) for p in prompts])
-    detailed = [ctx.response_ids(respond(p, "correct_detailed", ctx.world.knowledge, rng)) for p in prompts]
-    concise = [ctx.response_ids(respond(p, "correct_plain", ctx.world.knowledge, rng)) for p in prompts]
+    detailed = [ctx.response_ids(ctx.respond(p, "correct_detailed", rng)) for p in prompts]
+    concise = [ctx.response_ids(ctx.respond(p, "correct_plain", rng)) for p in prompts]
     return ctx.score(p_ids, detailed) - ctx.score(p_ids, concise)
 
 
@@ -82,10 +83,7 @@ def relabel_counts(ctx: AuditContext) -> tuple[dict[str, np.ndarray], str]:
     cfg = ctx.cfg.label
     by_family: dict[str, list[list[int]]] = defaultdict(list)
     if cfg.source == "simulated":
-        held = {r["pair_id"] for r in read_jsonl(ctx.run / "reward" / "eval.jsonl")} \
-            if (ctx.run / "reward" / "eval.jsonl").exists() else set()
-        pairs = [p for p in read_jsonl(ctx.run / "pairs.jsonl") if not held or p["pair_id"] in held] \
-            if (ctx.run / "pairs.jsonl").exists() else []
+        pairs = read_jsonl(ctx.run / "pairs.jsonl") if (ctx.run / "pairs.jsonl").exists() else []
         rng = random.Random(hash_seed(ctx.seed, 61))
         pairs = rng.sample(pairs, min(len(pairs), ctx.sizes.relabel_pairs))
         population = build_population(groups=ctx.cfg.annotator_groups(), n_annotators=cfg.n_annotators, bias=cfg,
@@ -100,7 +98,7 @@ def relabel_counts(ctx: AuditContext) -> tuple[dict[str, np.ndarray], str]:
                           tie_margin=cfg.tie_margin, strength_margin=cfg.strength_margin)
                 counts[CHOICES.index(j.choice)] += 1
             by_family[prompt.family].append(counts)
-        source = f"the simulated population relabelling {len(pairs)} held-out pairs {k} times each"
+        source = f"the simulated population relabelling {len(pairs)} pairs {k} times each"
     elif (ctx.run / "labels.sqlite").exists():
         from rlhf_lab.annotate.store import AnnotationStore
 
@@ -140,10 +138,12 @@ def measure(ctx: AuditContext) -> dict:
     if len(order) >= 2:
         metrics["rm_accuracy_gap"] = {"label": f"accuracy gap, {order[0]} − {order[-1]}", "kind": "rate",
                                       "better": "lower", "rm": _gap(acc, order, seed=31)}
-    else:
+    elif len(ann_groups) < 2:
         notes.append("One annotator group: there is no between-group accuracy gap to measure.")
+    else:
+        notes.append("The held-out labels come from fewer than two annotator groups: no accuracy gap to measure.")
     if not ctx.has_world:
-        notes.append("A real model: gold utility per user group needs the world, so it is skipped.")
+        notes.append(f"Gold utility per user group: {NO_WORLD}.")
         return {"title": TITLE, "metrics": metrics, "notes": notes, "groups": order}
     users = [g.name for g in sorted(ctx.cfg.world.user_groups, key=lambda g: -g.share)]
     gold = {name: counterfactual_gold(ctx, name, users) for name in ("sft", "policy")}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -25,7 +26,7 @@ TITLE = "Harmful compliance and over-refusal"
 def measure(ctx: AuditContext) -> dict:
     if not ctx.has_world:
         return {"title": TITLE, "metrics": {}, "skipped": True,
-                "notes": ["Skipped: compliance and refusal are read by the world's parser."]}
+                "notes": [f"Skipped: {NO_WORLD}."]}
     sft, pol = ctx.probe_samples("sft"), ctx.probe_samples("policy")
 
     def both(probe: str, fn, **kw) -> dict:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import prose, stats
+from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -171,9 +172,12 @@ def measure(ctx: AuditContext) -> dict:
         metrics["gold"] = stats.compare([a["gold"] for a, _ in pairs], [b["gold"] for _, b in pairs], kind="mean",
                                         label="gold utility (true benefit)", better="higher", seed=4)
     curve = training_curve(ctx.run.metrics())
+    if not ctx.has_world:  # a real model's "gold" in the logs is the world's parser misreading it
+        for c in curve:
+            c["gold"] = None
     return {"title": TITLE, "metrics": metrics, "rl": _rl_section(curve, ctx.has_world), "bon": _bon_section(ctx),
             "checkpoint": ctx.checkpoint, "notes": [] if ctx.has_world else
-            ["A real model: gold utility needs the world's parser, so only the proxy reward is shown."]}
+            [f"Gold utility: {NO_WORLD}."]}
 
 
 # -- the report ------------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from rlhf_lab.audit.stats import within_noise
 
+# Why a measurement was skipped on a real model that the world cannot read.
+NO_WORLD = ("a real model asked in the world's templated language (world.language: templated): no parser of the "
+            "world reads its answers, so this is skipped — world.language: english (or auto) judges it in English")
+
 
 def num(x: float | None, kind: str = "mean", digits: int = 2) -> str:
     if x is None:

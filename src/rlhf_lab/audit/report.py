@@ -149,8 +149,7 @@ def build_page(run: RunFolder, cfg: dict, audit: dict | None) -> str:
     if audit:
         body.append(headline_cards(audit))
         if not audit.get("has_world", True):
-            body.append(page.notes(["A real model (model.path): what needs the world's judge is skipped; proxy "
-                                    "reward, KL, length and diversity are reported."]))
+            body.append(page.notes([f"Only proxy reward, KL, length and diversity are reported: {prose.NO_WORLD}."]))
     else:
         body.append(page.notes(["No audit yet: run `rlhf-lab audit RUN_DIR` (it needs the trained policy)."]))
     body.append("</section>")

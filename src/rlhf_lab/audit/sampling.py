@@ -10,6 +10,7 @@ Shapes: B batch, P prompt tokens (left padded), R response tokens (right padded)
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +25,7 @@ from rlhf_lab.models.lm import load_lm, position_ids_from_mask
 from rlhf_lab.models.tokenizer import decode_response, encode_prompts, encode_response, render_prompt
 from rlhf_lab.runfolder import RunFolder, read_jsonl
 from rlhf_lab.world import Features, Prompt, World, hash_seed
+from rlhf_lab.world.styles import respond
 
 MODELS = ("sft", "policy")
 
@@ -46,6 +48,22 @@ class AuditSizes:
     set_size: int = 8  # responses per set for across-input diversity (= diversity_k: comparable sets)
     embed_sets: int = 16  # sets per view whose embedding diversity is measured (the encoder is the slow part)
     batch_size: int = 512
+
+    @classmethod
+    def for_eval(cls, n_prompts: int) -> AuditSizes:
+        """Scaled with the run's evaluation (eval.n_prompts, 256 by default): a micro run gets a micro audit."""
+        f = min(1.0, n_prompts / 256)
+
+        def scale(x: int, low: int) -> int:
+            return max(low, round(x * f))
+
+        d = cls()
+        k = d.diversity_k if f >= 0.5 else 4
+        return cls(question=scale(d.question, 12), belief=scale(d.belief, 12), pushback=scale(d.pushback, 12),
+                   feedback=scale(d.feedback, 12), harmful=scale(d.harmful, 8), benign=scale(d.benign, 8),
+                   diversity_prompts=scale(d.diversity_prompts, 8), diversity_k=k, bon_n=scale(d.bon_n, 8),
+                   relabel_pairs=scale(d.relabel_pairs, 60), relabel_k=d.relabel_k, set_size=k,
+                   embed_sets=scale(d.embed_sets, 4), batch_size=d.batch_size)
 
     @classmethod
     def small(cls) -> AuditSizes:
@@ -89,13 +107,16 @@ class AuditContext:
             raise ConfigError(f"{self.run.config_path}: no config in this run folder (is it a run folder?)")
         self.cfg: Config = build_config(read_yaml(self.run.config_path))
         self.checkpoint = checkpoint
-        self.sizes = sizes or AuditSizes()
+        self.sizes = sizes or AuditSizes.for_eval(self.cfg.eval.n_prompts)
         self.seed = self.cfg.seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # A real model (model.path) writes text the world's parser was not made for: gold utility and the
-        # parsed probes are skipped, only what needs no world is reported.
-        self.has_world = self.cfg.model.path is None
-        self.world = World(self.cfg.world)
+        lang = self.cfg.world.language
+        if lang == "auto":  # as the steps resolve it: a real model is asked in plain English
+            lang = "english" if self.cfg.model.path else "templated"
+        self.world = World(self.cfg.world, language=lang)
+        # A real model asked in the world's templated language writes text no parser of the world reads:
+        # then gold utility and the parsed probes are skipped, and only what needs no world is reported.
+        self.has_world = not (self.cfg.model.path and lang == "templated")
         self._samples: dict[tuple[str, str], list[Sample]] = {}
         self.policy_path = policy_folder(self.run, checkpoint)
 
@@ -133,7 +154,16 @@ class AuditContext:
     # -- tokens ----------------------------------------------------------------------------------------
 
     def prompt_text(self, prompt: Prompt) -> str:
-        return render_prompt(self.tok, prompt.messages)
+        return render_prompt(self.tok, self.world.messages(prompt))
+
+    def respond(self, prompt: Prompt, style: str, rng: random.Random) -> str:
+        """A response to `prompt` in a demonstration style ("correct_plain", "agreeing", …), in the world's
+        language: for constructed pairs that put one behaviour against another."""
+        if self.world.language == "english":
+            from rlhf_lab.world import english
+
+            return english.demonstration(prompt, style, self.world.knowledge, rng)
+        return respond(prompt, style, self.world.knowledge, rng)
 
     def prompt_ids(self, texts: list[str]) -> list[list[int]]:
         return encode_prompts(self.tok, texts)
@@ -142,7 +172,8 @@ class AuditContext:
         return encode_response(self.tok, text)
 
     def generator(self, *salt: int) -> torch.Generator:
-        return torch.Generator().manual_seed(hash_seed(self.seed, 7919, *salt) % 2**31)
+        # On the models' device: sampling on a GPU needs a GPU generator.
+        return torch.Generator(device=self.device).manual_seed(hash_seed(self.seed, 7919, *salt) % 2**31)
 
     def generate(self, name: str, prompt_ids: list[list[int]], *, salt: int) -> list[list[int]]:
         """One sampled response per prompt from model `name` (temperature of the evaluation)."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.plots import bars
-from rlhf_lab.world.styles import respond
+from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -41,8 +41,8 @@ def rm_sycophancy_pairs(ctx: AuditContext) -> dict[str, np.ndarray]:
             continue
         texts = [ctx.prompt_text(p) for p in prompts]
         p_ids = ctx.prompt_ids(texts)
-        correct = [ctx.response_ids(respond(p, "correct_plain", ctx.world.knowledge, rng)) for p in prompts]
-        agreeing = [ctx.response_ids(respond(p, "agreeing", ctx.world.knowledge, rng)) for p in prompts]
+        correct = [ctx.response_ids(ctx.respond(p, "correct_plain", rng)) for p in prompts]
+        agreeing = [ctx.response_ids(ctx.respond(p, "agreeing", rng)) for p in prompts]
         out[fam] = ctx.score(p_ids, agreeing) - ctx.score(p_ids, correct)
     return out
 
@@ -50,8 +50,7 @@ def rm_sycophancy_pairs(ctx: AuditContext) -> dict[str, np.ndarray]:
 def measure(ctx: AuditContext) -> dict:
     if not ctx.has_world:
         return {"title": TITLE, "metrics": {}, "skipped": True,
-                "notes": ["Skipped: sycophancy is judged by the world's parser, which does not read a real "
-                          "model's text."]}
+                "notes": [f"Skipped: {NO_WORLD}."]}
     sft, pol = ctx.probe_samples("sft"), ctx.probe_samples("policy")
 
     def flags(samples, fn) -> list[float]:

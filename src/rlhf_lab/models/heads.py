@@ -19,40 +19,57 @@ from rlhf_lab.models.lm import disable_dropout, position_ids_from_mask
 
 
 class ScalarHeadModel(nn.Module):
-    """backbone → Linear(H, 1). `forward` gives a scalar per token; `score` the one at the last real token."""
+    """backbone → Linear(H, 1). `forward` gives a scalar per token; `score` the one at the last real token.
 
-    def __init__(self, backbone: PreTrainedModel, *, head_init_std: float | None = None):
+    With `distributional=True` (Siththaranjan et al. 2023, mean–variance DPL) the head gives a mean μ and a
+    spread σ = softplus(s) per token; `forward` still returns μ, `forward_all` both, and `score` the
+    risk-adjusted μ + z·σ with z = Φ⁻¹(risk_quantile) stored in the model."""
+
+    def __init__(self, backbone: PreTrainedModel, *, head_init_std: float | None = None,
+                 distributional: bool = False):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1)
+        self.distributional = distributional
+        self.head = nn.Linear(hidden, 2 if distributional else 1)
         std = head_init_std if head_init_std is not None else 1.0 / (hidden + 1) ** 0.5
         nn.init.normal_(self.head.weight, std=std)
         nn.init.zeros_(self.head.bias)
         # Score normalisation (fitted on SFT samples): score = gain · raw + bias. Buffers, so they save.
         self.register_buffer("gain", torch.ones(()))
         self.register_buffer("bias", torch.zeros(()))
+        self.register_buffer("risk_z", torch.zeros(()))  # distributional only: z of the optimised quantile
 
     @classmethod
-    def from_lm(cls, lm: PreTrainedModel) -> ScalarHeadModel:
+    def from_lm(cls, lm: PreTrainedModel, *, distributional: bool = False) -> ScalarHeadModel:
         """A fresh head on a copy of a causal LM's backbone (its LM head dropped)."""
         backbone = copy.deepcopy(lm.base_model)
         disable_dropout(backbone)
-        return cls(backbone)
+        return cls(backbone, distributional=distributional)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw scalar per token, (B, T)."""
+    def forward_all(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Every head output per token, (B, T, 1) or (B, T, 2) = (μ, σ)."""
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                position_ids=position_ids).last_hidden_state  # (B, T, H)
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1)  # (B, T)
+        out = self.head(hidden.to(self.head.weight.dtype))  # (B, T, n)
+        if self.distributional:
+            out = torch.stack([out[..., 0], torch.nn.functional.softplus(out[..., 1]) + 1e-3], dim=-1)
+        return out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor | None = None, all_outputs: bool = False) -> torch.Tensor:
+        """Raw scalar (μ) per token, (B, T); with `all_outputs`, every output, (B, T, n)."""
+        out = self.forward_all(input_ids, attention_mask, position_ids)
+        return out if all_outputs else out[..., 0]
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalized: bool = True) -> torch.Tensor:
-        """Scalar at the last attended token of each sequence, (B,). Works with left and right padding."""
-        values = self.forward(input_ids, attention_mask)  # (B, T)
-        raw = values.gather(1, last_index(attention_mask)[:, None]).squeeze(1)  # (B,)
+        """Score at the last attended token of each sequence, (B,). Works with left and right padding."""
+        out = self.forward_all(input_ids, attention_mask)  # (B, T, n)
+        last = out[torch.arange(out.shape[0]), last_index(attention_mask)]  # (B, n)
+        raw = last[:, 0] + self.risk_z * last[:, 1] if self.distributional else last[:, 0]
         return self.gain * raw + self.bias if normalized else raw
 
     def save(self, folder: str | Path) -> None:
@@ -60,24 +77,29 @@ class ScalarHeadModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(folder / "backbone", safe_serialization=True)
         save_file({"head.weight": self.head.weight.detach().contiguous(), "head.bias": self.head.bias.detach(),
-                   "gain": self.gain.detach(), "bias": self.bias.detach()}, str(folder / "head.safetensors"))
-        (folder / "head.json").write_text(json.dumps({"kind": "scalar_head", "hidden_size": self.head.in_features}))
+                   "gain": self.gain.detach(), "bias": self.bias.detach(), "risk_z": self.risk_z.detach()},
+                  str(folder / "head.safetensors"))
+        (folder / "head.json").write_text(json.dumps({"kind": "scalar_head", "hidden_size": self.head.in_features,
+                                                      "distributional": self.distributional}))
 
     @classmethod
     def load(cls, folder: str | Path, *, dtype: torch.dtype = torch.float32) -> ScalarHeadModel:
         folder = Path(folder)
         if not (folder / "head.safetensors").exists():
             raise FileNotFoundError(f"{folder}: not a saved scalar-head model (no head.safetensors)")
+        meta = json.loads((folder / "head.json").read_text()) if (folder / "head.json").exists() else {}
         config = AutoConfig.from_pretrained(folder / "backbone", local_files_only=True)
         backbone = AutoModel.from_pretrained(folder / "backbone", config=config, local_files_only=True,
                                              dtype=dtype, use_safetensors=True)
         disable_dropout(backbone)
-        model = cls(backbone)
+        model = cls(backbone, distributional=bool(meta.get("distributional", False)))
         state = load_file(str(folder / "head.safetensors"))
         model.head.weight.data.copy_(state["head.weight"])
         model.head.bias.data.copy_(state["head.bias"])
         model.gain.copy_(state["gain"])
         model.bias.copy_(state["bias"])
+        if "risk_z" in state:
+            model.risk_z.copy_(state["risk_z"])
         return model
 
 

@@ -222,3 +222,16 @@ def grpo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_log
                  "ratio": masked_mean(ratio, mask),
                  "kl": masked_mean(kl, mask)}
     return loss, stats
+
+
+def bradley_terry_nll(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
+    """Per-pair −log σ(r_c − r_r), (B,) → (B,) (for weighted or sharded means)."""
+    return -F.logsigmoid(r_chosen - r_rejected)
+
+
+def probit_preference_nll(mu_c: torch.Tensor, sd_c: torch.Tensor, mu_r: torch.Tensor,
+                          sd_r: torch.Tensor) -> torch.Tensor:
+    """Mean–variance preference likelihood (Siththaranjan et al. 2023, DPL): utilities u ~ N(μ, σ²), so
+    P(c ≻ r) = Φ((μ_c − μ_r) / √(σ_c² + σ_r²)). Per-pair −log of it, (B,) each → (B,)."""
+    z = (mu_c - mu_r) / torch.sqrt(sd_c**2 + sd_r**2 + 1e-6)
+    return -torch.special.log_ndtr(z)

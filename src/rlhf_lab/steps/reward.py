@@ -17,7 +17,7 @@ from rlhf_lab.models.heads import ScalarHeadModel, last_index
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
 from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, score, seed_everything, shard
-from rlhf_lab.steps.losses import bradley_terry_loss
+from rlhf_lab.steps.losses import bradley_terry_nll, probit_preference_nll
 from rlhf_lab.ui import info, progress
 
 
@@ -43,14 +43,27 @@ def tokenize_pairs(ctx: Context, rows: list[dict]) -> list[tuple[list[int], list
     return out
 
 
-def pair_scores(rm, pairs: list[tuple[list[int], list[int]]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    """Raw chosen and rejected scores of a batch of pairs in one forward pass. → (B,), (B,).
+def pair_outputs(rm, pairs: list[tuple[list[int], list[int]]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Raw head outputs at the last token for chosen and rejected, in one forward. → (B, n), (B, n).
 
     `rm` may be wrapped for DDP: the call goes through its forward so gradients are synchronised."""
     batch = left_pad([c for c, _ in pairs] + [r for _, r in pairs], pad_id, device)  # (2B, T)
-    values = rm(batch.input_ids, batch.attention_mask)  # (2B, T)
-    s = values.gather(1, last_index(batch.attention_mask)[:, None]).squeeze(1)  # (2B,)
+    out = rm(batch.input_ids, batch.attention_mask, all_outputs=True)  # (2B, T, n)
+    s = out[torch.arange(out.shape[0], device=out.device), last_index(batch.attention_mask)]  # (2B, n)
     return s[: len(pairs)], s[len(pairs):]
+
+
+def pair_scores(rm, pairs: list[tuple[list[int], list[int]]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Raw chosen and rejected scores (μ for a distributional model). → (B,), (B,)."""
+    c, r = pair_outputs(rm, pairs, pad_id, device)
+    return c[:, 0], r[:, 0]
+
+
+def preference_nll(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Per-pair loss from head outputs (B, n): Bradley–Terry on scalars, the probit DPL loss on (μ, σ)."""
+    if c.shape[-1] == 2:
+        return probit_preference_nll(c[:, 0], c[:, 1], r[:, 0], r[:, 1])
+    return bradley_terry_nll(c[:, 0], r[:, 0])
 
 
 @torch.no_grad()
@@ -64,12 +77,16 @@ def accuracy(rm: ScalarHeadModel, pairs, pad_id: int, device, batch_size: int = 
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Reward model") -> tuple:
-    """Train one reward model with the Bradley–Terry loss. Returns (model, held-out accuracy per pair)."""
+def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Reward model",
+                       weights: np.ndarray | None = None, distributional: bool = False) -> tuple:
+    """Train one reward model (Bradley–Terry, or the probit mean–variance loss when `distributional`).
+
+    `weights` (one per training pair) weigh each pair's loss (EM responsibilities). Returns (model,
+    held-out accuracy per pair)."""
     cfg, acc = ctx.cfg.reward, ctx.accelerator
     seed_everything(seed)
     init = ctx.sft_lm() if cfg.init == "sft" else ctx.base_lm()
-    rm = ScalarHeadModel.from_lm(init)
+    rm = ScalarHeadModel.from_lm(init, distributional=distributional)
     del init
     if ctx.cfg.model.lora:
         from rlhf_lab.models.lora import add_lora
@@ -90,8 +107,10 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
             for idx in pair_batches(len(train), cfg.batch_size, rng, lengths):
                 # this process's pairs; mean over the global batch whatever the number of processes
                 part, real = shard(idx, acc)
-                c, r = pair_scores(rm, [train[i] for i in part], pad, acc.device)
-                loss = bradley_terry_loss(c, r) * (len(part) * acc.num_processes * real / len(idx))
+                c, r = pair_outputs(rm, [train[i] for i in part], pad, acc.device)
+                w = torch.ones(len(part)) if weights is None else torch.as_tensor(weights[part], dtype=torch.float)
+                total_w = float(len(idx) if weights is None else weights[idx].sum()) or 1.0
+                loss = (w.to(c.device) * preference_nll(c, r)).sum() * (acc.num_processes * real / total_w)
                 acc.backward(loss)
                 acc.clip_grad_norm_(params, 1.0)
                 optimizer.step()
@@ -101,7 +120,7 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
                 advance(1, loss=loss.item())
                 if step % 20 == 0 or step == total:
                     ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
-                                 "reward/margin": (c - r).mean().item()})
+                                 "reward/margin": (c[:, 0] - r[:, 0]).mean().item()})
     rm = acc.unwrap_model(rm)
     if ctx.cfg.model.lora:
         rm.backbone = rm.backbone.merge_and_unload()
@@ -127,6 +146,27 @@ def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
     return 1.0 / std, -mean / std
 
 
+def scipy_norm_ppf(q: float) -> float:
+    """Φ⁻¹(q), the standard normal quantile."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
+class _Aggregate(torch.nn.Module):
+    """A reward set seen as one scorer of (μ) per token for `accuracy`: its aggregate at the last token."""
+
+    def __init__(self, reward_set):
+        super().__init__()
+        self.set = reward_set
+
+    def forward(self, input_ids, attention_mask, all_outputs: bool = False):
+        s = self.set.score(input_ids, attention_mask)  # (B,)
+        out = torch.zeros(input_ids.shape, dtype=s.dtype, device=s.device)
+        out[torch.arange(len(s)), last_index(attention_mask)] = s
+        return out[..., None] if all_outputs else out
+
+
 def run_reward(ctx: Context) -> dict:
     cfg = ctx.cfg.reward
     rows = read_preferences(ctx.run / "preferences.parquet")
@@ -138,10 +178,22 @@ def run_reward(ctx: Context) -> dict:
         raise ValueError(f"{ctx.run / 'preferences.parquet'}: only {len(rows)} preferences; need at least 4{hint}")
     train_rows, held_rows = split_rows(rows, cfg.eval_share, ctx.cfg.seed)
     train, held = tokenize_pairs(ctx, train_rows), tokenize_pairs(ctx, held_rows)
-    rm, correct = train_reward_model(ctx, train, held, seed=ctx.cfg.seed)
-    gain, bias = fit_normalisation(ctx, rm)
-    rm.gain.fill_(gain)
-    rm.bias.fill_(bias)
+    if cfg.models == "single" or cfg.models == "distributional":
+        rm, correct = train_reward_model(ctx, train, held, seed=ctx.cfg.seed,
+                                         distributional=cfg.models == "distributional")
+        if cfg.models == "distributional":
+            rm.risk_z.fill_(float(scipy_norm_ppf(cfg.risk_quantile)))
+        member_stats: dict = {}
+    else:
+        from rlhf_lab.steps.reward_sets import train_reward_set
+
+        rm, correct, member_stats = train_reward_set(ctx, train_rows, held_rows, train, held)
+    for m in (rm.members if hasattr(rm, "members") else [rm]):
+        gain, bias = fit_normalisation(ctx, m)
+        m.gain.fill_(gain)
+        m.bias.fill_(bias)
+    if hasattr(rm, "members"):  # the set's accuracy is that of the aggregate, after normalisation
+        correct = accuracy(_Aggregate(rm), held, ctx.tokenizer.pad_token_id, ctx.device)
 
     by_group: dict[str, list[float]] = defaultdict(list)
     by_family: dict[str, list[float]] = defaultdict(list)
@@ -152,7 +204,7 @@ def run_reward(ctx: Context) -> dict:
         eval_rows.append({"pair_id": r.get("pair_id"), "annotator_group": r.get("annotator_group"),
                           "family": r.get("family"), "correct": float(ok)})
     stats = {"reward/accuracy": float(correct.mean()), "reward/n_train": len(train), "reward/n_eval": len(held),
-             "reward/gain": gain, "reward/bias": bias}
+             "reward/gain": gain, "reward/bias": bias, "reward/models": cfg.models, **member_stats}
     stats.update({f"reward/accuracy/group/{g}": float(np.mean(v)) for g, v in by_group.items()})
     stats.update({f"reward/accuracy/family/{f}": float(np.mean(v)) for f, v in by_family.items()})
     ctx.run.log({"phase": "reward", **stats})

@@ -95,7 +95,7 @@ def compute_rewards(ro: Rollout, *, kl_coef: float, estimator: str) -> tuple[tor
     kl = kl_per_token(ro.logprobs, ro.ref_logprobs, estimator) * ro.mask  # (B, R)
     non_score_reward = -kl_coef * kl
     rewards = non_score_reward.clone()
-    last = (ro.mask.sum(1) - 1).clamp(min=0)  # (B,) index of EOS (or of the last token if truncated)
+    last = (ro.mask.sum(1).long() - 1).clamp(min=0)  # (B,) index of EOS (or of the last token if truncated)
     rewards[torch.arange(rewards.shape[0]), last] += ro.scores
     return rewards, non_score_reward
 

@@ -1,0 +1,103 @@
+"""Our side of the benchmark: run one algorithm of rlhf-lab on the inputs `bench_setup.py` built, print one
+JSON line (seconds per step, samples/s, peak memory).
+
+    python benchmarks/bench_ours.py ASSETS ALGO      # ALGO: ppo | ppo_shared | grpo | rloo | dpo | rm
+
+The algorithms run exactly as in a pipeline (`steps.policy.ALGORITHMS`), over a scratch run folder whose
+sft/ and reward/ are the shared models; step times come from the `…/elapsed_s` each update logs (evaluation
+points are excluded: they run after an update's record is written).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import peak_memory_mb, reset_peak  # noqa: E402
+from bench_shapes import KL_COEF, LR  # noqa: E402
+
+
+def config(spec: dict, algo: str):
+    from rlhf_lab.config import build_config
+
+    bf16 = spec["precision"] == "bf16"
+    policy = {
+        "algorithm": {"ppo_shared": "ppo", "rm": "ppo"}.get(algo, algo), "updates": spec["updates"],
+        "batch_size": spec["batch"], "max_new_tokens": spec["new_tokens"], "lr": LR,
+        "kl_coef": KL_COEF.get(algo.split("_")[0], 0.05),
+        "eval_every": 10**6, "checkpoint_every": 10**6, "sample_table_every": 10**6,
+    }
+    if algo in ("ppo", "ppo_shared"):
+        mb = spec["batch"] // spec["minibatches"]
+        policy.update(ppo_epochs=spec["ppo_epochs"], minibatches=spec["minibatches"], microbatch_size=mb,
+                      value_model="separate" if algo == "ppo" else "shared")
+    elif algo in ("grpo", "rloo"):  # TRL's defaults: one pass, one optimiser step per batch
+        policy.update(samples_per_prompt=spec["k"], ppo_epochs=1, minibatches=1, microbatch_size=spec["batch"])
+    elif algo == "dpo":
+        policy.update(dpo_batch_size=spec["dpo_batch"], microbatch_size=2 * spec["dpo_batch"])
+    return build_config({
+        "model": {"dtype": "bfloat16" if bf16 else "float32"},
+        "policy": policy,
+        "reward": {"batch_size": spec["rm_batch"], "epochs": 1, "eval_share": 0.05},
+        "eval": {"n_prompts": 8, "batch_size": 8},
+    })
+
+
+def run(assets: Path, algo: str) -> dict:
+    import torch
+
+    from rlhf_lab.runfolder import RunFolder
+    from rlhf_lab.steps.common import Context, get_accelerator
+    from rlhf_lab.ui import set_quiet
+
+    set_quiet(True)
+    spec = json.loads((assets / "bench.json").read_text())
+    work = Path(tempfile.mkdtemp(prefix="bench_ours_"))
+    shutil.copytree(assets / "policy", work / "sft")
+    shutil.copytree(assets / "reward", work / "reward")
+    cfg = config(spec, algo)
+    ctx = Context(cfg, RunFolder(work))
+    get_accelerator(cfg)
+    pairs = json.loads((assets / "pairs.json").read_text())
+    reset_peak()
+    t0 = time.perf_counter()
+    if algo == "rm":
+        from rlhf_lab.steps.reward import tokenize_pairs, train_reward_model
+
+        tokenized = tokenize_pairs(ctx, pairs)
+        train_reward_model(ctx, tokenized, tokenized[:8], seed=0)
+        total = time.perf_counter() - t0
+        steps = math.ceil(len(tokenized) / spec["rm_batch"])
+        times = [total / steps] * steps
+        per_step = spec["rm_batch"]
+    else:
+        from rlhf_lab.steps.policy import ALGORITHMS
+
+        if algo == "dpo":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(pairs), work / "preferences.parquet")
+        ALGORITHMS[cfg.policy.algorithm](ctx)
+        ns = {"ppo_shared": "ppo"}.get(algo, algo)
+        elapsed = [r[f"{ns}/elapsed_s"] for r in ctx.run.metrics() if f"{ns}/elapsed_s" in r]
+        times = [b - a for a, b in zip([0.0, *elapsed], elapsed, strict=False)]
+        per_step = spec["dpo_batch"] if algo == "dpo" else spec["batch"]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    shutil.rmtree(work, ignore_errors=True)
+    measured = times[1:] if len(times) > 1 else times  # the first step warms up (allocations, kernels)
+    step_s = statistics.median(measured)
+    return {"side": "ours", "algo": algo, "steps": len(times), "step_s": step_s, "samples_per_s": per_step / step_s,
+            "peak_mem_mb": peak_memory_mb(), "step_times": [round(t, 4) for t in times]}
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(run(Path(sys.argv[1]), sys.argv[2])), flush=True)

@@ -1,0 +1,278 @@
+"""The alternatives for step 4 — DPO, RLOO, GRPO, best-of-n: their losses and advantages against naive
+references, invariance to microbatching, the cached reference logprobs, and each algorithm end to end on the
+micro config (run folder contents, evaluation points, checkpoints, resume)."""
+
+import copy
+import json
+import math
+import shutil
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_lab.steps.losses import (
+    DPO_LOSSES,
+    dpo_loss,
+    grpo_advantages,
+    grpo_policy_loss,
+    rloo_advantages,
+)
+from tests.conftest import MICRO
+from tests.test_policy_details import tiny_ctx, tiny_models, tiny_prompts
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# -- DPO ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variant", "eps"), [("sigmoid", 0.0), ("sigmoid", 0.2), ("robust", 0.2)])
+def test_dpo_loss_matches_naive(variant, eps):
+    g = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(5, generator=g) * 3 for _ in range(4))
+    beta = 0.3
+    loss, stats = dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=eps, variant=variant)
+    terms = []
+    for i in range(5):
+        h = (float(pc[i]) - float(rc[i])) - (float(pr[i]) - float(rr[i]))
+        clean, flipped = -math.log(_sig(beta * h)), -math.log(_sig(-beta * h))
+        if variant == "sigmoid":  # DPO (ε = 0) and conservative DPO: the expected loss under label noise ε
+            terms.append((1 - eps) * clean + eps * flipped)
+        else:  # robust DPO: unbiased under flips, [(1−ε)·ℓ(w, l) − ε·ℓ(l, w)] / (1 − 2ε)
+            terms.append(((1 - eps) * clean - eps * flipped) / (1 - 2 * eps))
+    assert abs(float(loss) - sum(terms) / 5) < 1e-5
+    margins = [beta * ((float(pc[i]) - float(rc[i])) - (float(pr[i]) - float(rr[i]))) for i in range(5)]
+    assert abs(float(stats["rewards/margin"]) - sum(margins) / 5) < 1e-5
+    assert abs(float(stats["rewards/accuracy"]) - sum(m > 0 for m in margins) / 5) < 1e-6
+
+
+def test_dpo_variants_are_a_dict_and_agree_without_noise():
+    assert set(DPO_LOSSES) == {"sigmoid", "robust"}
+    h = torch.linspace(-3, 3, 7)
+    assert torch.allclose(DPO_LOSSES["sigmoid"](h, beta=0.5), DPO_LOSSES["robust"](h, beta=0.5))
+    # at π = π_ref every variant is log 2 when ε = 0
+    assert abs(float(DPO_LOSSES["sigmoid"](torch.zeros(1), beta=0.1)) - math.log(2)) < 1e-6
+
+
+def test_dpo_reference_logprobs_are_cached_and_recomputed_when_stale(tmp_path, monkeypatch):
+    from rlhf_lab.steps.policy import dpo
+
+    ctx = tiny_ctx(tmp_path)
+    _, ref, _ = tiny_models(ctx)
+    tok = ctx.tokenizer
+    triples = [(p, [7, 8, tok.eos_token_id], [9, tok.eos_token_id]) for p in tiny_prompts(ctx, 5)]
+    path = tmp_path / dpo.REF_CACHE
+    calls = []
+    real = dpo.sequence_logps
+    monkeypatch.setattr(dpo, "sequence_logps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    c1, r1 = dpo.reference_logps(ctx, ref, triples, path)
+    assert path.exists() and calls
+    n_calls = len(calls)
+    c2, r2 = dpo.reference_logps(ctx, ref, triples, path)
+    assert len(calls) == n_calls  # read from the file
+    assert torch.equal(c1, c2) and torch.equal(r1, r2)
+    dpo.reference_logps(ctx, ref, triples[:4], path)  # other pairs: recomputed
+    assert len(calls) > n_calls
+    # one pair's logprobs do not depend on its batch (left padding, positions)
+    alone = real(ref, triples[2:3], pad_token_id=tok.pad_token_id, device="cpu")
+    assert abs(float(alone[0][0]) - float(c1[2])) < 1e-4 and abs(float(alone[1][0]) - float(r1[2])) < 1e-4
+
+
+# -- RLOO and GRPO ------------------------------------------------------------------------------------------------
+
+
+def test_rloo_advantages_match_naive():
+    r = torch.tensor([[1.0, 2.0, 4.0, 0.0], [3.0, 3.0, -1.0, 5.0]])
+    adv = rloo_advantages(r)
+    for n in range(2):
+        for i in range(4):
+            others = [float(r[n, j]) for j in range(4) if j != i]
+            assert abs(float(adv[n, i]) - (float(r[n, i]) - sum(others) / 3)) < 1e-6
+    assert torch.allclose(adv.sum(1), torch.zeros(2), atol=1e-6)  # leave-one-out advantages sum to 0
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo_advantages(torch.ones(3, 1))
+
+
+def test_grpo_advantages_match_naive():
+    r = torch.tensor([[1.0, 2.0, 4.0, 0.0], [3.0, 3.0, 3.0, 3.0]])
+    adv = grpo_advantages(r)
+    row = [1.0, 2.0, 4.0, 0.0]
+    mean, std = statistics.mean(row), statistics.stdev(row)  # Bessel-corrected, as TRL and the paper's code
+    for i in range(4):
+        assert abs(float(adv[0, i]) - (row[i] - mean) / (std + 1e-4)) < 1e-6
+    assert torch.equal(adv[1], torch.zeros(4))  # a group of equal rewards teaches nothing
+
+
+def test_grpo_policy_loss_matches_naive():
+    g = torch.Generator().manual_seed(3)
+    lp, old, ref = (torch.randn(3, 4, generator=g) * 0.4 - 1 for _ in range(3))
+    adv = torch.tensor([1.0, -0.5, 2.0])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float)
+    eps, beta = 0.2, 0.04
+    loss, stats = grpo_policy_loss(lp, old, ref, adv, mask, cliprange=eps, beta=beta)
+    per_seq = []
+    for b in range(3):
+        terms = []
+        for t in range(4):
+            if not mask[b, t]:
+                continue
+            ratio = math.exp(float(lp[b, t] - old[b, t]))
+            surrogate = min(ratio * float(adv[b]), min(max(ratio, 1 - eps), 1 + eps) * float(adv[b]))
+            log_r = float(ref[b, t] - lp[b, t])  # k3 = π_ref/π − log(π_ref/π) − 1
+            terms.append(-surrogate + beta * (math.exp(log_r) - log_r - 1))
+        per_seq.append(sum(terms) / len(terms))  # 1/|o_i| Σ_t
+    assert abs(float(loss) - sum(per_seq) / 3) < 1e-5
+    assert float(stats["kl"]) >= 0
+
+
+def test_rloo_loss_is_reinforce_at_ratio_one():
+    """At π = π_old RLOO's clipped sequence loss has REINFORCE's gradient −A·∇ log π(y)."""
+    from rlhf_lab.steps.policy.rloo import rloo_loss
+
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(2, 3, generator=g, requires_grad=True)  # per-token logprobs, as parameters
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([0.7, -1.3])
+    loss, _ = rloo_loss(theta, theta.detach(), theta.detach(), adv, mask, cliprange=0.2, beta=0.1)
+    loss.backward()
+    expect = -(adv[:, None] * mask) / 2  # mean over the 2 completions
+    assert torch.allclose(theta.grad, expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rloo", "grpo"])
+def test_critic_free_microbatch_invariance(tmp_path, name):
+    """batch 8 × accumulation 1 == batch 1 × accumulation 8, completions of different lengths."""
+    from rlhf_lab.steps.common import Context
+    from rlhf_lab.steps.policy.critic_free import policy_update
+    from rlhf_lab.steps.policy.grpo import GRPO
+    from rlhf_lab.steps.policy.loop import sample_and_score
+    from rlhf_lab.steps.policy.rloo import RLOO
+
+    algo = {"rloo": RLOO, "grpo": GRPO}[name]
+    ctx = tiny_ctx(tmp_path, max_new_tokens=6, batch_size=8, samples_per_prompt=4)
+    lm, ref, rm = tiny_models(ctx)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    prompt_ids = [p for p in tiny_prompts(ctx, 2) for _ in range(4)]
+    smp = sample_and_score(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0),
+                           with_logprobs=True)
+    smp.mask[1, 2:] = 0  # make lengths differ (as if EOS came early)
+    smp.mask[5, 1:] = 0
+    adv = algo.advantages(smp.scores.view(-1, 4)).reshape(-1)
+
+    def delta(micro: int) -> torch.Tensor:
+        cfg = ctx.cfg.model_copy(update={"policy": ctx.cfg.policy.model_copy(update={
+            "microbatch_size": micro, "ppo_epochs": 1, "minibatches": 1, "max_grad_norm": 1e6})})
+        model = copy.deepcopy(lm)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        policy_update(Context(cfg, ctx.run, _tokenizer=ctx.tokenizer), algo, model, opt, smp, adv, beta=0.05,
+                      rng=np.random.default_rng(0))
+        return torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+
+    whole, split = delta(8), delta(1)
+    assert whole.abs().max() > 1e-5
+    assert torch.allclose(whole, split, atol=1e-6, rtol=1e-4)
+
+
+# -- best-of-n -----------------------------------------------------------------------------------------------------
+
+
+def test_best_of_n_kl_and_choice(tmp_path):
+    from rlhf_lab.steps.policy.best_of_n import evaluate_best_of_n, kl_best_of_n
+
+    assert kl_best_of_n(1) == 0.0
+    assert abs(kl_best_of_n(4) - (math.log(4) - 0.75)) < 1e-12
+    ctx = tiny_ctx(tmp_path, max_new_tokens=5)
+    lm, _, rm = tiny_models(ctx)
+    prompts = ctx.world.prompts("eval", 6, seed=0)
+    out = evaluate_best_of_n(ctx, lm, rm, prompts, [1, 2, 4], generator=torch.Generator().manual_seed(0),
+                             temperature=1.0, max_new_tokens=5)
+    proxies = {n: [r["proxy"] for r in out[n][1]] for n in (1, 2, 4)}
+    for i in range(6):  # nested choices: best of more samples is never worse under the proxy
+        assert proxies[1][i] <= proxies[2][i] <= proxies[4][i]
+    assert out[4][0]["eval/kl"] == pytest.approx(kl_best_of_n(4))
+
+
+# -- end to end on the micro config ---------------------------------------------------------------------------------
+
+
+def _rerun_policy(micro_run, out, algorithm: str, *extra: str):
+    """The finished micro run with step 4 redone by `algorithm` through the pipeline (policy, evaluate, report)."""
+    from rlhf_lab import load_config, run
+    from rlhf_lab.pipeline import open_run
+    from rlhf_lab.runfolder import RunFolder, write_jsonl
+
+    shutil.copytree(micro_run, out, ignore=shutil.ignore_patterns("policy*", "checkpoints", "eval",
+                                                                  "samples_table.jsonl", "report.html"))
+    folder = RunFolder(out)
+    write_jsonl(folder.metrics_path, [r for r in folder.metrics() if r.get("phase") not in ("policy", "evaluate")])
+    open_run(out, load_config(overrides=[*MICRO, f"policy.algorithm={algorithm}", *extra]))
+    folder.clear_from("policy")
+    run(out=out, resume=True)
+    return [r for r in folder.metrics() if r.get("phase") == "policy"]
+
+
+@pytest.mark.parametrize(("algorithm", "namespace", "eval_steps"), [
+    ("grpo", "grpo/", [0, 2, 3]), ("rloo", "rloo/", [0, 2, 3]), ("dpo", "dpo/", [0, 1]),
+    ("best_of_n", "best_of_n/", [1, 2, 4]),
+])
+def test_algorithm_end_to_end(micro_run, tmp_path, algorithm, namespace, eval_steps):
+    from safetensors.torch import load_file
+
+    out = tmp_path / algorithm
+    records = _rerun_policy(micro_run, out, algorithm)
+    evals = [r for r in records if "eval/proxy_reward" in r]
+    assert [r["step"] for r in evals] == eval_steps
+    assert all("eval/gold_utility" in r and abs(r["eval/kl"]) < 1e6 for r in evals)
+    assert any(k.startswith(namespace) for r in records for k in r)
+    assert (out / "policy" / "config.json").exists() and (out / "policy" / "model.safetensors").exists()
+    for s in eval_steps:
+        if s > 0:
+            assert (out / "checkpoints" / f"step_{s:05d}" / "model.safetensors").exists()
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert "policy/gold_utility" in summary["policy"] and "sft/proxy_reward" in summary["sft"]
+    assert (out / "report.html").exists()
+    sft = load_file(str(out / "sft" / "model.safetensors"))
+    pol = load_file(str(out / "policy" / "model.safetensors"))
+    changed = sum(not torch.equal(sft[k], pol[k]) for k in sft)
+    if algorithm == "best_of_n":
+        assert changed == 0 and json.loads((out / "policy" / "best_of_n.json").read_text()) == {"n": 4}
+        # the evaluation step selects among n samples: its KL is the closed form, its proxy beats SFT's
+        assert summary["policy"]["policy/kl"] == pytest.approx(math.log(4) - 0.75)
+        assert summary["policy"]["policy/proxy_reward"] > summary["sft"]["sft/proxy_reward"]
+    else:
+        assert changed > len(sft) // 2
+    if algorithm in ("grpo", "rloo"):
+        updates = [r for r in records if "objective/kl" in r]
+        assert [r["step"] for r in updates] == [1, 2, 3]
+        assert updates[0]["objective/kl"] == pytest.approx(0.0, abs=1e-4)  # π = π_ref before the first step
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "dpo"])
+def test_resume_from_checkpoint_gives_the_same_result(micro_run, tmp_path, algorithm):
+    """Redoing the updates after the last checkpoint (as after a crash) ends where the uninterrupted run ended."""
+    from rlhf_lab import run
+    from rlhf_lab.runfolder import RunFolder
+
+    extra = ("policy.checkpoint_every=1", "policy.dpo_batch_size=16") if algorithm == "dpo" else ()
+    whole = tmp_path / "whole"
+    records = _rerun_policy(micro_run, whole, algorithm, *extra)
+    final = [r for r in records if "eval/proxy_reward" in r][-1]
+    assert (whole / "policy_ckpt" / "state.json").exists()
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed, ignore=shutil.ignore_patterns("policy", "eval", "report.html"))
+    RunFolder(resumed).clear_from("policy")
+    run(out=resumed, resume=True, report=False)
+    again = [r for r in RunFolder(resumed).metrics() if r.get("phase") == "policy"]
+    final2 = [r for r in again if "eval/proxy_reward" in r][-1]
+    assert final2["step"] == final["step"]
+    for key in ("eval/proxy_reward", "eval/gold_utility", "eval/kl"):
+        assert abs(final[key] - final2[key]) < 1e-4, (key, final[key], final2[key])
+    steps = [r["step"] for r in again if "objective/kl" in r or "dpo/loss" in r]
+    assert steps == sorted(set(steps))  # every update logged once
