@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import peak_memory_mb, reset_peak  # noqa: E402
-from bench_shapes import KL_COEF, LR  # noqa: E402
+from bench_memory import peak_memory_mb, reset_peak
+from bench_shapes import KL_COEF, LR
 
 
 def config(spec: dict, algo: str):

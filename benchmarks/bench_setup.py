@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shapes import SIZES  # noqa: E402
+from bench_shapes import SIZES
 
 
 def bpe_tokenizer(corpus: list[str], vocab_size: int = 512):
@@ -58,7 +58,8 @@ def sequence_classifier(policy, rm):
     """Our reward model as an HF AutoModelForSequenceClassification (num_labels=1) with the same weights."""
     from transformers import AutoModelForSequenceClassification
 
-    config = policy.config.__class__.from_dict({**policy.config.to_dict(), "num_labels": 1})
+    config = policy.config.__class__.from_dict({**policy.config.to_dict(), "num_labels": 1, "id2label": {0: "LABEL_0"},
+                                                "label2id": {"LABEL_0": 0}})
     seqcls = AutoModelForSequenceClassification.from_config(config)
     getattr(seqcls, seqcls.base_model_prefix).load_state_dict(rm.backbone.state_dict())
     with torch.no_grad():

@@ -171,6 +171,41 @@ def report(run_dir: RunDir) -> None:
     _guard(build_report, RunFolder(run_dir))
 
 
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep file (YAML): base config, grid and/or list of runs.",
+                                         dir_okay=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the runs (default runs/sweep-NAME).")]
+    = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at once (each is its own process).")] = 1,
+    only: Annotated[int | None, typer.Option("--only", min=0, help="Run only run number K (0-based), e.g. "
+                                             "$SLURM_ARRAY_TASK_ID in a job array.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="Print the expanded runs and exit.")] = False,
+) -> None:
+    """Run a grid or list of config overrides, one run folder each (resumable), then compare them."""
+    from rlhf_lab.sweep import load_sweep, run_sweep
+
+    name, _base, runs = _guard(load_sweep, file)
+    if list_:
+        for i, r in enumerate(runs):
+            typer.echo(f"{i}\t{r.name}\t{' '.join('--set ' + o for o in r.override_list())}")
+        return
+    try:
+        folders = _guard(run_sweep, file, out, jobs=jobs, only=only, echo=typer.echo)
+    except RuntimeError as e:
+        _fail(str(e))
+    if only is None:
+        root = folders[0].parent
+        _guard(_compare, folders, root / "compare.html")
+
+
+def _compare(folders: list[Path], out: Path) -> None:
+    from rlhf_lab.audit import write_comparison
+
+    path = write_comparison([str(f) for f in folders], out)
+    typer.echo(f"Comparison: {path}")
+
+
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved config as YAML."""

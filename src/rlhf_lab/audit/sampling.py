@@ -17,12 +17,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from rlhf_lab.config import Config, ConfigError, build_config, read_yaml
 from rlhf_lab.models.generation import generate, left_pad
 from rlhf_lab.models.heads import ScalarHeadModel
-from rlhf_lab.models.lm import load_lm, position_ids_from_mask
-from rlhf_lab.models.tokenizer import decode_response, encode_prompts, encode_response, render_prompt
+from rlhf_lab.models.lm import build_world_lm, load_lm, position_ids_from_mask
+from rlhf_lab.models.tokenizer import (
+    decode_response,
+    encode_prompts,
+    encode_response,
+    prepare_tokenizer,
+    render_prompt,
+)
 from rlhf_lab.runfolder import RunFolder, read_jsonl
 from rlhf_lab.world import Features, Prompt, World, hash_seed
 from rlhf_lab.world.styles import respond
@@ -123,18 +130,26 @@ class AuditContext:
     # -- models ----------------------------------------------------------------------------------------
 
     @cached_property
-    def _sft_and_tok(self):
-        folder = self.run / "sft"
-        if not (folder / "config.json").exists():
-            if self.cfg.sft.enabled or not self.cfg.model.path:
-                raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
-            folder = Path(self.cfg.model.path)
-        model, tok = load_lm(folder)
-        return model.to(self.device).eval(), tok
-
-    @property
     def tok(self):
-        return self._sft_and_tok[1]
+        """The run's tokenizer (saved with the SFT model, or on its own by the first step)."""
+        for folder in (self.run / "sft", self.run / "tokenizer"):
+            if (folder / "tokenizer_config.json").exists():
+                return prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+        if self.cfg.model.path:
+            return load_lm(self.cfg.model.path)[1]
+        raise FileNotFoundError(f"{self.run.root}: no tokenizer; run `rlhf-lab sft {self.run.root}` first")
+
+    def _sft(self) -> torch.nn.Module:
+        """The SFT policy π_SFT (the reference): as the steps find it."""
+        folder = self.run / "sft"
+        if (folder / "config.json").exists():
+            return load_lm(folder)[0]
+        if self.cfg.sft.enabled:
+            raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
+        if self.cfg.model.path:
+            return load_lm(self.cfg.model.path)[0]
+        torch.manual_seed(self.seed)  # SFT switched off: the freshly initialised world model, seeded as in training
+        return build_world_lm(self.cfg.model, self.tok)
 
     @cached_property
     def models(self) -> dict[str, torch.nn.Module]:
@@ -142,7 +157,7 @@ class AuditContext:
             raise FileNotFoundError(f"{self.policy_path}: no trained policy; run `rlhf-lab policy {self.run.root}` "
                                     "first")
         policy, _ = load_lm(self.policy_path)
-        return {"sft": self._sft_and_tok[0], "policy": policy.to(self.device).eval()}
+        return {"sft": self._sft().to(self.device).eval(), "policy": policy.to(self.device).eval()}
 
     @cached_property
     def rm(self) -> ScalarHeadModel | None:

@@ -1,0 +1,148 @@
+"""The peer's side of the benchmark: run one TRL trainer on the inputs `bench_setup.py` built, print one JSON
+line (seconds per step, samples/s, peak memory). Imports only torch, transformers, datasets and TRL, so it runs
+in TRL 1.12's own environment for PPO (the last release with PPO, `trl.experimental.ppo`).
+
+    python benchmarks/bench_trl.py ASSETS ALGO      # ALGO: ppo (TRL 1.12) | grpo | rloo | dpo | rm (TRL 1.16)
+
+Settings mirror `bench_ours.config`: the same batch, lengths, epochs, minibatches, KL coefficient and
+precision; TRL's defaults that change the amount of work (gradient checkpointing, bf16 on a CPU) are set to
+what ours does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import peak_memory_mb, reset_peak
+from bench_shapes import KL_COEF, LR
+
+
+def _timer():
+    import torch
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall time of every optimisation step (PPO: every rollout + its epochs)."""
+
+        def __init__(self):
+            self.times: list[float] = []
+            self.start = None
+
+        def _sync(self):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._sync()
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self._sync()
+            now = time.perf_counter()
+            if self.start is not None:  # PPOTrainer calls only on_step_end: time between ends
+                self.times.append(now - self.start)
+            self.start = now
+
+    return StepTimer()
+
+
+def common_args(spec: dict, out: str) -> dict:
+    import torch
+
+    return {"output_dir": out, "report_to": "none", "save_strategy": "no", "logging_steps": 1, "seed": 0,
+            "learning_rate": LR, "bf16": spec["precision"] == "bf16", "use_cpu": not torch.cuda.is_available(),
+            "gradient_checkpointing": False, "disable_tqdm": True}
+
+
+def run(assets: Path, algo: str) -> dict:
+    import torch
+    import trl
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    spec = json.loads((assets / "bench.json").read_text())
+    out = tempfile.mkdtemp(prefix="bench_trl_")
+    tok = AutoTokenizer.from_pretrained(assets / "policy")
+    tok.padding_side = "left"
+    prompts = json.loads((assets / "prompts.json").read_text())
+    pairs = json.loads((assets / "pairs.json").read_text())
+    timer = _timer()
+    dtype = torch.float32  # bf16 is autocast (mixed precision) on both sides: weights stay fp32
+    policy_path, rm_path = str(assets / "policy"), str(assets / "reward_seqcls")
+
+    if algo == "ppo":
+        from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+        args = PPOConfig(**common_args(spec, out), per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1,
+                         num_mini_batches=spec["minibatches"], num_ppo_epochs=spec["ppo_epochs"],
+                         total_episodes=spec["batch"] * spec["updates"], response_length=spec["new_tokens"],
+                         local_rollout_forward_batch_size=spec["batch"], stop_token="eos", missing_eos_penalty=1.0,
+                         kl_coef=KL_COEF["ppo"], temperature=1.0, num_sample_generations=0)
+        trainer = PPOTrainer(
+            args=args, processing_class=tok,
+            model=AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype),
+            ref_model=AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype),
+            reward_model=AutoModelForSequenceClassification.from_pretrained(rm_path, num_labels=1, dtype=dtype),
+            value_model=AutoModelForSequenceClassification.from_pretrained(rm_path, num_labels=1, dtype=dtype),
+            train_dataset=Dataset.from_dict({"input_ids": prompts["one"]["ids"][: spec["batch"] * spec["updates"]]}),
+            callbacks=[timer])
+        per_step = spec["batch"]
+    elif algo in ("grpo", "rloo"):
+        config_cls, trainer_cls = {"grpo": (trl.GRPOConfig, trl.GRPOTrainer),
+                                   "rloo": (trl.RLOOConfig, trl.RLOOTrainer)}[algo]
+        args = config_cls(**common_args(spec, out), per_device_train_batch_size=spec["batch"],
+                          num_generations=spec["k"], max_completion_length=spec["new_tokens"],
+                          max_steps=spec["updates"], beta=KL_COEF[algo], num_iterations=1, temperature=1.0)
+        n_prompts = spec["batch"] // spec["k"] * spec["updates"]
+        trainer = trainer_cls(model=AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype),
+                              reward_funcs=AutoModelForSequenceClassification.from_pretrained(
+                                  rm_path, num_labels=1, dtype=dtype),
+                              reward_processing_classes=[tok], args=args, processing_class=tok,
+                              train_dataset=Dataset.from_list([{"prompt": t}
+                                                               for t in prompts["group"]["text"][:n_prompts]]),
+                              callbacks=[timer])
+        per_step = spec["batch"]
+    elif algo == "dpo":
+        args = trl.DPOConfig(**common_args(spec, out), per_device_train_batch_size=spec["dpo_batch"],
+                             num_train_epochs=1, beta=KL_COEF["dpo"], precompute_ref_log_probs=True)
+        trainer = trl.DPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype),
+                                 ref_model=AutoModelForCausalLM.from_pretrained(policy_path, dtype=dtype),
+                                 args=args, train_dataset=Dataset.from_list(pairs), processing_class=tok,
+                                 callbacks=[timer])
+        per_step = spec["dpo_batch"]
+    elif algo == "rm":
+        args = trl.RewardConfig(**common_args(spec, out), per_device_train_batch_size=spec["rm_batch"],
+                                num_train_epochs=1, center_rewards_coefficient=None)
+        trainer = trl.RewardTrainer(model=AutoModelForSequenceClassification.from_pretrained(
+                                        rm_path, num_labels=1, dtype=dtype),
+                                    args=args, train_dataset=Dataset.from_list(pairs), processing_class=tok,
+                                    callbacks=[timer])
+        per_step = spec["rm_batch"]
+    else:
+        raise SystemExit(f"unknown algorithm {algo!r}")
+
+    reset_peak()
+    t0 = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - t0
+    times = timer.times
+    if algo == "rm":  # measured like ours: the whole training over its steps
+        times = [total / len(times)] * len(times)
+    measured = times[1:] if len(times) > 1 else times
+    step_s = statistics.median(measured)
+    return {"side": f"trl {trl.__version__}", "algo": algo, "steps": len(times), "step_s": step_s,
+            "samples_per_s": per_step / step_s, "peak_mem_mb": peak_memory_mb(),
+            "step_times": [round(t, 4) for t in times]}
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(run(Path(sys.argv[1]), sys.argv[2])), flush=True)

@@ -1,0 +1,94 @@
+"""Ours against TRL, side by side, in one invocation: for each size and algorithm, our run and then the peer's,
+each in a fresh process (so peak memory is its own), on identical model shape and weights, batch, prompt and
+response lengths, epochs and precision (benchmarks/bench_shapes.py). Prints samples/s, the ratio and peak
+memory, and with --markdown appends the table to a file.
+
+    python benchmarks/bench_vs_trl.py --sizes tiny,25m                     # CPU
+    python benchmarks/bench_vs_trl.py --sizes gpt2                         # a GPU (bf16)
+    python benchmarks/bench_vs_trl.py --sizes tiny --algos ppo,grpo --repeat 3
+
+PPO's peer is TRL 1.12 (`trl.experimental.ppo`, the last release with PPO) in its own environment
+(--trl112-python, default /tmp/trl112/bin/python); GRPO, RLOO, DPO and reward-model training run against TRL
+1.16 in this interpreter. `ppo` is ours with a separate value model (TRL's layout: policy, reference, reward
+and value models); `ppo_shared` is ours with the value head on the policy's trunk (our default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEER = {"ppo": "ppo", "ppo_shared": "ppo", "grpo": "grpo", "rloo": "rloo", "dpo": "dpo", "rm": "rm"}
+UNIT = {"dpo": "pairs/s", "rm": "pairs/s"}
+
+
+def _run(python: str, script: str, assets: Path, algo: str, timeout: int) -> dict:
+    t0 = time.time()
+    proc = subprocess.run([python, str(HERE / script), str(assets), algo], capture_output=True, text=True,
+                          timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout)[-2500:]
+        return {"error": f"{script} {algo} exited {proc.returncode}:\n{tail}"}
+    out = json.loads(lines[-1][len("RESULT "):])
+    out["wall_s"] = time.time() - t0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="tiny,25m", help="comma-separated: tiny, 25m, gpt2")
+    ap.add_argument("--algos", default="ppo,ppo_shared,grpo,rloo,dpo,rm")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per side, alternating; the median is reported")
+    ap.add_argument("--trl112-python", default="/tmp/trl112/bin/python")
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
+    ap.add_argument("--json", type=Path, default=None, help="write every raw result to this file")
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(HERE))
+    from bench_setup import build
+
+    rows, raw = [], []
+    for size in args.sizes.split(","):
+        assets = build(size, Path(tempfile.mkdtemp(prefix=f"bench_{size}_")))
+        for algo in args.algos.split(","):
+            peer_python = args.trl112_python if PEER[algo] == "ppo" else sys.executable
+            ours, theirs = [], []
+            for _ in range(args.repeat):  # alternate the sides, so drifting machine load hits both alike
+                ours.append(_run(sys.executable, "bench_ours.py", assets, algo, args.timeout))
+                theirs.append(_run(peer_python, "bench_trl.py", assets, PEER[algo], args.timeout))
+            raw.append({"size": size, "algo": algo, "ours": ours, "peer": theirs})
+            errors = [r["error"] for r in ours + theirs if "error" in r]
+            if errors:
+                print(f"[{size} {algo}] " + "\n".join(errors), file=sys.stderr)
+                continue
+            o = statistics.median(r["samples_per_s"] for r in ours)
+            t = statistics.median(r["samples_per_s"] for r in theirs)
+            om = statistics.median(r["peak_mem_mb"] for r in ours)
+            tm = statistics.median(r["peak_mem_mb"] for r in theirs)
+            row = (size, algo, theirs[0]["side"], f"{o:.1f}", f"{t:.1f}", UNIT.get(algo, "samples/s"), f"{o / t:.2f}×",
+                   f"{om:.0f}", f"{tm:.0f}")
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+
+    header = ("size", "algorithm", "peer", "ours", "peer", "unit", "ours / peer", "peak MB ours", "peak MB peer")
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    print("\n".join(table))
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(table) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Sweeps: a grid or list of config overrides, one run folder each, independent processes, resumable; then
+one comparison report.
+
+A sweep file:
+
+    name: feedback
+    base:                      # a config applied to every run (same sections as a config file)
+      policy: {updates: 60}
+    grid:                      # the cartesian product of these overrides …
+      label.feedback: [foresight, hindsight]
+      seed: [0, 1]
+    runs:                      # … and/or an explicit list
+      - {name: big-kl, set: {policy.kl_coef: 0.2}}
+
+Each run is a separate `rlhf-lab run` process, so a sweep spreads over machines with a plain job array:
+`rlhf-lab sweep FILE --only $SLURM_ARRAY_TASK_ID` on each node, then `rlhf-lab compare OUT/*/`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rlhf_lab.config import ConfigError, build_config, read_yaml
+from rlhf_lab.runfolder import RunFolder, atomic_write_text
+
+
+@dataclass
+class SweepRun:
+    name: str
+    overrides: dict = field(default_factory=dict)
+
+    def override_list(self) -> list[str]:
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in self.overrides.items()]
+
+
+def _slug(value) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", str(value)).strip("-")[:40]
+
+
+def load_sweep(path: str | Path) -> tuple[str, dict, list[SweepRun]]:
+    """(name, base config dict, runs); every run's config is validated now, so a typo fails before any run."""
+    data = read_yaml(path)
+    unknown = set(data) - {"name", "base", "grid", "runs"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (expected name, base, grid, runs)")
+    base = data.get("base") or {}
+    runs: list[SweepRun] = []
+    grid = data.get("grid") or {}
+    if grid:
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(f"{path}: grid must map each key to a non-empty list of values")
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            overrides = dict(zip(keys, combo, strict=True))
+            name = "_".join(f"{k.split('.')[-1]}-{_slug(v)}" for k, v in overrides.items())
+            runs.append(SweepRun(name=name, overrides=overrides))
+    for i, item in enumerate(data.get("runs") or []):
+        if not isinstance(item, dict) or "set" not in item:
+            raise ConfigError(f"{path}: runs[{i}] needs a 'set' mapping of overrides (and optionally a name)")
+        runs.append(SweepRun(name=str(item.get("name") or f"run{i}"), overrides=dict(item["set"] or {})))
+    if not runs:
+        raise ConfigError(f"{path}: no runs (give a grid or a list of runs)")
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: run names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+    for r in runs:
+        try:
+            build_config(base, r.override_list())
+        except ConfigError as e:
+            raise ConfigError(f"{path}: run {r.name!r}: {e}") from None
+    return str(data.get("name") or Path(path).stem), base, runs
+
+
+def _finished(folder: Path) -> bool:
+    return (folder / "state.json").exists() and "evaluate" in RunFolder(folder).state().get("done", {})
+
+
+def _command(folder: Path, base: dict, run: SweepRun) -> list[str]:
+    exe = [sys.executable, "-m", "rlhf_lab.cli"]
+    if (folder / "config.yaml").exists():
+        return [*exe, "run", "--quiet", "--resume", str(folder)]
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = build_config(base, run.override_list())
+    atomic_write_text(folder / "sweep_config.yaml", cfg.to_yaml())
+    return [*exe, "run", "--quiet", "--config", str(folder / "sweep_config.yaml"), "--out", str(folder)]
+
+
+def run_sweep(path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: int | None = None,
+              echo=print) -> list[Path]:
+    """Run (or resume) every run of the sweep, at most `jobs` at a time; returns the run folders."""
+    name, base, runs = load_sweep(path)
+    root = Path(out) if out else Path("runs") / f"sweep-{name}"
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "sweep.json", json.dumps(
+        {"name": name, "file": str(path), "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
+        indent=2))
+    selected = list(enumerate(runs)) if only is None else [(only, runs[only])]
+    folders = [root / r.name for _, r in selected]
+    todo = [(i, r) for i, r in selected if not _finished(root / r.name)]
+    echo(f"sweep {name}: {len(selected)} runs in {root} ({len(selected) - len(todo)} finished already), "
+         f"{jobs} at a time")
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    failed = []
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2)
+                                                                                          // max(1, jobs))))}
+    while todo or running:
+        while todo and len(running) < jobs:
+            _i, r = todo.pop(0)
+            folder = root / r.name
+            log = open(folder.parent / f"{r.name}.log", "a")  # noqa: SIM115 (closed when the process ends)
+            running.append((r.name, subprocess.Popen(_command(folder, base, r), stdout=log, stderr=log, env=env),
+                            time.time()))
+            echo(f"  started {r.name}")
+        time.sleep(0.5)
+        for item in list(running):
+            rname, proc, t0 = item
+            if proc.poll() is not None:
+                running.remove(item)
+                ok = proc.returncode == 0 and _finished(root / rname)
+                echo(f"  {'finished' if ok else 'FAILED'} {rname} in {time.time() - t0:.0f} s"
+                     + ("" if ok else f" (see {root / (rname + '.log')})"))
+                if not ok:
+                    failed.append(rname)
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun the sweep to resume them")
+    return folders
