@@ -66,7 +66,7 @@ def test_sweep_file_errors_name_the_run(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid:\n  label.feedback: [foresight, hindsigt]\n")
-    with pytest.raises(ConfigError, match="feedback-hindsigt.*label.feedback"):
+    with pytest.raises(ConfigError, match=r"feedback-hindsigt.*label\.feedback"):
         load_sweep(bad)
     empty = tmp_path / "empty.yaml"
     empty.write_text("name: x\n")

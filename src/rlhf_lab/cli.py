@@ -185,7 +185,7 @@ def sweep(
     """Run a grid or list of config overrides, one run folder each (resumable), then compare them."""
     from rlhf_lab.sweep import load_sweep, run_sweep
 
-    name, _base, runs = _guard(load_sweep, file)
+    _name, _base, runs = _guard(load_sweep, file)
     if list_:
         for i, r in enumerate(runs):
             typer.echo(f"{i}\t{r.name}\t{' '.join('--set ' + o for o in r.override_list())}")
