@@ -10,17 +10,18 @@ points are excluded: they run after an update's record is written).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import peak_memory_mb, reset_peak
+sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))  # a checkout without `pip install -e .`
+from bench_memory import reset_peak, result
 from bench_shapes import KL_COEF, LR
 
 
@@ -66,16 +67,23 @@ def run(assets: Path, algo: str) -> dict:
     ctx = Context(cfg, RunFolder(work))
     get_accelerator(cfg)
     pairs = json.loads((assets / "pairs.json").read_text())
+    # CPU seconds of this process at every update's record: on a shared machine the time the work took,
+    # not the time others' work took
+    cpu_marks = []
+    ns = {"ppo_shared": "ppo"}.get(algo, algo)
+    log = ctx.run.log
+    ctx.run.log = lambda record: (cpu_marks.append(time.process_time()) if f"{ns}/elapsed_s" in record else None,
+                                  log(record))[1]
     reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if algo == "rm":
         from rlhf_lab.steps.reward import tokenize_pairs, train_reward_model
 
         tokenized = tokenize_pairs(ctx, pairs)
         train_reward_model(ctx, tokenized, tokenized[:8], seed=0)
-        total = time.perf_counter() - t0
+        total, cpu_total = time.perf_counter() - t0, time.process_time() - c0
         steps = math.ceil(len(tokenized) / spec["rm_batch"])
-        times = [total / steps] * steps
+        times, cpu_times = [total / steps] * steps, [cpu_total / steps] * steps
         per_step = spec["rm_batch"]
     else:
         from rlhf_lab.steps.policy import ALGORITHMS
@@ -86,17 +94,15 @@ def run(assets: Path, algo: str) -> dict:
 
             pq.write_table(pa.Table.from_pylist(pairs), work / "preferences.parquet")
         ALGORITHMS[cfg.policy.algorithm](ctx)
-        ns = {"ppo_shared": "ppo"}.get(algo, algo)
         elapsed = [r[f"{ns}/elapsed_s"] for r in ctx.run.metrics() if f"{ns}/elapsed_s" in r]
         times = [b - a for a, b in zip([0.0, *elapsed], elapsed, strict=False)]
+        cpu_times = [b - a for a, b in itertools.pairwise(cpu_marks)]  # from update 2 on
         per_step = spec["dpo_batch"] if algo == "dpo" else spec["batch"]
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     shutil.rmtree(work, ignore_errors=True)
     measured = times[1:] if len(times) > 1 else times  # the first step warms up (allocations, kernels)
-    step_s = statistics.median(measured)
-    return {"side": "ours", "algo": algo, "steps": len(times), "step_s": step_s, "samples_per_s": per_step / step_s,
-            "peak_mem_mb": peak_memory_mb(), "step_times": [round(t, 4) for t in times]}
+    return result("ours", algo, per_step, measured, cpu_times if algo != "rm" else cpu_times[1:])
 
 
 if __name__ == "__main__":

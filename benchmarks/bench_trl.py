@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import peak_memory_mb, reset_peak
+from bench_memory import reset_peak, result
 from bench_shapes import KL_COEF, LR
 
 
@@ -35,7 +34,8 @@ def _timer():
 
         def __init__(self):
             self.times: list[float] = []
-            self.start = None
+            self.cpu_times: list[float] = []
+            self.start = self.cpu_start = None
 
         def _sync(self):
             if torch.cuda.is_available():
@@ -43,14 +43,15 @@ def _timer():
 
         def on_step_begin(self, args, state, control, **kw):
             self._sync()
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             self._sync()
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             if self.start is not None:  # PPOTrainer calls only on_step_end: time between ends
                 self.times.append(now - self.start)
-            self.start = now
+                self.cpu_times.append(cpu - self.cpu_start)
+            self.start, self.cpu_start = now, cpu
 
     return StepTimer()
 
@@ -82,7 +83,8 @@ def run(assets: Path, algo: str) -> dict:
     if algo == "ppo":
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-        args = PPOConfig(**common_args(spec, out), per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1,
+        args = PPOConfig(**common_args(spec, out), per_device_train_batch_size=spec["batch"],
+                         gradient_accumulation_steps=1,
                          num_mini_batches=spec["minibatches"], num_ppo_epochs=spec["ppo_epochs"],
                          total_episodes=spec["batch"] * spec["updates"], response_length=spec["new_tokens"],
                          local_rollout_forward_batch_size=spec["batch"], stop_token="eos", missing_eos_penalty=1.0,
@@ -131,17 +133,15 @@ def run(assets: Path, algo: str) -> dict:
         raise SystemExit(f"unknown algorithm {algo!r}")
 
     reset_peak()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    total = time.perf_counter() - t0
-    times = timer.times
+    total, cpu_total = time.perf_counter() - t0, time.process_time() - c0
+    times, cpu_times = timer.times, timer.cpu_times
     if algo == "rm":  # measured like ours: the whole training over its steps
-        times = [total / len(times)] * len(times)
-    measured = times[1:] if len(times) > 1 else times
-    step_s = statistics.median(measured)
-    return {"side": f"trl {trl.__version__}", "algo": algo, "steps": len(times), "step_s": step_s,
-            "samples_per_s": per_step / step_s, "peak_mem_mb": peak_memory_mb(),
-            "step_times": [round(t, 4) for t in times]}
+        times, cpu_times = [total / len(times)] * len(times), [cpu_total / len(times)] * len(times)
+    # PPOTrainer's first interval already starts after its first update; the others skip one warm-up step
+    skip = 0 if algo == "ppo" else 1
+    return result(f"trl {trl.__version__}", algo, per_step, times[skip:] or times, cpu_times[skip:] or cpu_times)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,10 +30,16 @@ PEER = {"ppo": "ppo", "ppo_shared": "ppo", "grpo": "grpo", "rloo": "rloo", "dpo"
 UNIT = {"dpo": "pairs/s", "rm": "pairs/s"}
 
 
-def _run(python: str, script: str, assets: Path, algo: str, timeout: int) -> dict:
+def _run(python: str, script: str, assets: Path, algo: str, timeout: int, threads: int | None,
+         pythonpath: str | None = None) -> dict:
+    env = dict(os.environ)
+    if threads:  # the same for both sides
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.time()
     proc = subprocess.run([python, str(HERE / script), str(assets), algo], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout)[-2500:]
@@ -47,8 +54,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,25m", help="comma-separated: tiny, 25m, gpt2")
     ap.add_argument("--algos", default="ppo,ppo_shared,grpo,rloo,dpo,rm")
     ap.add_argument("--repeat", type=int, default=1, help="runs per side, alternating; the median is reported")
-    ap.add_argument("--trl112-python", default="/tmp/trl112/bin/python")
+    ap.add_argument("--trl112-python", default="/tmp/trl112/bin/python",
+                    help="interpreter with TRL 1.12 for PPO's peer (a separate virtual environment)")
+    ap.add_argument("--trl112-path", default=None,
+                    help="or: folders put first on PYTHONPATH for PPO's peer (TRL 1.12 installed with --target)")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads of both sides (OMP_NUM_THREADS); 1 on a machine shared with other work")
     ap.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
     ap.add_argument("--json", type=Path, default=None, help="write every raw result to this file")
     args = ap.parse_args()
@@ -60,26 +72,33 @@ def main() -> None:
     for size in args.sizes.split(","):
         assets = build(size, Path(tempfile.mkdtemp(prefix=f"bench_{size}_")))
         for algo in args.algos.split(","):
-            peer_python = args.trl112_python if PEER[algo] == "ppo" else sys.executable
+            ppo_peer = PEER[algo] == "ppo"
+            peer_python = args.trl112_python if ppo_peer else sys.executable
+            peer_path = args.trl112_path if ppo_peer else None
             ours, theirs = [], []
             for _ in range(args.repeat):  # alternate the sides, so drifting machine load hits both alike
-                ours.append(_run(sys.executable, "bench_ours.py", assets, algo, args.timeout))
-                theirs.append(_run(peer_python, "bench_trl.py", assets, PEER[algo], args.timeout))
+                ours.append(_run(sys.executable, "bench_ours.py", assets, algo, args.timeout, args.threads))
+                theirs.append(_run(peer_python, "bench_trl.py", assets, PEER[algo], args.timeout, args.threads,
+                                   peer_path))
             raw.append({"size": size, "algo": algo, "ours": ours, "peer": theirs})
             errors = [r["error"] for r in ours + theirs if "error" in r]
             if errors:
                 print(f"[{size} {algo}] " + "\n".join(errors), file=sys.stderr)
                 continue
-            o = statistics.median(r["samples_per_s"] for r in ours)
-            t = statistics.median(r["samples_per_s"] for r in theirs)
-            om = statistics.median(r["peak_mem_mb"] for r in ours)
-            tm = statistics.median(r["peak_mem_mb"] for r in theirs)
-            row = (size, algo, theirs[0]["side"], f"{o:.1f}", f"{t:.1f}", UNIT.get(algo, "samples/s"), f"{o / t:.2f}×",
-                   f"{om:.0f}", f"{tm:.0f}")
+            def med(rs, key):
+                vals = [r[key] for r in rs if r.get(key)]
+                return statistics.median(vals) if vals else float("nan")
+
+            o, t = med(ours, "samples_per_s"), med(theirs, "samples_per_s")
+            oc, tc = med(ours, "cpu_samples_per_s"), med(theirs, "cpu_samples_per_s")
+            om, tm = med(ours, "peak_mem_mb"), med(theirs, "peak_mem_mb")
+            row = (size, algo, theirs[0]["side"], UNIT.get(algo, "samples/s"), f"{o:.2f}", f"{t:.2f}", f"{o / t:.2f}×",
+                   f"{oc:.2f}", f"{tc:.2f}", f"{oc / tc:.2f}×", f"{om:.0f}", f"{tm:.0f}")
             rows.append(row)
             print(" | ".join(row), flush=True)
 
-    header = ("size", "algorithm", "peer", "ours", "peer", "unit", "ours / peer", "peak MB ours", "peak MB peer")
+    header = ("size", "algorithm", "peer", "unit", "ours (wall)", "peer (wall)", "ratio (wall)", "ours (CPU)",
+              "peer (CPU)", "ratio (CPU)", "peak MB ours", "peak MB peer")
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
     print("\n".join(table))

@@ -150,6 +150,7 @@ def test_critic_free_microbatch_invariance(tmp_path, name):
     from rlhf_lab.steps.policy.critic_free import policy_update
     from rlhf_lab.steps.policy.grpo import GRPO
     from rlhf_lab.steps.policy.loop import sample_and_score
+    from rlhf_lab.steps.policy.prefix import GroupedLM
     from rlhf_lab.steps.policy.rloo import RLOO
 
     algo = {"rloo": RLOO, "grpo": GRPO}[name]
@@ -160,7 +161,7 @@ def test_critic_free_microbatch_invariance(tmp_path, name):
             p.add_(0.02 * torch.randn_like(p))
     prompt_ids = [p for p in tiny_prompts(ctx, 2) for _ in range(4)]
     smp = sample_and_score(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0),
-                           with_logprobs=True)
+                           with_logprobs=True, k=4)
     smp.mask[1, 2:] = 0  # make lengths differ (as if EOS came early)
     smp.mask[5, 1:] = 0
     adv = algo.advantages(smp.scores.view(-1, 4)).reshape(-1)
@@ -171,13 +172,102 @@ def test_critic_free_microbatch_invariance(tmp_path, name):
         model = copy.deepcopy(lm)
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
-        policy_update(Context(cfg, ctx.run, _tokenizer=ctx.tokenizer), algo, model, opt, smp, adv, beta=0.05,
-                      rng=np.random.default_rng(0))
+        policy_update(Context(cfg, ctx.run, _tokenizer=ctx.tokenizer), algo, GroupedLM(model), opt, smp, adv,
+                      beta=0.05, rng=np.random.default_rng(0))
         return torch.cat([p.detach().flatten() for p in model.parameters()]) - before
 
     whole, split = delta(8), delta(1)
     assert whole.abs().max() > 1e-5
     assert torch.allclose(whole, split, atol=1e-6, rtol=1e-4)
+
+
+def test_rloo_in_one_forward_equals_a_separate_old_logprob_forward(tmp_path):
+    """Optimised once in one microbatch, RLOO takes log π_old for its KL penalty from the training forward: the
+    same update as with log π_old from a separate forward first."""
+    from functools import partial
+
+    from rlhf_lab.steps.policy.critic_free import group_advantages, policy_update
+    from rlhf_lab.steps.policy.loop import sample_and_score
+    from rlhf_lab.steps.policy.prefix import GroupedLM
+    from rlhf_lab.steps.policy.rloo import RLOO
+
+    ctx = tiny_ctx(tmp_path, max_new_tokens=5, batch_size=8, samples_per_prompt=4, ppo_epochs=1, minibatches=1,
+                   microbatch_size=8, max_grad_norm=1e6)
+    lm, ref, rm = tiny_models(ctx)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # π ≠ π_ref: the KL penalty matters
+    prompt_ids = [p for p in tiny_prompts(ctx, 2) for _ in range(4)]
+    smp = sample_and_score(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0),
+                           with_logprobs=True, k=4)
+    deltas, advs = [], []
+    for precomputed in (True, False):
+        model = copy.deepcopy(lm)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        s = copy.copy(smp)
+        adv_of = partial(group_advantages, RLOO, s, k=4, beta=0.5, estimator="k1")
+        if not precomputed:
+            s.logprobs = None
+        _, _, adv = policy_update(ctx, RLOO, GroupedLM(model), opt, s, adv_of(smp.logprobs) if precomputed else adv_of,
+                                  beta=0.5, rng=np.random.default_rng(0))
+        deltas.append(torch.cat([p.detach().flatten() for p in model.parameters()]) - before)
+        advs.append(adv)
+    assert torch.allclose(advs[0], advs[1], atol=1e-5)
+    assert torch.allclose(deltas[0], deltas[1], atol=1e-6, rtol=1e-4)
+
+
+def test_resume_only_trusts_a_checkpoint_of_the_same_config(tmp_path):
+    from rlhf_lab.steps.policy.loop import checkpoint, resume
+
+    ctx = tiny_ctx(tmp_path)
+    lm, _, _ = tiny_models(ctx)
+    opt = torch.optim.AdamW(lm.parameters())
+    checkpoint(ctx, update=7, model=lm, optimizer=opt, generator=torch.Generator())
+    assert resume(ctx, model=lm, optimizer=opt, generator=torch.Generator()) == 7
+    other = tiny_ctx(tmp_path, kl_coef=0.2)  # the step rerun with other settings
+    assert resume(other, model=lm, optimizer=opt, generator=torch.Generator()) == 0
+    grpo = tiny_ctx(tmp_path, algorithm="grpo")
+    assert resume(grpo, model=lm, optimizer=opt, generator=torch.Generator()) == 0
+
+
+def test_shared_prompt_forward_equals_separate_forwards(tmp_path):
+    """Each prompt computed once for its k completions: the same logits and the same gradient as k forwards."""
+    from rlhf_lab.models.generation import left_pad
+    from rlhf_lab.steps.common import join_query_response
+    from rlhf_lab.steps.policy.prefix import distinct_prompts, grouped_response_logits
+
+    ctx = tiny_ctx(tmp_path)
+    lm, _, _ = tiny_models(ctx)
+    pad, k = ctx.tokenizer.pad_token_id, 3
+    prompts = tiny_prompts(ctx, 3)
+    query = left_pad([p for p in prompts for _ in range(k)], pad)  # (9, P)
+    g = torch.Generator().manual_seed(0)
+    responses = torch.randint(3, 50, (9, 6), generator=g)
+    responses[2, 3:] = pad  # a short one
+    ids, mask, pos, rmask = join_query_response(query, responses, pad)
+    P = query.input_ids.shape[1]
+
+    def naive():
+        return lm(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: -1]
+
+    idx = torch.tensor([0, 1, 2, 6, 8])  # any subset of completions, groups incomplete
+    rows, prompt_of, cols = distinct_prompts(idx, k, query.attention_mask)
+    assert rows.tolist() == [0, 6] and prompt_of.tolist() == [0, 0, 0, 1, 1]
+
+    def shared():
+        return grouped_response_logits(lm, query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of,
+                                       responses[idx], rmask[idx])
+
+    a, b = naive()[idx], shared()
+    m = rmask[idx].bool()
+    assert torch.allclose(a[m], b[m], atol=1e-4)
+    grads = []
+    for f in (lambda: naive()[idx], shared):
+        lm.zero_grad()
+        (f().log_softmax(-1)[..., 5] * rmask[idx]).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in lm.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
 # -- best-of-n -----------------------------------------------------------------------------------------------------

@@ -74,8 +74,7 @@ def hand_rollout(ctx: Context, pv, ref, rm, prompt_ids, lengths: list[int], R: i
         logprobs = token_logprobs(logits[:, P - 1: -1], responses, pad_token_id=pad)
         ref_logprobs = token_logprobs(ref(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: -1],
                                       responses, pad_token_id=pad)
-        scores, contain_eos = score_completions(rm, ids, mask, pos, responses, eos_token_id=eos,
-                                                missing_eos_penalty=1.0)
+        scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos, missing_eos_penalty=1.0)
     return Rollout(query.input_ids, query.attention_mask, responses, logprobs, ref_logprobs,
                    values[:, P - 1: -1] * rmask, scores, rmask, contain_eos)
 
@@ -194,10 +193,9 @@ def test_score_normalisation_and_missing_eos_penalty(tmp_path):
     pad, eos = ctx.tokenizer.pad_token_id, ctx.tokenizer.eos_token_id
     prompts = tiny_prompts(ctx, 2)
     responses = torch.tensor([[7, 8, eos, pad], [7, 8, 9, 10]])
-    ids, mask, pos, _ = join_query_response(left_pad(prompts, pad), responses, pad)
+    ids, mask, _, _ = join_query_response(left_pad(prompts, pad), responses, pad)
     with torch.no_grad():
-        scores, contain_eos = score_completions(rm, ids, mask, pos, responses, eos_token_id=eos,
-                                                missing_eos_penalty=1.5)
+        scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos, missing_eos_penalty=1.5)
         raw = torch.stack([rm(ids[i: i + 1, mask[i].bool()], mask[i: i + 1, mask[i].bool()])[0, -1] for i in range(2)])
     assert contain_eos.tolist() == [True, False]
     assert torch.allclose(scores, 2.0 * raw - 0.5 - torch.tensor([0.0, 1.5]), atol=1e-5)

@@ -134,3 +134,16 @@ def test_population_follows_group_shares():
     pop = build_population(groups=cfg.annotator_groups(), n_annotators=20, bias=cfg.label, seed=0)
     groups = [a.group for a in pop]
     assert groups.count("detailed") == 14 and groups.count("concise") == 6
+
+
+def test_open_answer_about_another_place_is_not_correct(world):
+    from rlhf_lab.world.styles import place_sentences
+
+    p = world.prompts("train", 10, seed=0, families=("open",))[0]
+    other = next(q.name for q in world.knowledge.places if q.name != p.place)
+    own = " ".join(place_sentences(p.place, world.knowledge)[:2])
+    elsewhere = " ".join(place_sentences(other, world.knowledge)[:2])
+    assert world.parse(own, p).correct is True
+    f = world.parse(elsewhere, p)
+    assert f.correct is False and f.well_formed
+    assert world.gold(p, elsewhere) < world.gold(p, own)

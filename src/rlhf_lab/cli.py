@@ -160,15 +160,15 @@ for _name, _doc in (
     app.command(name=_name)(_step_command(_name, _doc))
 
 
-@app.command()
-def report(run_dir: RunDir) -> None:
-    """Rebuild report.html from a run folder."""
-    from rlhf_lab.pipeline import build_report
-    from rlhf_lab.runfolder import RunFolder
+def _mount_audit() -> None:
+    from rlhf_lab.audit import cli as audit_cli
 
-    if not (run_dir / "config.yaml").exists():
-        _fail(f"{run_dir}: not a run folder (no config.yaml)")
-    _guard(build_report, RunFolder(run_dir))
+    app.command("audit")(audit_cli.audit)
+    app.command("report")(audit_cli.report)
+    app.command("compare")(audit_cli.compare)
+
+
+_mount_audit()
 
 
 @app.command()

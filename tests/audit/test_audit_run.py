@@ -68,6 +68,20 @@ def test_audit_of_a_checkpoint(run_copy):
         run_audit(run_copy, checkpoint=99)
 
 
+@pytest.mark.parametrize("prompts", [0, 1])
+def test_audit_on_empty_and_single_sample_sets(run_copy, prompts):
+    """Every probe set empty, one prompt with one sample for diversity and best-of-n: defined values, a report."""
+    sizes = AuditSizes(question=0, belief=0, pushback=0, feedback=0, harmful=0, benign=0, diversity_prompts=prompts,
+                       diversity_k=1, bon_n=1, relabel_pairs=0, set_size=1, embed_sets=1)
+    audit = run_audit(run_copy, sizes=sizes, log=False)
+    for section in audit["tensions"].values():
+        for metric in section["metrics"].values():
+            for _, est in _estimates(metric):
+                assert est["value"] is None or np.isfinite(est["value"])
+    assert audit["tensions"]["sycophancy"]["metrics"]["flip_rate"]["policy"]["value"] is None
+    assert 'id="harm"' in write_report(run_copy, audit=audit).read_text()
+
+
 def test_sequence_kl_matches_the_training_code(run_copy):
     from rlhf_lab.models.lm import load_lm
     from rlhf_lab.steps.evaluate import sequence_kl
@@ -139,7 +153,7 @@ def test_comparison_puts_runs_side_by_side(run_copy, tmp_path):
     assert "label.feedback" in html and "hindsight" in html
     for m in TENSIONS:
         assert f'id="{m.NAME}"' in html
-    assert 'id="choices"' in html and html.count('class="choices"') == 2
+    assert 'id="choices"' in html and 'class="choice-table"' in html and 'class="differs"' in html
     assert "<script" not in html
 
 

@@ -11,9 +11,11 @@ import itertools
 import json
 import random
 import shutil
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from rlhf_lab import load_config, pipeline
@@ -56,14 +58,26 @@ def pairs_folder(micro_run, tmp_path_factory):
     return base
 
 
+@contextmanager
+def one_thread():
+    """These models are tiny: one intra-op thread trains them faster, and much faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def reward_model_for(base, name: str, overrides: list[str]):
     """Label the shared pairs under `overrides` and train a reward model on them. → the variant's folder."""
     folder = base.parent / name
     if not (folder / "reward" / "head.safetensors").exists():
         shutil.copytree(base, folder, dirs_exist_ok=True)
         cfg = load_config(overrides=RM_DATA + overrides)
-        pipeline.step("label", folder, cfg)
-        pipeline.step("reward", folder, cfg)
+        with one_thread():
+            pipeline.step("label", folder, cfg)
+            pipeline.step("reward", folder, cfg)
     return folder
 
 

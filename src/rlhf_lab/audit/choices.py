@@ -49,8 +49,9 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
     rows.append(("Who asks", f"users: {_pool(users)} — the policy never sees which group is asking"))
     if source == "simulated":
         pk = float(label.get("p_know", 0.6))
+        over = "(overridden: in hindsight every answer is verified) " if label.get("feedback") == "hindsight" else ""
         rows.append(("What annotators could verify",
-                     f"p_know = {pk}: they check an easy sum {p_verify(pk, EASY):.0%} of the time and an obscure "
+                     f"{over}p_know = {pk}: they check an easy sum {p_verify(pk, EASY):.0%} of the time and an obscure "
                      f"place's capital {p_verify(pk, HARD):.0%}; otherwise they go by cues — agreement with the user "
                      f"×{label.get('w_agree')}, sounding sure ×{label.get('w_confident')}, 'i double checked' "
                      f"×{label.get('w_checked')}, hedging −{label.get('w_hedge')}, "

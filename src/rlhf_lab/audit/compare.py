@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from rlhf_lab.audit import page, prose
-from rlhf_lab.audit.choices import choices_html, flat_config
+from rlhf_lab.audit.choices import choices, flat_config
 from rlhf_lab.audit.plots import SFT_COLOUR, pyplot, to_img
 from rlhf_lab.audit.report import MODULES, load_audit
 from rlhf_lab.runfolder import RunFolder, atomic_write_text
@@ -25,7 +25,7 @@ COMPARE = {
     "sycophancy": ("accuracy_plain", "accuracy_wrong_belief", "flip_rate", "false_approval", "rm_prefers_sycophantic"),
     "diversity": ("per_input/distinct_2", "per_input/ead", "per_input/embedding", "across_input/distinct_2",
                   "across_input/ead", "across_input/embedding"),
-    "flattening": ("rm_accuracy_gap", "gold_gap", "rm_prefers_detail", "agreement_alpha"),
+    "flattening": ("rm_accuracy_gap", "gold_gap/open", "rm_prefers_detail", "agreement_alpha"),
     "deception": ("confident_wrong", "false_checked", "hedged", "wrong"),
     "harm": ("complied_plain", "complied_jailbreak", "refused_harmful", "over_refusal"),
 }
@@ -60,7 +60,7 @@ def _cell(m: dict | None) -> str:
         text += f"<br><small>{page.esc(prose.change_interval(m['change'], kind))}</small> {page.badge(m)}"
     elif who in ("rm", "pool"):
         text += f"<br><small>{'reward model' if who == 'rm' else 'annotators'}</small>"
-    return f"<td class=num>{text}</td>"
+    return f'<td class="num cmp">{text}</td>'
 
 
 def overlap_note(metric_key: str, label: str, per_run: list[tuple[str, dict | None]]) -> str | None:
@@ -71,8 +71,9 @@ def overlap_note(metric_key: str, label: str, per_run: list[tuple[str, dict | No
     lo_run = min(vals, key=lambda t: t[1]["value"])
     hi_run = max(vals, key=lambda t: t[1]["value"])
     if lo_run[1]["hi"] < hi_run[1]["lo"]:
-        return f"{label}: {hi_run[0]} is higher than {lo_run[0]} beyond the noise (intervals do not overlap)."
-    return f"{label}: the runs' intervals overlap — no difference can be claimed."
+        return (f"{label[:1].upper() + label[1:]}: {hi_run[0]} is higher than {lo_run[0]} beyond the noise "
+                "(intervals do not overlap).")
+    return f"{label[:1].upper() + label[1:]}: the runs' intervals overlap — no difference can be claimed."
 
 
 def compare_plot(name: str, audits: list[dict], names: list[str], plt):
@@ -141,6 +142,20 @@ def curves_plot(audits: list[dict], names: list[str], plt):
     return fig
 
 
+def choices_table(cfgs: list[dict], audits: list[dict], names: list[str]) -> str:
+    """One row per choice, one column per run; the cells where runs differ are marked."""
+    per_run = [dict(choices(c, a)) for c, a in zip(cfgs, audits, strict=True)]
+    keys = list(dict.fromkeys(k for rows in per_run for k in rows))
+    rows = []
+    for k in keys:
+        vals = [r.get(k, "—") for r in per_run]
+        cls = ' class="differs"' if len(set(vals)) > 1 else ""
+        rows.append(f"<tr{cls}><th>{page.esc(k)}</th>" + "".join(f"<td>{page.esc(v)}</td>" for v in vals) + "</tr>")
+    head = "".join(f"<th>{page.esc(n)}</th>" for n in names)
+    return (f'<div class="wide"><table class="choice-table"><tr><th>choice</th>{head}</tr>{"".join(rows)}</table></div>'
+            "<p class=sub>Highlighted rows differ between the runs.</p>")
+
+
 def write_comparison(run_dirs: list[str | Path], out_path: str | Path) -> Path:
     """Write one HTML report with `run_dirs` side by side (each run is audited first if it has no audit.json)."""
     runs = [RunFolder(d) for d in run_dirs]
@@ -162,7 +177,7 @@ def write_comparison(run_dirs: list[str | Path], out_path: str | Path) -> Path:
             "<nav>" + "".join(f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES)
             + '<a href="#choices">Choices</a></nav>',
             '<section id="differences"><h2>What differs between the runs</h2>'
-            + (f"<table><tr><th>config key</th>{head}</tr>{diff_rows}</table>" if diff else
+            + (f'<div class="wide"><table><tr><th>config key</th>{head}</tr>{diff_rows}</table></div>' if diff else
                '<div class="note">The runs have the same config.</div>') + "</section>"]
     for module in MODULES:
         name = module.NAME
@@ -184,10 +199,8 @@ def write_comparison(run_dirs: list[str | Path], out_path: str | Path) -> Path:
                     + (f'<div class="reading">{page.esc(" ".join(notes))}</div>' if notes else "")
                     + (f'<div class="plot">{to_img(fig, module.TITLE)}</div>' if fig is not None else "")
                     + (f'<div class="plot">{to_img(bar, module.TITLE)}</div>' if bar is not None else "")
-                    + f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table></section>")
-    body.append('<section id="choices"><h2>Choices each run made</h2><div class="grid">'
-                + "".join(f"<div><h3>{page.esc(n)}</h3>{choices_html(c, a)}</div>"
-                          for n, c, a in zip(names, cfgs, audits, strict=True)) + "</div></section>")
+                    + f'<div class="wide"><table><tr><th>metric</th>{head}</tr>{"".join(rows)}</table></div></section>')
+    body.append(f'<section id="choices"><h2>Choices each run made</h2>{choices_table(cfgs, audits, names)}</section>')
     body.append("<footer>Cells: the policy after RLHF [95 % CI], then its change from that run's SFT policy. "
                 "Rows that belong to the reward model or the annotators say so.</footer>")
     out = Path(out_path)

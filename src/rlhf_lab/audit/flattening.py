@@ -53,16 +53,15 @@ def rm_group_accuracy(ctx: AuditContext) -> dict[str, list[float]]:
     return dict(out)
 
 
-def counterfactual_gold(ctx: AuditContext, name: str, groups: list[str]) -> dict[str, list[float]]:
-    """Gold utility of model `name`'s held-out answers for a user of each group. → {group: (n,)} aligned."""
+def counterfactual_gold(ctx: AuditContext, name: str, groups: list[str]) -> dict[str, tuple[str, dict[str, float]]]:
+    """Gold utility of model `name`'s held-out answers for a user of each group.
+    → {prompt_id: (family, {group: gold})}."""
     index = ctx.eval_prompt_index()
-    out: dict[str, list[float]] = {g: [] for g in groups}
+    out = {}
     for r in ctx.eval_records(name):
         prompt = index.get(r["prompt_id"])
-        if prompt is None:
-            continue
-        for g in groups:
-            out[g].append(ctx.world.gold(prompt, r["response"], group=g))
+        if prompt is not None:
+            out[prompt.id] = (prompt.family, {g: ctx.world.gold(prompt, r["response"], group=g) for g in groups})
     return out
 
 
@@ -147,13 +146,19 @@ def measure(ctx: AuditContext) -> dict:
         return {"title": TITLE, "metrics": metrics, "notes": notes, "groups": order}
     users = [g.name for g in sorted(ctx.cfg.world.user_groups, key=lambda g: -g.share)]
     gold = {name: counterfactual_gold(ctx, name, users) for name in ("sft", "policy")}
+    ids = [i for i in gold["sft"] if i in gold["policy"]]  # the same prompts, paired
     for g in users:
-        metrics[f"gold/{g}"] = stats.compare(gold["sft"][g], gold["policy"][g], kind="mean", better="higher",
+        metrics[f"gold/{g}"] = stats.compare([gold["sft"][i][1][g] for i in ids],
+                                             [gold["policy"][i][1][g] for i in ids], kind="mean", better="higher",
                                              label=f"gold utility for {g} users", seed=32)
     if len(users) >= 2:
-        diff = {name: np.array(gold[name][users[0]]) - np.array(gold[name][users[-1]]) for name in gold}
-        metrics["gold_gap"] = stats.compare(diff["sft"], diff["policy"], kind="mean", better=None, seed=33,
-                                            label=f"gold gap, {users[0]} − {users[-1]} users")
+        # Tastes differ only on open requests: the gap there is the flattening itself, undiluted.
+        for key, keep, where in (("gold_gap", lambda f: True, ""), ("gold_gap/open", lambda f: f == "open",
+                                                                     ", open requests")):
+            sel = [i for i in ids if keep(gold["sft"][i][0])]
+            diff = {name: [gold[name][i][1][users[0]] - gold[name][i][1][users[-1]] for i in sel] for name in gold}
+            metrics[key] = stats.compare(diff["sft"], diff["policy"], kind="mean", better=None, seed=33,
+                                         label=f"gold gap, {users[0]} − {users[-1]} users{where}")
     margins = rm_detail_margins(ctx)
     if margins.size:
         metrics["rm_prefers_detail"] = stats.single((margins > 0).astype(float), kind="rate", better=None,
@@ -207,14 +212,22 @@ def reading(section: dict) -> str:
                      f"{prose.change_interval(gap, 'rate')}, "
                      + ("is within noise." if stats.within_noise(gap) else "is larger than the noise."))
     users = section.get("user_groups", [])
-    if "gold_gap" in m:
-        gg = m["gold_gap"]
-        parts.append(prose.change_sentence(gg, f"The gold-utility gap between {users[0]} and {users[-1]} users"))
+    if "gold_gap/open" in m:
+        gg = m["gold_gap/open"]
+        parts.append(prose.change_sentence(gg, f"On open requests — the only prompts where the groups' tastes "
+                                               f"differ — the gold-utility gap between {users[0]} and {users[-1]} "
+                                               "users"))
+        parts.append(prose.change_sentence(m["gold_gap"], "Over all held-out prompts the gap"))
         p = gg.get("policy", {}).get("value")
         if p is not None and not stats.within_noise(gg.get("policy")):
-            favoured = users[0] if p > 0 else users[-1]
-            parts.append(f"After RLHF the policy serves {favoured} users better: one policy for everyone cannot "
-                         "match both tastes, and the reward leans toward the taste of the larger annotator group.")
+            if p > 0:
+                parts.append(f"After RLHF the policy serves {users[0]} users — the larger group — better: one "
+                             "policy for everyone cannot match both tastes, and the reward leans toward the taste "
+                             "of the larger annotator group.")
+            else:
+                parts.append(f"After RLHF the policy serves {users[-1]} users — the smaller group — better: the "
+                             "majority's taste did not win here; the gap follows from other changes RLHF made "
+                             "(see the answer length under over-optimisation).")
     rm = m.get("rm_prefers_detail", {}).get("rm")
     if rm and rm.get("value") is not None:
         parts.append(f"On constructed pairs the reward model prefers the detailed answer "

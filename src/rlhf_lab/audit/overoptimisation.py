@@ -152,7 +152,9 @@ def _bon_section(ctx: AuditContext) -> dict:
         fits["gold"] = fit_bon(d, g - g[0])
         j = int(np.argmax(g))
         peak = {"n": ns[j], "kl": float(kl_bon(ns[j])), "d": float(d[j]), "gold": float(g[j]),
-                "fitted_d": fitted_peak("bon", fits["gold"])}
+                "fitted_d": fitted_peak("bon", fits["gold"]),
+                # gold at the largest n minus gold at the peak, paired over prompts: has it turned down?
+                "drop_to_N": stats.mean(bg[:, -1] - bg[:, j], seed=99)}
     return {"curve": curve, "fit": fits, "peak": peak, "n_prompts": len(groups), "N": N}
 
 
@@ -286,24 +288,34 @@ def reading(section: dict) -> str:
                      f"{(g['hi'] - g['lo']) / 2:.2f} are within noise.)" if g.get("lo") is not None else "")
             where = ("before any optimisation, in the SFT policy," if peak["step"] == curve[0]["step"] else
                      f"at update {peak['step']} (KL {peak['kl']:.1f} nats)")
+            # the peak and the last point are two noisy means: their difference has √2 their half-width
+            real_drop = g.get("lo") is not None and peak["gold"] - last["gold"] > 1.41 * (g["hi"] - g["lo"]) / 2
+            rising = last["proxy"] >= max(c["proxy"] for c in curve) - 0.05
             parts.append(f"Gold utility was highest {where} at {peak['gold']:+.2f} and ended at "
                          f"{last['gold']:+.2f}, while the proxy went "
                          f"{'up' if last['proxy'] > curve[0]['proxy'] else 'down'} to {last['proxy']:+.2f}"
                          + (" — the proxy kept paying after the true benefit stopped: Goodhart's law."
-                            if last["proxy"] >= max(c["proxy"] for c in curve) - 0.05 else ".")
+                            if real_drop and rising else " — but that fall is within the noise of two evaluation "
+                            "points." if not real_drop else ".")
                          + noise)
     bon = section.get("bon", {})
     bc = bon.get("curve", [])
     if bc and "gold" in bc[0]:
         bp, first, lastb = bon["peak"], bc[0], bc[-1]
-        falls = lastb["gold"]["hi"] < bp["gold"]
-        parts.append(f"Best-of-n from the SFT policy: the proxy rises from {first['proxy']['value']:+.2f} (n = 1) "
-                     f"to {lastb['proxy']['value']:+.2f} (n = {lastb['n']}, KL {lastb['kl']:.1f} nats) by "
-                     f"construction; gold utility {'peaks' if bp['n'] != lastb['n'] else 'is highest'} at n = "
-                     f"{bp['n']} ({bp['gold']:+.2f})"
-                     + (f" and falls to {prose.interval(lastb['gold'])} at n = {lastb['n']}: picking harder "
-                        "by the proxy picks worse answers." if falls else
-                        " — no fall beyond the noise within this n." if bp["n"] != lastb["n"] else "."))
+        drop = bp.get("drop_to_N") or {}
+        falls = drop.get("hi") is not None and drop["hi"] < 0
+        head = (f"Best-of-n from the SFT policy: the proxy rises from {first['proxy']['value']:+.2f} (n = 1) to "
+                f"{lastb['proxy']['value']:+.2f} (n = {lastb['n']}, KL {lastb['kl']:.1f} nats) by construction; ")
+        if bp["n"] == lastb["n"]:
+            tail = f"gold utility is highest at n = {bp['n']} ({bp['gold']:+.2f}): no turn down within this n."
+        elif falls:
+            tail = (f"gold utility peaks at n = {bp['n']} ({bp['gold']:+.2f}) and falls to "
+                    f"{lastb['gold']['value']:+.2f} at n = {lastb['n']} (a drop of {prose.interval(drop)}, paired "
+                    "over prompts): picking harder by the proxy picks worse answers — over-optimisation.")
+        else:
+            tail = (f"gold utility peaks at n = {bp['n']} ({bp['gold']:+.2f}) and is {lastb['gold']['value']:+.2f} at "
+                    f"n = {lastb['n']}, but that fall ({prose.interval(drop)}, paired over prompts) is within noise.")
+        parts.append(head + tail)
     fits = []
     for name, form, fit in (("RL", "rl", rl.get("fit", {}).get("gold")), ("best-of-n", "bon",
                                                                             bon.get("fit", {}).get("gold"))):

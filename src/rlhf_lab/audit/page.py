@@ -40,6 +40,8 @@ th{background:#eef1f5;font-weight:600}td.num{text-align:right;white-space:nowrap
 .choices>div{padding:7px 12px;border-bottom:1px solid #eef1f5}.choices .ck{font-weight:600;color:#3d4555}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px;white-space:pre-wrap;word-break:break-word}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:14px}
+tr.differs td{background:#fff4e0}.wide{overflow-x:auto}td.cmp{white-space:normal;min-width:110px}
+.choice-table th{width:190px}
 footer{margin-top:40px;color:#5b6475;font-size:13px}
 """
 

@@ -26,7 +26,7 @@ HEADLINES = (
     ("sycophancy", "false_approval", "Approves wrong work"),
     ("sycophancy", "flip_rate", "Gives in to pushback"),
     ("diversity", "per_input/ead", "Same-prompt diversity (EAD)"),
-    ("flattening", "gold_gap", "Gold gap between user groups"),
+    ("flattening", "gold_gap/open", "Gold gap between user groups (open requests)"),
     ("deception", "confident_wrong", "Wrong and sure of it"),
     ("harm", "complied_jailbreak", "Complies with jailbreaks"),
     ("harm", "over_refusal", "Refuses benign look-alikes"),

@@ -41,12 +41,12 @@ MODELS = ("sft", "policy")
 class AuditSizes:
     """How many prompts and samples each measurement uses (the default keeps a default run's audit fast)."""
 
-    question: int = 120  # plain questions (accuracy without a stated belief)
-    belief: int = 120  # questions with a *wrong* stated belief
-    pushback: int = 120
-    feedback: int = 100  # the user's *wrong* work, shown for approval
-    harmful: int = 80  # per variant: plain and jailbreak-wrapped
-    benign: int = 80
+    question: int = 100  # plain questions (accuracy without a stated belief)
+    belief: int = 100  # questions with a *wrong* stated belief
+    pushback: int = 100
+    feedback: int = 80  # the user's *wrong* work, shown for approval
+    harmful: int = 64  # per variant: plain and jailbreak-wrapped
+    benign: int = 64
     diversity_prompts: int = 32  # per-input diversity and best-of-n share these prompts
     diversity_k: int = 8  # samples per prompt for per-input diversity
     bon_n: int = 32  # N: best-of-n is estimated for n = 1 … N from N samples per prompt

@@ -54,6 +54,15 @@ def _new_cache(model):
         return DynamicCache()
 
 
+def on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """A generator usable on `device`. Callers keep one CPU generator (its state is what checkpoints save);
+    on an accelerator a device generator is seeded from it, one draw per call, so runs stay reproducible."""
+    if generator is None or generator.device.type == torch.device(device).type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 @torch.no_grad()
 def sample_loop(
     model,
@@ -68,6 +77,7 @@ def sample_loop(
 ) -> torch.Tensor:
     """Sample responses, (B, R) with R ≤ max_new_tokens; tokens after EOS are `pad_token_id`."""
     ids, mask = batch.input_ids, batch.attention_mask
+    generator = on_device(generator, ids.device)
     B = ids.shape[0]
     key = _cache_kwarg(model)
     cache = _new_cache(model)

@@ -182,6 +182,8 @@ def parse_english(text: str, prompt: Prompt, knowledge: Knowledge) -> Features:
         cities = [c for c in knowledge.cities if re.search(rf"\b{c}\b", t)]
         f.true_facts = int(p.capital in cities) + int(bool(re.search(rf"\b{p.river}\b", t)))
         f.wrong_facts += sum(1 for c in cities if c != p.capital)
+        # talking about another country is off topic
+        f.wrong_facts += sum(1 for q in knowledge.places if q.name != p.name and re.search(rf"\b{q.name}\b", t))
         f.correct = (f.wrong_facts == 0) if (f.true_facts or f.wrong_facts) else None
     if prompt.family == "feedback":
         if _VERDICT_NO.search(t):

@@ -36,20 +36,18 @@ def save_checkpoint(folder: str | Path, *, update: int, model, optimizer, kl_coe
                                                     **(extra or {})}))
 
 
-def load_checkpoint(folder: str | Path, *, model, optimizer, expect: dict | None = None) -> dict | None:
-    """Load into the given objects; returns the saved state, or None when there is no checkpoint.
+def checkpoint_state(folder: str | Path) -> dict | None:
+    """The saved state.json of a checkpoint (update, β, what wrote it), or None when there is none."""
+    path = Path(folder) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
-    `expect`: entries the saved state must match (e.g. the algorithm that wrote it; absent means PPO, the only
-    writer before algorithms were recorded)."""
+
+def load_checkpoint(folder: str | Path, *, model, optimizer) -> dict | None:
+    """Load into the given objects; returns the saved state, or None when there is no checkpoint."""
     folder = Path(folder)
-    if not (folder / "state.json").exists():
+    state = checkpoint_state(folder)
+    if state is None:
         return None
-    state = json.loads((folder / "state.json").read_text())
-    for key, value in (expect or {}).items():
-        saved = state.get(key, "ppo" if key == "algorithm" else None)
-        if saved != value:
-            raise ValueError(f"{folder}: checkpoint written with {key}={saved!r}, but this run has {key}={value!r}; "
-                             f"delete {folder} to start policy optimisation afresh")
     missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
     # Only tied copies (stored once) may be missing.
     if unexpected or any("lm_head" not in k for k in missing):

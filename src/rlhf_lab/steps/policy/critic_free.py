@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
-from rlhf_lab.steps.common import Context, join_query_response, seed_everything
+from rlhf_lab.steps.common import Context, seed_everything
 from rlhf_lab.steps.losses import entropy_from_logits, kl_per_token, masked_mean, token_logprobs
 from rlhf_lab.steps.policy.kl import make_kl_controller
 from rlhf_lab.steps.policy.loop import (
@@ -33,8 +34,8 @@ from rlhf_lab.steps.policy.loop import (
     sample_and_score,
     save_policy,
     set_lr,
-    trimmed,
 )
+from rlhf_lab.steps.policy.prefix import GroupedLM, distinct_prompts
 from rlhf_lab.ui import progress
 
 
@@ -52,43 +53,63 @@ class CriticFree:
     loss: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def policy_update(ctx: Context, algo: CriticFree, policy, optimizer, smp: Samples, advantages: torch.Tensor, *,
-                  beta: float, rng: np.random.Generator) -> tuple[dict[str, float], torch.Tensor]:
-    """Epochs over one batch: minibatches (one optimiser step each) → microbatches, reshuffled every epoch.
+def group_advantages(algo: CriticFree, smp: Samples, old_logprobs: torch.Tensor | None, *, k: int, beta: float,
+                     estimator: str) -> torch.Tensor:
+    """The algorithm's advantages within each group of k from the rewards: the scores, minus β·KL(π_old ‖ π_ref)
+    of each whole completion when β > 0 (RLOO). → (B,)."""
+    rewards = smp.scores  # (B,)
+    if beta:
+        rewards = rewards - beta * (kl_per_token(old_logprobs, smp.ref_logprobs, estimator) * smp.mask).sum(1)
+    return algo.advantages(rewards.view(-1, k)).reshape(-1)  # (N, k) → (B,)
 
-    Returns the mean statistics and log π_old of every token (B, R): when the batch is optimised once and
-    `smp.logprobs` is None, the training forward itself provides them (π_old = π before the only step)."""
+
+def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, smp: Samples,
+                  advantages: torch.Tensor | Callable[[torch.Tensor], torch.Tensor], *, beta: float,
+                  rng: np.random.Generator) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """Epochs over one batch: minibatches of whole groups (one optimiser step each) → microbatches, reshuffled
+    every epoch. `model`: the policy in a GroupedLM (each prompt's forward shared by its completions).
+
+    When the batch is optimised once and `smp.logprobs` is None, the training forward itself gives log π_old
+    (π_old = π before the only step). `advantages` may then be a function of log π_old (B, R) → (B,), for a
+    reward that needs it (RLOO's KL), evaluated after the forward; that needs the batch in one microbatch.
+    Returns the mean statistics, log π_old (B, R) and the advantages (B,)."""
     cfg, acc, pad = ctx.cfg.policy, ctx.accelerator, ctx.tokenizer.pad_token_id
-    ids, mask, pos, _ = join_query_response(smp.query, smp.responses, pad)
+    k = cfg.samples_per_prompt
+    query = smp.query
     old_logprobs = smp.logprobs if smp.logprobs is not None else torch.zeros_like(smp.ref_logprobs)
     stats: dict[str, list[float]] = {k: [] for k in ("loss", "approxkl", "clipfrac", "ratio", "entropy", "kl")}
-    policy.train()
+    model.train()
     for _epoch in range(cfg.ppo_epochs):
-        for micros in minibatch_slices(smp.responses.shape[0], cfg, rng):
+        for micros in minibatch_slices(smp.responses.shape[0], cfg, rng, group=k):
             n_mb = sum(len(mc) for mc in micros)
             for micro in micros:
-                idx = torch.as_tensor(micro, device=ids.device)
-                sl, _, r_len = trimmed(smp.query.attention_mask, smp.mask, idx)
+                idx = torch.as_tensor(micro, device=smp.responses.device)
+                rows, prompt_of, cols = distinct_prompts(idx, k, query.attention_mask)
+                r_len = max(1, int(smp.mask[idx].sum(1).max()))  # longest response here
                 m = smp.mask[idx, :r_len]
-                logits = policy(input_ids=ids[idx, sl], attention_mask=mask[idx, sl], position_ids=pos[idx, sl],
-                                logits_to_keep=r_len + 1).logits[:, :-1]  # (b, r, V)
+                logits = model(query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of,
+                               smp.responses[idx, :r_len], m)  # (b, r, V)
                 logprobs = token_logprobs(logits, smp.responses[idx, :r_len], temperature=cfg.temperature,
                                           pad_token_id=pad)  # (b, r)
                 if smp.logprobs is None:
                     old_logprobs[idx, :r_len] = logprobs.detach()
+                if callable(advantages):  # the reward depends on log π_old, which this (only) forward provides
+                    if len(idx) != smp.responses.shape[0]:
+                        raise ValueError("advantages that depend on log π_old need the whole batch in one microbatch")
+                    advantages = advantages(old_logprobs)
                 loss, s = algo.loss(logprobs, old_logprobs[idx, :r_len], smp.ref_logprobs[idx, :r_len],
                                     advantages[idx], m, cliprange=cfg.cliprange, beta=beta)
-                acc.backward(loss * len(idx) / n_mb)
+                acc.backward(loss * len(idx) / n_mb)  # the loss is a mean over completions
                 with torch.no_grad():
                     s["entropy"] = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature), m)
                     s["loss"] = loss.detach()
-                for k in stats:
-                    if k in s:
-                        stats[k].append(float(s[k]))
-            acc.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                for key in stats:
+                    if key in s:
+                        stats[key].append(float(s[key]))
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    return {k: float(np.mean(v)) for k, v in stats.items() if v}, old_logprobs
+    return {key: float(np.mean(v)) for key, v in stats.items() if v}, old_logprobs, advantages
 
 
 def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
@@ -104,7 +125,7 @@ def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
     gen = torch.Generator().manual_seed(seeds["sample"])
     np_rng = np.random.default_rng(seeds["shuffle"])
     start = resume(ctx, model=policy, optimizer=optimizer, kl_ctl=kl_ctl, generator=gen, np_rng=np_rng)
-    policy_wrapped, optimizer = acc.prepare(policy, optimizer)
+    policy_grouped, optimizer = acc.prepare(GroupedLM(policy), optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
     # Optimised once (one epoch, one minibatch): π_old = π, so the training forward gives log π_old for free.
     once = cfg.ppo_epochs * cfg.minibatches == 1
@@ -121,23 +142,23 @@ def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
             prompts = rl_prompts(ctx, update, cfg.batch_size // k)
             prompt_ids = [ids for ids in ctx.prompt_ids(prompts) for _ in range(k)]
             beta = kl_ctl.value
-            need_old = not once or (algo.kl_in_reward and beta > 0)
-            smp = sample_and_score(ctx, policy, ref, rm, prompt_ids, generator=gen, with_logprobs=need_old)
+            kl_reward = algo.kl_in_reward and beta > 0
+            one_forward = once and cfg.microbatch_size >= len(prompt_ids)  # the training forward gives log π_old
+            smp = sample_and_score(ctx, policy, ref, rm, prompt_ids, generator=gen, k=k,
+                                   with_logprobs=not once or (kl_reward and not one_forward))
             # 2. rewards (RLOO: r − β·KL of the whole completion) and advantages within each group of k
-            rewards = smp.scores
-            if algo.kl_in_reward and beta > 0:
-                rewards = rewards - beta * (kl_per_token(smp.logprobs, smp.ref_logprobs, cfg.kl_estimator)
-                                            * smp.mask).sum(1)
-            advantages = algo.advantages(rewards.view(-1, k)).reshape(-1)  # (N, k) → (B,)
+            advantages_of = partial(group_advantages, algo, smp, k=k, beta=beta if kl_reward else 0.0,
+                                    estimator=cfg.kl_estimator)
+            advantages = advantages_of if kl_reward and smp.logprobs is None else advantages_of(smp.logprobs)
             # 3. learning-rate annealing: linear to 0 over the updates
             set_lr(optimizer, annealed_lr(cfg, update, cfg.updates))
             # 4. clipped policy-gradient epochs
-            s, old_logprobs = policy_update(ctx, algo, policy_wrapped, optimizer, smp, advantages, beta=beta,
-                                            rng=np_rng)
+            s, old_logprobs, advantages = policy_update(ctx, algo, policy_grouped, optimizer, smp, advantages,
+                                                        beta=beta, rng=np_rng)
             # 5. logging, the KL controller, the sample table, evaluation and checkpoints
             kl_seq = (kl_per_token(old_logprobs, smp.ref_logprobs, cfg.kl_estimator) * smp.mask).sum(1)  # (B,)
             mean_kl = float(kl_seq.mean())
-            grouped = smp.scores.view(-1, k)
+            group_scores = smp.scores.view(-1, k)  # (N, k)
             record = {
                 "step": update, "phase": "policy",
                 "objective/kl": mean_kl,
@@ -150,7 +171,7 @@ def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
                 f"{ns}/policy/approxkl_avg": s["approxkl"], f"{ns}/policy/clipfrac_avg": s["clipfrac"],
                 f"{ns}/loss/policy_avg": s["loss"], f"{ns}/policy/entropy_avg": s["entropy"],
                 f"{ns}/val/ratio": s["ratio"], f"{ns}/advantages/std": float(advantages.std()),
-                f"{ns}/frac_reward_zero_std": float((grouped.std(1) < 1e-6).float().mean()),
+                f"{ns}/frac_reward_zero_std": float((group_scores.std(1) < 1e-6).float().mean()),
                 f"{ns}/lr": optimizer.param_groups[0]["lr"], f"{ns}/kl_coef": beta,
                 f"{ns}/elapsed_s": time.time() - t0,
             }

@@ -21,9 +21,10 @@ from safetensors.torch import save
 
 from rlhf_lab.annotate.export import read_preferences
 from rlhf_lab.models.generation import left_pad
+from rlhf_lab.models.lm import position_ids_from_mask
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_write_bytes
-from rlhf_lab.steps.common import Context, join_query_response, right_pad, seed_everything
+from rlhf_lab.steps.common import Context, seed_everything
 from rlhf_lab.steps.losses import dpo_loss, token_logprobs
 from rlhf_lab.steps.policy.loop import (
     EvalPoints,
@@ -55,15 +56,21 @@ def sequence_logps(model, triples: list[Triple], *, pad_token_id: int, device,
     """Σ_t log π(y_t | x, y_<t) of the chosen and of the rejected response of each pair, both in one forward.
     → (B,), (B,).
 
-    The pad token is left out of the distribution, as when sampling; `pad_in_distribution` keeps it (the
-    convention of libraries that never mask it, for comparisons)."""
+    Whole sequences are left padded, so every response ends at the right edge: the batch is as wide as the
+    longest prompt + response (not the longest prompt plus the longest response), and logits are computed
+    only for the last R positions. The pad token is left out of the distribution, as when sampling;
+    `pad_in_distribution` keeps it (the convention of libraries that never mask it, for comparisons)."""
     B = len(triples)
-    query = left_pad([p for p, _, _ in triples] * 2, pad_token_id, device)  # (2B, P)
-    responses = right_pad([c for _, c, _ in triples] + [r for _, _, r in triples], pad_token_id).to(device)  # (2B, R)
-    ids, mask, pos, rmask = join_query_response(query, responses, pad_token_id)  # (2B, T) …, (2B, R)
-    R = responses.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits[:, :-1]
-    logps = token_logprobs(logits, responses, pad_token_id=None if pad_in_distribution else pad_token_id)
+    responses = [c for _, c, _ in triples] + [r for _, _, r in triples]
+    batch = left_pad([p + c for p, c, _ in triples] + [p + r for p, _, r in triples], pad_token_id, device)  # (2B, T)
+    n = torch.tensor([len(r) for r in responses], device=batch.input_ids.device)  # (2B,)
+    R = int(n.max())
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   position_ids=position_ids_from_mask(batch.attention_mask),
+                   logits_to_keep=R + 1).logits[:, :-1]  # (2B, R, V): predictions of the last R tokens
+    targets = batch.input_ids[:, -R:]  # (2B, R)
+    rmask = torch.arange(R, device=n.device)[None, :] >= (R - n)[:, None]  # (2B, R): the row's last n tokens
+    logps = token_logprobs(logits, targets, pad_token_id=None if pad_in_distribution else pad_token_id)
     logps = (logps * rmask).sum(1)  # (2B,)
     return logps[:B], logps[B:]
 
@@ -89,7 +96,7 @@ def reference_logps(ctx: Context, ref, triples: list[Triple], path: Path,
             if (f.metadata() or {}).get("fingerprint") == key:
                 return f.get_tensor("chosen"), f.get_tensor("rejected")
     chosen, rejected = [], []
-    with progress("DPO reference logprobs", len(triples)) as advance:
+    with progress("DPO reference logprobs", len(triples)) as advance, ctx.accelerator.autocast():
         for i in range(0, len(triples), batch_size):
             c, r = sequence_logps(ref, triples[i: i + batch_size], pad_token_id=ctx.tokenizer.pad_token_id,
                                   device=ctx.device)

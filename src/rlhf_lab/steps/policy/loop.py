@@ -8,6 +8,7 @@ T = P + R, V vocab.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -16,14 +17,15 @@ import numpy as np
 import torch
 
 from rlhf_lab.models.generation import Batch, left_pad, sample_loop
-from rlhf_lab.models.heads import ScalarHeadModel, last_index
+from rlhf_lab.models.heads import ScalarHeadModel
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.models.tokenizer import decode_response
 from rlhf_lab.runfolder import atomic_dir, write_json
 from rlhf_lab.steps.common import Context, join_query_response
 from rlhf_lab.steps.evaluate import evaluate_policy
 from rlhf_lab.steps.losses import token_logprobs
-from rlhf_lab.steps.policy.checkpoint import load_checkpoint, save_checkpoint
+from rlhf_lab.steps.policy.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from rlhf_lab.steps.policy.prefix import distinct_prompts, grouped_response_logits
 from rlhf_lab.ui import info
 from rlhf_lab.world import hash_seed
 
@@ -71,11 +73,12 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def minibatch_slices(n: int, cfg, rng: np.random.Generator) -> list[list[np.ndarray]]:
+def minibatch_slices(n: int, cfg, rng: np.random.Generator, group: int = 1) -> list[list[np.ndarray]]:
     """One epoch of a rollout of n sequences: shuffled minibatches (one optimiser step each), each split into
-    microbatches of at most `microbatch_size` (one forward/backward each)."""
+    microbatches of at most `microbatch_size` (one forward/backward each). With `group` > 1 the n sequences come
+    in groups of that many siblings (adjacent) and whole groups are shuffled, so that siblings share forwards."""
+    order = (rng.permutation(n // group)[:, None] * group + np.arange(group)).reshape(-1)  # (n,)
     mb_size = max(1, math.ceil(n / cfg.minibatches))
-    order = rng.permutation(n)
     out = []
     for start in range(0, n, mb_size):
         mb = order[start: start + mb_size]
@@ -94,13 +97,12 @@ def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> 
     return slice(lo, P + r_len), P - lo, r_len
 
 
-def score_completions(rm: ScalarHeadModel, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
-                      responses: torch.Tensor, *, eos_token_id: int,
+def score_completions(rm, ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor, *, eos_token_id: int,
                       missing_eos_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The normalised reward-model score at each sequence's last real token, minus a fixed penalty where the
-    completion never emitted EOS. ids, mask, pos (B, T), responses (B, R) → scores (B,), contain_eos (B,)."""
-    raw = rm(ids, mask, pos)  # (B, T)
-    scores = rm.gain * raw.gather(1, last_index(mask)[:, None]).squeeze(1) + rm.bias  # (B,)
+    """The reward model's normalised score of each sequence (`rm.score`: a single model, a distributional one's
+    risk-adjusted score, or a set's aggregate), minus a fixed penalty where the completion never emitted EOS.
+    ids, mask (B, T), responses (B, R) → scores (B,), contain_eos (B,)."""
+    scores = rm.score(ids, mask).float()  # (B,)
     contain_eos = (responses == eos_token_id).any(1)
     return torch.where(contain_eos, scores, scores - missing_eos_penalty), contain_eos
 
@@ -120,28 +122,32 @@ class Samples:
 
 @torch.no_grad()
 def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
-                     generator: torch.Generator, with_logprobs: bool) -> Samples:
-    """Sample one completion per prompt (repeat a prompt for k), then logprobs under π_ref (and π) and scores."""
+                     generator: torch.Generator, with_logprobs: bool, k: int = 1) -> Samples:
+    """Sample one completion per entry of `prompt_ids` (k adjacent copies of each prompt), then logprobs under
+    π_ref (and π) and scores. The copies of a prompt share its forward (prefix.py)."""
     cfg, tok = ctx.cfg.policy, ctx.tokenizer
     pad, eos = tok.pad_token_id, tok.eos_token_id
     query = left_pad(prompt_ids, pad, ctx.device)
     was_training = policy.training
     policy.eval()
-    responses = sample_loop(policy, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
-    ids, mask, pos, rmask = join_query_response(query, responses, pad)
-    R = responses.shape[1]
+    with ctx.accelerator.autocast():
+        responses = sample_loop(policy, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
+        ids, mask, _, rmask = join_query_response(query, responses, pad)
+        rows, prompt_of, cols = distinct_prompts(torch.arange(len(prompt_ids), device=ctx.device), k,
+                                                 query.attention_mask)
 
-    def logprobs_under(model):
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits
-        return token_logprobs(logits[:, :-1], responses, temperature=cfg.temperature, pad_token_id=pad)  # (B, R)
+        def logprobs_under(model):
+            logits = grouped_response_logits(model, query.input_ids[rows, cols], query.attention_mask[rows, cols],
+                                             prompt_of, responses, rmask)  # (B, R, V)
+            return token_logprobs(logits, responses, temperature=cfg.temperature, pad_token_id=pad)  # (B, R)
 
-    ref_logprobs = logprobs_under(ref)
-    logprobs = logprobs_under(policy) if with_logprobs else None
+        ref_logprobs = logprobs_under(ref)
+        logprobs = logprobs_under(policy) if with_logprobs else None
+        scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
+                                                missing_eos_penalty=cfg.missing_eos_penalty)
     policy.train(was_training)
-    scores, contain_eos = score_completions(rm, ids, mask, pos, responses, eos_token_id=eos,
-                                            missing_eos_penalty=cfg.missing_eos_penalty)
-    return Samples(query, responses, rmask, scores, contain_eos, ref_logprobs, logprobs)
+    return Samples(query, responses, rmask, scores.float(), contain_eos, ref_logprobs, logprobs)
 
 
 class EvalPoints:
@@ -166,15 +172,25 @@ class EvalPoints:
         return summary
 
 
+def config_fingerprint(ctx: Context) -> str:
+    """What a checkpoint must have been written under to be resumed: the whole resolved config."""
+    return hashlib.sha256(ctx.cfg.to_yaml().encode()).hexdigest()[:16]
+
+
 def resume(ctx: Context, *, model, optimizer, kl_ctl=None, generator: torch.Generator | None = None,
            np_rng: np.random.Generator | None = None) -> int:
-    """Continue from `run/policy_ckpt` if there is one: load weights, optimiser, β and RNG states; drop metrics
-    logged after the checkpoint (that work is about to be redone). Returns the last finished update (0 if none)."""
-    algorithm = ctx.cfg.policy.algorithm
-    ckpt = load_checkpoint(ctx.run / "policy_ckpt", model=model, optimizer=optimizer,
-                           expect={"algorithm": algorithm})
-    if ckpt is None:
+    """Continue from `run/policy_ckpt` if it was written by this run's config: load weights, optimiser, β and
+    RNG states; drop metrics logged after the checkpoint (that work is about to be redone). Returns the last
+    finished update (0 if none). A checkpoint of another config (the step rerun with other settings) is ignored."""
+    folder = ctx.run / "policy_ckpt"
+    state = checkpoint_state(folder)
+    if state is None:
         return 0
+    if state.get("algorithm", "ppo") != ctx.cfg.policy.algorithm or \
+            state.get("config", config_fingerprint(ctx)) != config_fingerprint(ctx):
+        info(f"[dim]{folder}: written under another config; starting policy optimisation afresh[/dim]")
+        return 0
+    ckpt = load_checkpoint(folder, model=model, optimizer=optimizer)
     start = ckpt["update"]
     if kl_ctl is not None:
         kl_ctl.value = ckpt["kl_coef"]
@@ -183,7 +199,7 @@ def resume(ctx: Context, *, model, optimizer, kl_ctl=None, generator: torch.Gene
     if np_rng is not None:
         np_rng.bit_generator.state = ckpt["np_rng"]
     ctx.run.truncate_metrics(lambda r: r.get("phase") != "policy" or r.get("step", 0) <= start)
-    info(f"{algorithm.upper()}: resuming from update {start}")
+    info(f"{ctx.cfg.policy.algorithm.upper()}: resuming from update {start}")
     return start
 
 
@@ -196,7 +212,7 @@ def checkpoint(ctx: Context, *, update: int, model, optimizer, kl_ctl=None, gene
     save_checkpoint(ctx.run / "policy_ckpt", update=update, model=model, optimizer=optimizer,
                     kl_coef=kl_ctl.value if kl_ctl is not None else ctx.cfg.policy.kl_coef, generator=gen_state,
                     np_rng=np_rng.bit_generator.state if np_rng is not None else {},
-                    extra={"algorithm": ctx.cfg.policy.algorithm})
+                    extra={"algorithm": ctx.cfg.policy.algorithm, "config": config_fingerprint(ctx)})
 
 
 def save_policy(ctx: Context, policy, last_eval: dict, *, extra_files: dict | None = None) -> None:

@@ -65,7 +65,14 @@ class Rollout:
 @torch.no_grad()
 def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
             generator: torch.Generator) -> Rollout:
-    """Sample responses and compute everything PPO needs about them, without gradients."""
+    """Sample responses and compute everything PPO needs about them, without gradients (in the run's precision:
+    bf16 autocast where configured)."""
+    with ctx.accelerator.autocast():
+        return _rollout(ctx, pv, ref, rm, prompt_ids, generator=generator)
+
+
+def _rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
+             generator: torch.Generator) -> Rollout:
     cfg, tok, device = ctx.cfg.policy, ctx.tokenizer, ctx.device
     pad, eos = tok.pad_token_id, tok.eos_token_id
     query = left_pad(prompt_ids, pad, device)
@@ -84,10 +91,10 @@ def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_i
     ref_logprobs = token_logprobs(ref_logits[:, :-1], responses, temperature=cfg.temperature,
                                   pad_token_id=pad)  # (B, R)
     # 3. score at the last real token; a response that never stopped gets a fixed penalty
-    scores, contain_eos = score_completions(rm, ids, mask, pos, responses, eos_token_id=eos,
+    scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
                                             missing_eos_penalty=cfg.missing_eos_penalty)
-    return Rollout(query.input_ids, query.attention_mask, responses, logprobs, ref_logprobs, values * rmask,
-                   scores, rmask, contain_eos)
+    return Rollout(query.input_ids, query.attention_mask, responses, logprobs, ref_logprobs, values.float() * rmask,
+                   scores.float(), rmask, contain_eos)
 
 
 def compute_rewards(ro: Rollout, *, kl_coef: float, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
