@@ -20,8 +20,8 @@ SIZES = {
         "batch": 16, "new_tokens": 32, "k": 4, "updates": 3,
         "ppo_epochs": 4, "minibatches": 2, "dpo_batch": 16, "rm_batch": 16, "n_pairs": 96,
     },
-    # GPT-2 small (124M with a 512-token BPE vocabulary), bf16: the shape of the peer baselines measured on an
-    # H200 (shared/peer-baselines); for a GPU.
+    # GPT-2 small's shape (12 × 768; ~86M parameters with a 512-token BPE vocabulary) in bf16, 64 × 128 new
+    # tokens: the shape of the peer baselines measured on an H200 (shared/peer-baselines). For a GPU.
     "gpt2": {
         "model": {"arch": "gpt2", "hidden_size": 768, "layers": 12, "heads": 12},
         "tokenizer": "bpe512", "precision": "bf16",

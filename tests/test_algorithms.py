@@ -78,7 +78,8 @@ def test_dpo_reference_logprobs_are_cached_and_recomputed_when_stale(tmp_path, m
     dpo.reference_logps(ctx, ref, triples[:4], path)  # other pairs: recomputed
     assert len(calls) > n_calls
     # one pair's logprobs do not depend on its batch (left padding, positions)
-    alone = real(ref, triples[2:3], pad_token_id=tok.pad_token_id, device="cpu")
+    with torch.no_grad():
+        alone = real(ref, triples[2:3], pad_token_id=tok.pad_token_id, device="cpu")
     assert abs(float(alone[0][0]) - float(c1[2])) < 1e-4 and abs(float(alone[1][0]) - float(r1[2])) < 1e-4
 
 
@@ -350,7 +351,8 @@ def test_resume_from_checkpoint_gives_the_same_result(micro_run, tmp_path, algor
     from rlhf_lab import run
     from rlhf_lab.runfolder import RunFolder
 
-    extra = ("policy.checkpoint_every=1", "policy.dpo_batch_size=16") if algorithm == "dpo" else ()
+    extra = {"dpo": ("policy.checkpoint_every=1", "policy.dpo_batch_size=4"),
+             "grpo": ("policy.ppo_epochs=1", "policy.minibatches=1")}[algorithm]
     whole = tmp_path / "whole"
     records = _rerun_policy(micro_run, whole, algorithm, *extra)
     final = [r for r in records if "eval/proxy_reward" in r][-1]

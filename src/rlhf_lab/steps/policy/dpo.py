@@ -134,7 +134,8 @@ def run_dpo(ctx: Context) -> dict:
     train, held = tokenize_preferences(ctx, train_rows), tokenize_preferences(ctx, held_rows)
     ref, rm = reference_and_reward(ctx)  # π_ref: frozen; the reward model only measures the proxy reward
     # 1. log π_ref(y|x) of every response, once (cached in the run folder)
-    ref_c, ref_r = reference_logps(ctx, ref, train + held, run / REF_CACHE)
+    micro = max(1, cfg.microbatch_size // 2)  # pairs per forward: 2 sequences each
+    ref_c, ref_r = reference_logps(ctx, ref, train + held, run / REF_CACHE, batch_size=micro)
     ref_c, ref_r = ref_c.to(ctx.device), ref_r.to(ctx.device)
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.dpo_batch_size)
@@ -147,14 +148,13 @@ def run_dpo(ctx: Context) -> dict:
 
     def held_accuracy(step: int) -> float:
         accuracy = implicit_reward_accuracy(policy, held, ref_c[n:].cpu(), ref_r[n:].cpu(), pad_token_id=pad,
-                                            device=ctx.device)
+                                            device=ctx.device, batch_size=micro)
         run.log({"step": step, "phase": "policy", "dpo/eval/accuracy": accuracy})
         return accuracy
 
     if start == 0:
         evaluate(0)
         held_accuracy(0)
-    micro = max(1, cfg.microbatch_size // 2)  # pairs per forward: 2 sequences each
     t0 = time.time()
     last_eval: dict = {}
     with progress("DPO", total) as advance:

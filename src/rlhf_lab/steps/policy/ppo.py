@@ -65,36 +65,31 @@ class Rollout:
 @torch.no_grad()
 def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
             generator: torch.Generator) -> Rollout:
-    """Sample responses and compute everything PPO needs about them, without gradients (in the run's precision:
-    bf16 autocast where configured)."""
-    with ctx.accelerator.autocast():
-        return _rollout(ctx, pv, ref, rm, prompt_ids, generator=generator)
-
-
-def _rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
-             generator: torch.Generator) -> Rollout:
+    """Sample responses and compute everything PPO needs about them, without gradients, in the run's precision
+    (bf16 autocast where configured)."""
     cfg, tok, device = ctx.cfg.policy, ctx.tokenizer, ctx.device
     pad, eos = tok.pad_token_id, tok.eos_token_id
     query = left_pad(prompt_ids, pad, device)
-    # 1. generate with the current policy (KV cache, left padding; pad never sampled)
-    responses = sample_loop(pv.lm, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
-    ids, mask, pos, rmask = join_query_response(query, responses, pad)
-    P, R = query.input_ids.shape[1], responses.shape[1]
-    # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
-    #    and under π_ref, both from logits / T: the distribution that was sampled
-    logits, values = pv(ids, mask, pos)
-    logprobs = token_logprobs(logits[:, P - 1: -1], responses, temperature=cfg.temperature,
-                              pad_token_id=pad)  # (B, R)
-    values = values[:, P - 1: -1]  # (B, R)
-    ref_logits = ref(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits
-    ref_logprobs = token_logprobs(ref_logits[:, :-1], responses, temperature=cfg.temperature,
+    with ctx.accelerator.autocast():
+        # 1. generate with the current policy (KV cache, left padding; pad never sampled)
+        responses = sample_loop(pv.lm, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
+        ids, mask, pos, rmask = join_query_response(query, responses, pad)
+        P, R = query.input_ids.shape[1], responses.shape[1]
+        # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
+        #    and under π_ref, both from logits / T: the distribution that was sampled
+        logits, values = pv(ids, mask, pos)
+        logprobs = token_logprobs(logits[:, P - 1: -1], responses, temperature=cfg.temperature,
                                   pad_token_id=pad)  # (B, R)
-    # 3. score at the last real token; a response that never stopped gets a fixed penalty
-    scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
-                                            missing_eos_penalty=cfg.missing_eos_penalty)
-    return Rollout(query.input_ids, query.attention_mask, responses, logprobs, ref_logprobs, values.float() * rmask,
-                   scores.float(), rmask, contain_eos)
+        values = values[:, P - 1: -1].float()  # (B, R)
+        ref_logits = ref(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits
+        ref_logprobs = token_logprobs(ref_logits[:, :-1], responses, temperature=cfg.temperature,
+                                      pad_token_id=pad)  # (B, R)
+        # 3. score at the last real token; a response that never stopped gets a fixed penalty
+        scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
+                                                missing_eos_penalty=cfg.missing_eos_penalty)
+    return Rollout(query.input_ids, query.attention_mask, responses, logprobs, ref_logprobs, values * rmask,
+                   scores, rmask, contain_eos)
 
 
 def compute_rewards(ro: Rollout, *, kl_coef: float, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
