@@ -40,12 +40,20 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | 
     return Batch(ids.to(device), mask.to(device))
 
 
-def _cache_kwarg(model) -> str:
-    params = inspect.signature(model.forward).parameters
+def _unwrap(model):
+    """The underlying HF model of a PEFT wrapper or of an adapters-off reference view."""
+    model = getattr(model, "_policy", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def cache_kwarg(model) -> str:
+    """The name under which this transformers version takes the KV cache ("cache", formerly past_key_values)."""
+    params = inspect.signature(_unwrap(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _new_cache(model):
+def new_cache(model):
+    model = _unwrap(model)
     from transformers import DynamicCache
 
     try:
@@ -79,8 +87,8 @@ def sample_loop(
     ids, mask = batch.input_ids, batch.attention_mask
     generator = on_device(generator, ids.device)
     B = ids.shape[0]
-    key = _cache_kwarg(model)
-    cache = _new_cache(model)
+    key = cache_kwarg(model)
+    cache = new_cache(model)
     positions = position_ids_from_mask(mask)
     next_pos = positions[:, -1] + 1  # (B,)
     out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=ids.device)

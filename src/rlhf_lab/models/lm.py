@@ -94,10 +94,17 @@ def load_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[Pr
 
 
 def save_lm(model: PreTrainedModel, tokenizer, folder: str | Path) -> None:
-    """Save model (safetensors) and tokenizer into `folder`; the caller makes it atomic."""
+    """Save model (safetensors) and tokenizer into `folder`; the caller makes it atomic. A LoRA policy is saved
+    as its adapters plus a note of its base folder (set by Context.policy_and_reference)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unwrapped = getattr(model, "module", model)
+    base = getattr(unwrapped, "rlhf_lab_base", None)
+    if base is not None:
+        from rlhf_lab.models.lora import save_adapter
+
+        save_adapter(unwrapped, folder, base=base, tokenizer=tokenizer)
+        return
     unwrapped.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
 

@@ -126,6 +126,7 @@ class Context:
             from rlhf_lab.models.lora import AdapterOffReference, add_lora
 
             policy = add_lora(policy, self.cfg.model)
+            policy.rlhf_lab_base = str(self.policy_base_folder())  # where its saved adapters belong
             return policy, AdapterOffReference(policy)
         ref = self.sft_lm().to(self.device).eval()
         for p in ref.parameters():
@@ -141,11 +142,14 @@ class Context:
 
         return resolve_model_path(self.cfg.model.path)
 
-    def reward_model(self) -> ScalarHeadModel:
+    def reward_model(self):
+        """The reward model, a distributional one, or a set of them (ensemble, per group): all have `score`."""
+        from rlhf_lab.models.reward_set import load_reward
+
         folder = self.run / "reward"
         if not (folder / "head.safetensors").exists():
             raise FileNotFoundError(f"{folder}: no reward model; run `rlhf-lab reward {self.run.root}` first")
-        return ScalarHeadModel.load(folder)
+        return load_reward(folder)
 
     # -- prompts -----------------------------------------------------------------------------------------
 

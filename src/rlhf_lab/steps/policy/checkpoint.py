@@ -14,13 +14,13 @@ from rlhf_lab.runfolder import atomic_dir
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared storage (tied embeddings): store each tensor once, contiguous
-    out, seen = {}, {}
-    for k, v in module.state_dict().items():
-        ptr = v.data_ptr()
-        if ptr in seen:
+    """The trained parameters only: what is frozen (a LoRA base, say) comes back from the SFT model on resume.
+    safetensors refuses shared storage (tied embeddings): each tensor is stored once, contiguous."""
+    out, seen = {}, set()
+    for k, v in module.named_parameters():
+        if not v.requires_grad or v.data_ptr() in seen:
             continue
-        seen[ptr] = k
+        seen.add(v.data_ptr())
         out[k] = v.detach().contiguous().cpu()
     return out
 
@@ -48,10 +48,13 @@ def load_checkpoint(folder: str | Path, *, model, optimizer) -> dict | None:
     state = checkpoint_state(folder)
     if state is None:
         return None
-    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
-    # Only tied copies (stored once) may be missing.
-    if unexpected or any("lm_head" not in k for k in missing):
-        raise ValueError(f"{folder}: checkpoint does not match the model (missing {missing[:3]}, "
+    saved = load_file(str(folder / "model.safetensors"))
+    trained = {k for k, v in model.named_parameters() if v.requires_grad}
+    _missing, unexpected = model.load_state_dict(saved, strict=False)
+    # Every trained parameter must come back (tied copies are stored once and restored with their twin).
+    absent = [k for k in trained - saved.keys() if "lm_head" not in k]
+    if unexpected or absent:
+        raise ValueError(f"{folder}: checkpoint does not match the model (absent {absent[:3]}, "
                          f"unexpected {unexpected[:3]})")
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     state["generator"] = load_file(str(folder / "rng.safetensors"))["generator"]

@@ -26,8 +26,8 @@ from rlhf_lab.steps.policy.loop import (
     checkpoint,
     log_sample_table,
     minibatch_slices,
+    policy_reference_reward,
     process_seeds,
-    reference_and_reward,
     report_final,
     resume,
     rl_prompts,
@@ -117,9 +117,8 @@ def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
     cfg, acc, run, ns = ctx.cfg.policy, ctx.accelerator, ctx.run, algo.name
     k = cfg.samples_per_prompt
     seed_everything(ctx.cfg.seed + 4)
-    ref, rm = reference_and_reward(ctx)  # π_ref and r: frozen
-    policy = ctx.sft_lm().to(ctx.device)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, eps=1e-5)
+    policy, ref, rm = policy_reference_reward(ctx)  # π (LoRA adapters if configured), π_ref and r: frozen
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     kl_ctl = make_kl_controller(cfg)
     seeds = process_seeds(ctx.cfg.seed, acc.process_index)
     gen = torch.Generator().manual_seed(seeds["sample"])

@@ -30,7 +30,7 @@ from rlhf_lab.steps.policy.loop import (
     EvalPoints,
     annealed_lr,
     checkpoint,
-    reference_and_reward,
+    policy_reference_reward,
     report_final,
     resume,
     save_policy,
@@ -132,7 +132,8 @@ def run_dpo(ctx: Context) -> dict:
     rows = read_preferences(run / "preferences.parquet")
     train_rows, held_rows = split_rows(rows, ctx.cfg.reward.eval_share, ctx.cfg.seed)
     train, held = tokenize_preferences(ctx, train_rows), tokenize_preferences(ctx, held_rows)
-    ref, rm = reference_and_reward(ctx)  # π_ref: frozen; the reward model only measures the proxy reward
+    # π (LoRA adapters if configured); π_ref: frozen; the reward model only measures the proxy reward
+    policy, ref, rm = policy_reference_reward(ctx)
     # 1. log π_ref(y|x) of every response, once (cached in the run folder)
     micro = max(1, cfg.microbatch_size // 2)  # pairs per forward: 2 sequences each
     ref_c, ref_r = reference_logps(ctx, ref, train + held, run / REF_CACHE, batch_size=micro)
@@ -140,8 +141,7 @@ def run_dpo(ctx: Context) -> dict:
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.dpo_batch_size)
     total = steps_per_epoch * cfg.dpo_epochs
-    policy = ctx.sft_lm().to(ctx.device)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, eps=1e-5)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     start = resume(ctx, model=policy, optimizer=optimizer)
     policy_wrapped, optimizer = acc.prepare(policy, optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)

@@ -38,8 +38,15 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def policy_reference_reward(ctx: Context) -> tuple[torch.nn.Module, torch.nn.Module, ScalarHeadModel]:
+    """The policy to train (the SFT model, with fresh LoRA adapters when model.lora), π_ref (frozen; with LoRA
+    the same weights with adapters off) and the reward model (frozen), on the device."""
+    policy, ref = ctx.policy_and_reference()
+    return policy.to(ctx.device), ref, frozen(ctx.reward_model().to(ctx.device))
+
+
 def reference_and_reward(ctx: Context) -> tuple[torch.nn.Module, ScalarHeadModel]:
-    """π_ref (the SFT policy) and the reward model, frozen, on the device."""
+    """π_ref (the SFT policy) and the reward model, frozen, on the device (for algorithms that do not train)."""
     return frozen(ctx.sft_lm().to(ctx.device)), frozen(ctx.reward_model().to(ctx.device))
 
 

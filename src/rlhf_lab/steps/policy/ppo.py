@@ -34,8 +34,8 @@ from rlhf_lab.steps.policy.loop import (
     checkpoint,
     log_sample_table,
     minibatch_slices,
+    policy_reference_reward,
     process_seeds,
-    reference_and_reward,
     report_final,
     resume,
     rl_prompts,
@@ -146,11 +146,11 @@ def run_ppo(ctx: Context) -> dict:
     """The PPO loop, resumable from its last checkpoint in `run/policy_ckpt`."""
     cfg, acc, run = ctx.cfg.policy, ctx.accelerator, ctx.run
     seed_everything(ctx.cfg.seed + 4)
-    ref, rm = reference_and_reward(ctx)  # π_ref and r: frozen
+    policy, ref, rm = policy_reference_reward(ctx)  # π (LoRA adapters if configured), π_ref and r: frozen
     # V: a head on the policy's trunk, or a model of its own initialised from the reward model
     value_model = ScalarHeadModel.load(run / "reward") if cfg.value_model == "separate" else None
-    pv = PolicyAndValue(ctx.sft_lm(), value_model=value_model)
-    optimizer = torch.optim.AdamW(pv.parameters(), lr=cfg.lr, eps=1e-5)
+    pv = PolicyAndValue(policy, value_model=value_model)
+    optimizer = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     kl_ctl = make_kl_controller(cfg)
     seeds = process_seeds(ctx.cfg.seed, acc.process_index)
     gen = torch.Generator().manual_seed(seeds["sample"])
