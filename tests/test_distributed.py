@@ -73,3 +73,12 @@ def test_two_processes_match_one(tmp_path):
           atol=1e-3)
     h1, h2 = load_file(str(one / "reward" / "head.safetensors")), load_file(str(two / "reward" / "head.safetensors"))
     assert torch.allclose(h1["head.weight"], h2["head.weight"], atol=1e-3)
+    # A PPO update: the same rollout of 8 sequences, split over two processes or not.
+    script = str(Path(__file__).parent / "scripts" / "ppo_update_once.py")
+    for n, out in ((1, tmp_path / "ppo1.safetensors"), (2, tmp_path / "ppo2.safetensors")):
+        cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534"]
+               if n == 2 else [sys.executable])
+        r = subprocess.run([*cmd, script, str(one), str(out), "8"], capture_output=True, text=True, timeout=600,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert out.exists(), r.stderr[-3000:]
+    _same(tmp_path / "ppo1.safetensors", tmp_path / "ppo2.safetensors", atol=1e-4)

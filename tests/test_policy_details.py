@@ -157,11 +157,12 @@ def test_whiten_rewards_keeps_the_mean():
 
 def test_kl_controller_fixed_and_adaptive_hand_numbers():
     """policy.kl_controller / target_kl / kl_horizon (Ziegler et al. 2019, §2.2)."""
-    fixed = make_kl_controller(build_config().policy)
+    fixed = make_kl_controller(build_config(overrides=["policy.kl_coef=0.05"]).policy)
     assert isinstance(fixed, FixedKLController)
     fixed.update(100.0, 64)
     assert fixed.value == 0.05
-    cfg = build_config(overrides=["policy.kl_controller=adaptive", "policy.target_kl=6", "policy.kl_horizon=10000"])
+    cfg = build_config(overrides=["policy.kl_coef=0.05", "policy.kl_controller=adaptive", "policy.target_kl=6",
+                                 "policy.kl_horizon=10000"])
     ctl = make_kl_controller(cfg.policy)
     assert isinstance(ctl, AdaptiveKLController)
     ctl.update(9.0, 64)  # error = clip(9/6 − 1, ±0.2) = 0.2 → β = 0.05 · (1 + 0.2 · 64/10000)

@@ -150,7 +150,7 @@ class LabelConfig(Section):
         None, description="Annotator groups and shares; None = the same as world.user_groups.")
     n_annotators: int = Field(24, ge=1, description="Simulated annotators in the pool.")
     overlap: int = Field(1, ge=1, le=32, description="Labels per pair (distinct annotators).")
-    p_know: float = Field(0.6, ge=0, le=1, description="Chance an annotator can verify an item of difficulty 0 "
+    p_know: float = Field(0.5, ge=0, le=1, description="Chance an annotator can verify an item of difficulty 0 "
                           "scales as p_know ** (0.5 + 2·difficulty); 1 = always verifies.")
     noise: float = Field(0.3, gt=0, description="Bradley–Terry noise temperature τ of the annotators.")
     jitter: float = Field(0.2, ge=0, description="Per-annotator log-normal spread of the weights below.")
@@ -174,7 +174,7 @@ class LabelConfig(Section):
 class RewardConfig(Section):
     """Step 3: a reward model trained with the Bradley–Terry loss."""
 
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(3, ge=1, description="Passes over the preference pairs.")
     batch_size: int = Field(32, ge=1, description="Preference pairs per optimiser step.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW), linear decay.")
     weight_decay: float = Field(0.0, ge=0)
@@ -228,7 +228,7 @@ class PolicyConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping: largest global L2 norm of the gradient.")
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature T; logprobs use logits / T.")
     max_new_tokens: int = Field(40, ge=1, description="Longest completion in tokens.")
-    kl_coef: float = Field(0.05, ge=0, description="β: KL coefficient (initial, if adaptive). PPO: per-token "
+    kl_coef: float = Field(0.02, ge=0, description="β: KL coefficient (initial, if adaptive). PPO: per-token "
                            "penalty in the reward; RLOO: sequence penalty in the reward; GRPO: k3 term in the loss "
                            "(0 turns it off); DPO: β in σ(β·h).")
     kl_controller: Literal["fixed", "adaptive"] = Field(

@@ -240,6 +240,20 @@ def score(rm: ScalarHeadModel, prompt_ids: list[list[int]], response_ids: list[l
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+@torch.no_grad()
+def member_scores(rm, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
+                  batch_size: int = 256) -> np.ndarray | None:
+    """Each member's normalised score when `rm` is a set of reward models (K, N); None for a single model."""
+    if not hasattr(rm, "member_scores"):
+        return None
+    device = next(rm.parameters()).device
+    out = []
+    for i in range(0, len(prompt_ids), batch_size):
+        b = sequences_for_scoring(prompt_ids[i: i + batch_size], response_ids[i: i + batch_size], pad_id, device)
+        out.append(rm.member_scores(b.input_ids, b.attention_mask).float().cpu())
+    return torch.cat(out, 1).numpy() if out else None
+
+
 def ensure_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

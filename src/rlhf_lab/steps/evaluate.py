@@ -12,7 +12,7 @@ import torch
 
 from rlhf_lab.models.generation import generate, left_pad
 from rlhf_lab.models.tokenizer import decode_response
-from rlhf_lab.steps.common import join_query_response, response_logits, right_pad, score
+from rlhf_lab.steps.common import join_query_response, member_scores, response_logits, right_pad, score
 from rlhf_lab.steps.losses import token_logprobs
 
 
@@ -57,7 +57,15 @@ def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator
             "response": text, "proxy": float(s), "gold": world.gold(p, text), "kl": float(k), "length": len(r),
             "stopped": bool(r) and r[-1] == tok.eos_token_id, "well_formed": feats.well_formed,
         })
-    return summarize(records), records
+    summary = summarize(records)
+    members = member_scores(rm, p_ids, resp, pad_id=pad)  # (K, N) for a set of reward models
+    if members is not None and len(prompts):
+        # Ensemble disagreement (Coste et al. 2023 use it as the uncertainty penalty) and each member's mean:
+        # for per-group reward models, what each group's model thinks of the policy.
+        summary["eval/reward_disagreement"] = float(members.std(0).mean())
+        for name, row in zip(rm.names, members, strict=True):
+            summary[f"eval/proxy_reward/member/{name}"] = float(row.mean())
+    return summary, records
 
 
 def summarize(records: list[dict], prefix: str = "eval") -> dict:

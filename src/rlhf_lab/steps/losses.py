@@ -28,9 +28,12 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, *, unbiased: bool = True) ->
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True) -> torch.Tensor:
-    """(x − mean) / std over the masked entries; with shift_mean=False the mean is added back."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True,
+                  moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """(x − mean) / std over the masked entries; with shift_mean=False the mean is added back.
+
+    `moments` = (mean, unbiased var) computed elsewhere, e.g. over every process's batch."""
+    mean, var = moments if moments is not None else (masked_mean(x, mask), masked_var(x, mask))
     white = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         white = white + mean

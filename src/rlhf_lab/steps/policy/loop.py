@@ -94,6 +94,22 @@ def minibatch_slices(n: int, cfg, rng: np.random.Generator, group: int = 1) -> l
     return out
 
 
+def global_sum(acc, x: torch.Tensor) -> torch.Tensor:
+    """Sum of `x` over every process (the tensor itself with one process)."""
+    return acc.reduce(x.detach().float().clone(), reduction="sum") if acc.num_processes > 1 else x.detach().float()
+
+
+def global_masked_moments(acc, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, unbiased variance) of the masked entries of `x` over every process's batch, so that whitening
+    with N processes of B sequences equals whitening one process's N·B sequences."""
+    m = mask.to(torch.float32)
+    xs = x.detach().float() * m
+    n, s1, s2 = (global_sum(acc, t) for t in (m.sum(), xs.sum(), (xs * x.detach().float()).sum()))
+    mean = s1 / n.clamp(min=1)
+    var = (s2 / n.clamp(min=1) - mean**2).clamp(min=0) * n / (n - 1).clamp(min=1)
+    return mean, var
+
+
 def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> tuple[slice, int, int]:
     """Columns of rows `idx` that are not padding in every row: (sequence slice, prompt length, response length).
 

@@ -31,6 +31,8 @@ from rlhf_lab.steps.policy.kl import make_kl_controller
 from rlhf_lab.steps.policy.loop import (
     EvalPoints,
     annealed_lr,
+    global_masked_moments,
+    global_sum,
     checkpoint,
     log_sample_table,
     minibatch_slices,
@@ -112,9 +114,11 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
     pv.train()
     for _epoch in range(cfg.ppo_epochs):
         for micros in minibatch_slices(ro.responses.shape[0], cfg, rng):
-            # Both losses are means over the minibatch's tokens: each microbatch adds its share of the tokens,
-            # so any split into microbatches gives the same gradient.
-            mb_tokens = ro.mask[torch.as_tensor(np.concatenate(micros), device=ids.device)].sum().clamp(min=1)
+            # Both losses are means over the minibatch's tokens on every process: each microbatch adds its share
+            # of them, so any split into microbatches or processes gives the same gradient (DDP averages over
+            # processes, hence the factor num_processes).
+            mb_tokens = global_sum(acc, ro.mask[torch.as_tensor(np.concatenate(micros), device=ids.device)].sum())
+            scale = acc.num_processes / mb_tokens.clamp(min=1)
             for micro in micros:
                 idx = torch.as_tensor(micro, device=ids.device)
                 sl, p_len, r_len = trimmed(ro.query_mask, ro.mask, idx)
@@ -128,7 +132,7 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
                 vf_loss, vf_stats = ppo_value_loss(vpred, ro.values[idx, :r_len], returns[idx, :r_len], m,
                                                    cliprange_value=cfg.cliprange_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss
-                acc.backward(loss * m.sum() / mb_tokens)
+                acc.backward(loss * m.sum() * scale)
                 with torch.no_grad():
                     ent = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature), m)
                     pg_loss, vf_loss = pg_loss.detach(), vf_loss.detach()
@@ -174,10 +178,11 @@ def run_ppo(ctx: Context) -> dict:
             # 5. per-token rewards: −β·KL on every token, the score on the last
             rewards, non_score_reward = compute_rewards(ro, kl_coef=kl_ctl.value, estimator=cfg.kl_estimator)
             if cfg.whiten_rewards:
-                rewards = masked_whiten(rewards, ro.mask, shift_mean=False)
+                rewards = masked_whiten(rewards, ro.mask, shift_mean=False,
+                                        moments=global_masked_moments(acc, rewards, ro.mask))
             # 6. advantages with GAE, whitened over the batch
             advantages, returns = gae(rewards, ro.values, ro.mask, gamma=cfg.gamma, lam=cfg.lam)
-            advantages = masked_whiten(advantages, ro.mask)
+            advantages = masked_whiten(advantages, ro.mask, moments=global_masked_moments(acc, advantages, ro.mask))
             # 7. PPO epochs
             s = ppo_update(ctx, pv_wrapped, optimizer, ro, advantages, returns, rng=np_rng)
             # 8. logging and the KL controller
