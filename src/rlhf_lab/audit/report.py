@@ -39,8 +39,11 @@ def _read_json(path: Path) -> dict:
 
 def load_audit(run: RunFolder, *, audit_if_missing: bool = True) -> dict | None:
     """audit.json, or a fresh audit when there is none and the run has a trained policy."""
+    from rlhf_lab.models.lora import ADAPTER_NOTE
+
     audit = _read_json(run / "audit.json")
-    if audit or not audit_if_missing or not (run / "policy" / "config.json").exists():
+    has_policy = (run / "policy" / "config.json").exists() or (run / "policy" / ADAPTER_NOTE).exists()
+    if audit or not audit_if_missing or not has_policy:
         return audit or None
     from rlhf_lab.audit.core import run_audit
 

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 from rlhf_lab.config import Config, ConfigError, build_config, read_yaml
 from rlhf_lab.models.generation import generate, left_pad
 from rlhf_lab.models.heads import ScalarHeadModel
-from rlhf_lab.models.lm import build_world_lm, load_lm, position_ids_from_mask
+from rlhf_lab.models.lm import build_world_lm, is_model_folder, load_lm, position_ids_from_mask
 from rlhf_lab.models.tokenizer import (
     decode_response,
     encode_prompts,
@@ -98,7 +98,7 @@ def policy_folder(run: RunFolder, checkpoint: int | None) -> Path:
     if checkpoint is None:
         return run / "policy"
     folder = run / "checkpoints" / f"step_{checkpoint:05d}"
-    if not (folder / "config.json").exists():
+    if not is_model_folder(folder):
         have = sorted(p.name for p in (run / "checkpoints").glob("step_*")) if (run / "checkpoints").exists() else []
         raise FileNotFoundError(f"{folder}: no checkpoint at step {checkpoint}"
                                 + (f" (have: {', '.join(have)})" if have else " (this run saved none)"))
@@ -142,7 +142,7 @@ class AuditContext:
     def _sft(self) -> torch.nn.Module:
         """The SFT policy π_SFT (the reference): as the steps find it."""
         folder = self.run / "sft"
-        if (folder / "config.json").exists():
+        if is_model_folder(folder):
             return load_lm(folder)[0]
         if self.cfg.sft.enabled:
             raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
@@ -153,7 +153,7 @@ class AuditContext:
 
     @cached_property
     def models(self) -> dict[str, torch.nn.Module]:
-        if not (self.policy_path / "config.json").exists():
+        if not is_model_folder(self.policy_path):
             raise FileNotFoundError(f"{self.policy_path}: no trained policy; run `rlhf-lab policy {self.run.root}` "
                                     "first")
         policy, _ = load_lm(self.policy_path)

@@ -69,6 +69,14 @@ def build_world_lm(cfg, tokenizer) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
+def is_model_folder(path: str | Path) -> bool:
+    """A saved causal LM: full weights (config.json) or LoRA adapters with a note of their base."""
+    from rlhf_lab.models.lora import ADAPTER_NOTE
+
+    path = Path(path)
+    return (path / "config.json").exists() or (path / ADAPTER_NOTE).exists()
+
+
 def load_lm(path: str | Path, *, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, object]:
     """Any HF causal LM and its tokenizer from a local folder (safetensors weights only)."""
     path = resolve_model_path(path)

@@ -17,7 +17,7 @@ import torch
 from rlhf_lab.config import Config
 from rlhf_lab.models.generation import Batch, left_pad
 from rlhf_lab.models.heads import ScalarHeadModel
-from rlhf_lab.models.lm import build_world_lm, load_lm, position_ids_from_mask
+from rlhf_lab.models.lm import build_world_lm, is_model_folder, load_lm, position_ids_from_mask
 from rlhf_lab.models.tokenizer import encode_prompts, render_prompt, train_world_tokenizer
 from rlhf_lab.runfolder import RunFolder, atomic_dir
 from rlhf_lab.world import Prompt, World, hash_seed
@@ -112,7 +112,7 @@ class Context:
     def sft_lm(self):
         """The SFT policy (also the reference π_ref for policy optimisation)."""
         folder = self.run / "sft"
-        if (folder / "config.json").exists():
+        if is_model_folder(folder):
             model, _ = load_lm(folder)
             return model
         if not self.cfg.sft.enabled:
@@ -136,7 +136,7 @@ class Context:
     def policy_base_folder(self) -> Path:
         """The folder LoRA policy adapters belong on (the SFT model, or model.path when SFT was skipped)."""
         sft = self.run / "sft"
-        if (sft / "config.json").exists():
+        if is_model_folder(sft):
             return sft
         from rlhf_lab.models.lm import resolve_model_path
 

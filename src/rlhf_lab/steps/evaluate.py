@@ -103,9 +103,9 @@ def run_evaluate(ctx) -> dict:
     ref = ctx.sft_lm().to(ctx.device).eval()
     rm = ctx.reward_model().to(ctx.device).eval()
     folder = ctx.run / "policy"
-    from rlhf_lab.models.lm import load_lm
+    from rlhf_lab.models.lm import is_model_folder, load_lm
 
-    policy = load_lm(folder)[0].to(ctx.device).eval() if (folder / "config.json").exists() else ref
+    policy = load_lm(folder)[0].to(ctx.device).eval() if is_model_folder(folder) else ref
     prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
     seed = hash_seed_eval(ctx.cfg.seed)
     out = {}
