@@ -31,9 +31,9 @@ from rlhf_lab.steps.policy.kl import make_kl_controller
 from rlhf_lab.steps.policy.loop import (
     EvalPoints,
     annealed_lr,
+    checkpoint,
     global_masked_moments,
     global_sum,
-    checkpoint,
     log_sample_table,
     minibatch_slices,
     policy_reference_reward,
