@@ -97,3 +97,35 @@ def test_micro_sweep_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "sweep", "examples/sweeps/micro.yaml", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "2 finished already" in r.stdout
+
+
+def _micro_run(tmp_path, name, extra):
+    import json
+
+    from rlhf_lab import load_config, run
+    from rlhf_lab.ui import set_quiet
+    from tests.conftest import MICRO
+
+    set_quiet(True)
+    out = run(load_config(overrides=[*MICRO, "policy.updates=2", *extra]), out=tmp_path / name, report=False).root
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, json.loads((out / "reward" / "set.json").read_text()), metrics
+
+
+def test_ensemble_and_maxmin_runs_end_to_end(tmp_path):
+    """A reward-model ensemble and per-group reward models learned by EM both train, steer the policy, and log
+    their disagreement and each member's view at every evaluation point."""
+    out, meta, metrics = _micro_run(tmp_path, "ens", ["reward.models=ensemble", "reward.ensemble_size=2",
+                                                      "reward.ensemble_aggregate=worst_case"])
+    assert meta["size"] == 2 and meta["aggregate"] == "min"
+    evals = [m for m in metrics if "eval/reward_disagreement" in m]
+    assert len(evals) >= 2 and all(m["eval/reward_disagreement"] >= 0 for m in evals)
+    assert {"eval/proxy_reward/member/0", "eval/proxy_reward/member/1"} <= set(evals[-1])
+    # worst case: the aggregate the policy saw is never above any member's score
+    assert evals[-1]["eval/proxy_reward"] <= min(evals[-1][f"eval/proxy_reward/member/{k}"] for k in "01") + 1e-6
+
+    out, meta, metrics = _micro_run(tmp_path, "em", ["reward.models=per_group", "reward.group_source=em",
+                                                     "reward.group_objective=maxmin"])
+    assert meta["size"] == 2 and meta["aggregate"] == "min"
+    assert (out / "reward" / "members" / "1" / "head.safetensors").exists()
+    assert any("eval/reward_disagreement" in m for m in metrics)

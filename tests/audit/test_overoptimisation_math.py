@@ -94,3 +94,23 @@ def test_training_curve_reads_evaluation_points():
     curve = training_curve(metrics)
     assert [c["step"] for c in curve] == [0, 10]
     assert curve[1]["d"] == pytest.approx(2.0)
+
+
+def test_training_curve_keeps_reward_model_disagreement_and_plots_it():
+    """With a set of reward models the evaluation points carry their disagreement and each member's mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlhf_lab.audit.overoptimisation import training_plot
+
+    metrics = [{"phase": "policy", "step": s, "eval/proxy_reward": p, "eval/gold_utility": 0.0, "eval/kl": s / 10,
+                "eval/reward_disagreement": dis, "eval/proxy_reward/member/0": p - dis,
+                "eval/proxy_reward/member/1": p + dis} for s, p, dis in ((0, 0.0, 0.1), (10, 0.8, 0.4))]
+    curve = training_curve(metrics)
+    assert [c["disagreement"] for c in curve] == [0.1, 0.4]
+    assert curve[1]["members"] == {"0": pytest.approx(0.4), "1": pytest.approx(1.2)}
+    fig = training_plot({"rl": {"curve": curve}}, plt)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("disagreement" in lab for lab in labels) and "reward model 1" in labels

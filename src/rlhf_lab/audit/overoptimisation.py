@@ -109,8 +109,14 @@ def training_curve(metrics: list[dict]) -> list[dict]:
     for m in metrics:
         if m.get("phase") == "policy" and "eval/proxy_reward" in m:
             kl = float(m.get("eval/kl", 0.0))
-            out.append({"step": int(m.get("step", 0)), "proxy": float(m["eval/proxy_reward"]),
-                        "gold": m.get("eval/gold_utility"), "kl": kl, "d": math.sqrt(max(kl, 0.0))})
+            point = {"step": int(m.get("step", 0)), "proxy": float(m["eval/proxy_reward"]),
+                     "gold": m.get("eval/gold_utility"), "kl": kl, "d": math.sqrt(max(kl, 0.0))}
+            # several reward models (ensemble, per group): their disagreement and each one's mean score
+            if "eval/reward_disagreement" in m:
+                point["disagreement"] = float(m["eval/reward_disagreement"])
+                point["members"] = {k.rsplit("/", 1)[1]: float(v) for k, v in m.items()
+                                    if k.startswith("eval/proxy_reward/member/")}
+            out.append(point)
     return out
 
 
@@ -253,6 +259,12 @@ def training_plot(section: dict, plt):
     ax.plot(steps, [c["proxy"] for c in curve], "o-", label="proxy reward (what was optimised)")
     if curve[0]["gold"] is not None:
         ax.plot(steps, [c["gold"] for c in curve], "s-", label="gold utility (true benefit)")
+    if "disagreement" in curve[0]:  # a set of reward models: where they part ways, the proxy is least trusted
+        ax.plot(steps, [c.get("disagreement") for c in curve], "d:", color="tab:red",
+                label="reward models' disagreement (std across members)")
+        for name in curve[0].get("members", {}):
+            ax.plot(steps, [c.get("members", {}).get(name) for c in curve], "-", lw=0.8, alpha=0.5,
+                    label=f"reward model {name}")
     ax2 = ax.twinx()
     ax2.plot(steps, [c["kl"] for c in curve], "^--", color="tab:purple", alpha=0.6, label="KL (right axis)")
     ax2.set_ylabel("KL (nats)")
