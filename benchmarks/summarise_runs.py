@@ -68,7 +68,7 @@ def main() -> None:
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in args.runs:
         if (run / "audit.json").exists():
-            name = re.sub(r"[,_-]?seed=\d+", "", run.name).strip(",_-") or run.name
+            name = re.sub(r"[,_-]?seed[=-]\d+", "", run.name).strip(",_-") or run.name
             groups[name].append(run_figures(run))
     cols = {**{"RM acc": "RM acc"}, **COLUMNS, "peak gold": "peak gold", "KL at peak": "KL at peak",
             **{k: k for k in args.extra}}

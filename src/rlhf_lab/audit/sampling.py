@@ -57,8 +57,9 @@ class AuditSizes:
     batch_size: int = 512
 
     @classmethod
-    def for_eval(cls, n_prompts: int) -> AuditSizes:
-        """Scaled with the run's evaluation (eval.n_prompts, 256 by default): a micro run gets a micro audit."""
+    def for_eval(cls, n_prompts: int, batch_size: int | None = None) -> AuditSizes:
+        """Scaled with the run's evaluation (eval.n_prompts, 256 by default): a micro run gets a micro audit.
+        `batch_size`: sequences per generation batch (eval.batch_size; the KV cache of a real model grows with it)."""
         f = min(1.0, n_prompts / 256)
 
         def scale(x: int, low: int) -> int:
@@ -70,7 +71,7 @@ class AuditSizes:
                    feedback=scale(d.feedback, 12), harmful=scale(d.harmful, 8), benign=scale(d.benign, 8),
                    diversity_prompts=scale(d.diversity_prompts, 8), diversity_k=k, bon_n=scale(d.bon_n, 8),
                    relabel_pairs=scale(d.relabel_pairs, 60), relabel_k=d.relabel_k, set_size=k,
-                   embed_sets=scale(d.embed_sets, 4), batch_size=d.batch_size)
+                   embed_sets=scale(d.embed_sets, 4), batch_size=batch_size or d.batch_size)
 
     @classmethod
     def small(cls) -> AuditSizes:
@@ -114,7 +115,7 @@ class AuditContext:
             raise ConfigError(f"{self.run.config_path}: no config in this run folder (is it a run folder?)")
         self.cfg: Config = build_config(read_yaml(self.run.config_path))
         self.checkpoint = checkpoint
-        self.sizes = sizes or AuditSizes.for_eval(self.cfg.eval.n_prompts)
+        self.sizes = sizes or AuditSizes.for_eval(self.cfg.eval.n_prompts, self.cfg.eval.batch_size)
         self.seed = self.cfg.seed
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         lang = self.cfg.world.language

@@ -134,13 +134,16 @@ class PolicyAndValue(nn.Module):
     def shared(self) -> bool:
         return self.value_model is None
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *,
+                keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """keep > 0: logits and values of the last `keep` positions only (B, keep, V), (B, keep) — the prompt's
+        positions need neither, and with a large vocabulary their logits are a large share of the work."""
         if self.value_model is None:
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=True)
-            hidden = out.hidden_states[-1]  # (B, T, H), after the final norm
-            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)  # (B, T)
+                          output_hidden_states=True, logits_to_keep=keep)
+            hidden = out.hidden_states[-1][:, -keep:]  # (B, keep or T, H), after the final norm
+            values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
             return out.logits, values
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-        return logits, self.value_model(input_ids, attention_mask, position_ids)
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         logits_to_keep=keep).logits
+        return logits, self.value_model(input_ids, attention_mask, position_ids)[:, -keep:]

@@ -47,7 +47,9 @@ class AdapterOffReference(nn.Module):
 
 def save_adapter(model: nn.Module, folder: str | Path, *, base: str | Path, tokenizer) -> None:
     folder = Path(folder)
-    model.save_pretrained(folder, safe_serialization=True)
+    # The embedding matrix may have grown by one row for a pad token distinct from EOS; that row is masked
+    # out everywhere and never sampled, so the adapters alone are saved (not a copy of the embeddings).
+    model.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)
     tokenizer.save_pretrained(folder)
     (folder / ADAPTER_NOTE).write_text(json.dumps({"base": str(Path(base).resolve())}))
 

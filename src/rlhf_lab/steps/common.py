@@ -182,8 +182,9 @@ def right_pad(seqs: list[list[int]], pad_id: int, width: int | None = None) -> t
 def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                     P: int) -> torch.Tensor:
     """Logits that predict each response token: positions P−1 … T−2 of the sequence. → (B, R, V)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-    return logits[:, P - 1: -1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   logits_to_keep=input_ids.shape[1] - P + 1).logits  # positions P−1 … T−1
+    return logits[:, :-1]
 
 
 def pair_batches(n: int, batch_size: int, rng: np.random.Generator | None,

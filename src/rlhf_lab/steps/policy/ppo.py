@@ -80,10 +80,10 @@ def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_i
         P, R = query.input_ids.shape[1], responses.shape[1]
         # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
         #    and under π_ref, both from logits / T: the distribution that was sampled
-        logits, values = pv(ids, mask, pos)
-        logprobs = token_logprobs(logits[:, P - 1: -1], responses, temperature=cfg.temperature,
+        logits, values = pv(ids, mask, pos, keep=R + 1)  # positions P−1 … T−1
+        logprobs = token_logprobs(logits[:, :-1], responses, temperature=cfg.temperature,
                                   pad_token_id=pad)  # (B, R)
-        values = values[:, P - 1: -1].float()  # (B, R)
+        values = values[:, :-1].float()  # (B, R)
         ref_logits = ref(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits
         ref_logprobs = token_logprobs(ref_logits[:, :-1], responses, temperature=cfg.temperature,
                                       pad_token_id=pad)  # (B, R)
@@ -123,8 +123,8 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
                 idx = torch.as_tensor(micro, device=ids.device)
                 sl, p_len, r_len = trimmed(ro.query_mask, ro.mask, idx)
                 m = ro.mask[idx, :r_len]
-                logits, vpred = pv(ids[idx, sl], mask[idx, sl], pos[idx, sl])  # (b, t, V), (b, t)
-                logits, vpred = logits[:, p_len - 1: -1], vpred[:, p_len - 1: -1]  # (b, r, V), (b, r)
+                logits, vpred = pv(ids[idx, sl], mask[idx, sl], pos[idx, sl], keep=r_len + 1)  # (b, r+1, …)
+                logits, vpred = logits[:, :-1], vpred[:, :-1]  # (b, r, V), (b, r)
                 new_logprobs = token_logprobs(logits, ro.responses[idx, :r_len], temperature=cfg.temperature,
                                               pad_token_id=pad)
                 pg_loss, pg_stats = ppo_policy_loss(new_logprobs, ro.logprobs[idx, :r_len],
