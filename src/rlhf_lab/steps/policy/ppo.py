@@ -77,7 +77,7 @@ def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_i
         responses = sample_loop(pv.lm, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
         ids, mask, pos, rmask = join_query_response(query, responses, pad)
-        P, R = query.input_ids.shape[1], responses.shape[1]
+        R = responses.shape[1]
         # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
         #    and under π_ref, both from logits / T: the distribution that was sampled
         logits, values = pv(ids, mask, pos, keep=R + 1)  # positions P−1 … T−1
@@ -121,7 +121,7 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
             scale = acc.num_processes / mb_tokens.clamp(min=1)
             for micro in micros:
                 idx = torch.as_tensor(micro, device=ids.device)
-                sl, p_len, r_len = trimmed(ro.query_mask, ro.mask, idx)
+                sl, _p_len, r_len = trimmed(ro.query_mask, ro.mask, idx)
                 m = ro.mask[idx, :r_len]
                 logits, vpred = pv(ids[idx, sl], mask[idx, sl], pos[idx, sl], keep=r_len + 1)  # (b, r+1, …)
                 logits, vpred = logits[:, :-1], vpred[:, :-1]  # (b, r, V), (b, r)
