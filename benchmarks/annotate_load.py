@@ -8,7 +8,7 @@ Each annotator is a thread with one keep-alive connection (stdlib http.client, t
 client and server share the machine's cores): it joins through its invite, then posts labels, each
 answer carrying its next pair. Reports submissions/s, p50/p99 latency of a submission, and checks the
 store afterwards: every acknowledged label is there exactly once, and no pair has more than `overlap`
-labels. Bounded: --annotators threads for --seconds seconds. Not a test: see benchmarks/README_annotate.md.
+labels. Bounded: --annotators threads for --seconds seconds. Not a test: see benchmarks/README.md.
 """
 
 from __future__ import annotations
