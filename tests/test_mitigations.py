@@ -73,7 +73,7 @@ def test_sweep_file_errors_name_the_run(tmp_path):
     with pytest.raises(ConfigError, match="no runs"):
         load_sweep(empty)
     name, _, runs = load_sweep("examples/sweeps/foresight_vs_hindsight.yaml")
-    assert name == "feedback" and len(runs) == 4
+    assert name == "feedback" and len(runs) == 8  # feedback × 4 seeds
     assert runs[0].override_list() == ["label.feedback=foresight", "seed=0"]
 
 
