@@ -40,4 +40,4 @@ pv_wrapped, optimizer = acc.prepare(pv, optimizer)
 ppo_update(ctx, pv_wrapped, optimizer, ro, advantages, returns, rng=np.random.default_rng(0))
 acc.wait_for_everyone()
 if acc.is_main_process:
-    save_file({k: v.detach().contiguous() for k, v in pv.state_dict().items()}, out)
+    save_file({k: v.detach().clone().contiguous() for k, v in pv.state_dict().items()}, out)  # tied weights: copies
