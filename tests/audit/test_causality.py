@@ -11,15 +11,14 @@ import itertools
 import json
 import random
 import shutil
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from rlhf_lab import load_config, pipeline
 from rlhf_lab.audit import flattening, overoptimisation, sycophancy
+from rlhf_lab.audit.core import one_thread
 from rlhf_lab.audit.sampling import AuditContext, AuditSizes
 from rlhf_lab.config import WorldConfig
 from rlhf_lab.runfolder import write_json, write_jsonl
@@ -56,17 +55,6 @@ def pairs_folder(micro_run, tmp_path_factory):
                              "stopped_a": True, "stopped_b": True, "meta": p.to_dict()})
     write_jsonl(base / "pairs.jsonl", rows)
     return base
-
-
-@contextmanager
-def one_thread():
-    """These models are tiny: one intra-op thread trains them faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def reward_model_for(base, name: str, overrides: list[str]):

@@ -66,6 +66,13 @@ def cpu_threads_for(ctx: AuditContext) -> Iterator[None]:
     if ctx.device.type != "cpu" or not small:
         yield
         return
+    with one_thread():
+        yield
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread inside the block; the previous count restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -68,8 +68,11 @@ class RewardSet(nn.Module):
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalized: bool = True) -> torch.Tensor:
         """The aggregate, (B,). Members are always normalised (aggregating raw scales would be meaningless)."""
-        return AGGREGATORS[self.aggregate](self.member_scores(input_ids, attention_mask), weights=self.weights,
-                                           uncertainty_coef=self.uncertainty_coef)
+        return self.combine(self.member_scores(input_ids, attention_mask))
+
+    def combine(self, member_scores: torch.Tensor) -> torch.Tensor:
+        """The aggregate of members' normalised scores, (K, B) → (B,)."""
+        return AGGREGATORS[self.aggregate](member_scores, weights=self.weights, uncertainty_coef=self.uncertainty_coef)
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

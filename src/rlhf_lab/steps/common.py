@@ -229,29 +229,30 @@ def sequences_for_scoring(prompt_ids: list[list[int]], response_ids: list[list[i
 
 
 @torch.no_grad()
+def _scored(fn, rm, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
+            batch_size: int) -> list[torch.Tensor]:
+    """fn(batch) over (prompt, response) sequences in batches, on the reward model's device."""
+    device = next(rm.parameters()).device
+    rm.eval()
+    return [fn(sequences_for_scoring(prompt_ids[i: i + batch_size], response_ids[i: i + batch_size], pad_id, device))
+            .float().cpu() for i in range(0, len(prompt_ids), batch_size)]
+
+
 def score(rm: ScalarHeadModel, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
           batch_size: int = 256, normalized: bool = True) -> np.ndarray:
     """Reward-model scores for (prompt, response) pairs; responses include their EOS if they stopped."""
-    device = next(rm.parameters()).device
-    out = []
-    rm.eval()
-    for i in range(0, len(prompt_ids), batch_size):
-        b = sequences_for_scoring(prompt_ids[i: i + batch_size], response_ids[i: i + batch_size], pad_id, device)
-        out.append(rm.score(b.input_ids, b.attention_mask, normalized=normalized).float().cpu())
+    out = _scored(lambda b: rm.score(b.input_ids, b.attention_mask, normalized=normalized), rm, prompt_ids,
+                  response_ids, pad_id=pad_id, batch_size=batch_size)
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-@torch.no_grad()
 def member_scores(rm, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
                   batch_size: int = 256) -> np.ndarray | None:
     """Each member's normalised score when `rm` is a set of reward models (K, N); None for a single model."""
     if not hasattr(rm, "member_scores"):
         return None
-    device = next(rm.parameters()).device
-    out = []
-    for i in range(0, len(prompt_ids), batch_size):
-        b = sequences_for_scoring(prompt_ids[i: i + batch_size], response_ids[i: i + batch_size], pad_id, device)
-        out.append(rm.member_scores(b.input_ids, b.attention_mask).float().cpu())
+    out = _scored(lambda b: rm.member_scores(b.input_ids, b.attention_mask), rm, prompt_ids, response_ids,
+                  pad_id=pad_id, batch_size=batch_size)
     return torch.cat(out, 1).numpy() if out else None
 
 

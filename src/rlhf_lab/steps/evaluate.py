@@ -44,7 +44,9 @@ def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator
     resp = generate(policy, p_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=pad, generator=generator,
                     batch_size=ctx.cfg.eval.batch_size)
-    proxy = score(rm, p_ids, resp, pad_id=pad)
+    members = member_scores(rm, p_ids, resp, pad_id=pad)  # (K, N) for a set of reward models, else None
+    # a set's aggregate comes from the member scores already computed, not from scoring again
+    proxy = score(rm, p_ids, resp, pad_id=pad) if members is None else rm.combine(torch.from_numpy(members)).numpy()
     kl = sequence_kl(policy, ref, p_ids, resp, pad_id=pad, temperature=temperature) if with_kl else \
         np.zeros(len(prompts))
     records = []
@@ -58,7 +60,6 @@ def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator
             "stopped": bool(r) and r[-1] == tok.eos_token_id, "well_formed": feats.well_formed,
         })
     summary = summarize(records)
-    members = member_scores(rm, p_ids, resp, pad_id=pad)  # (K, N) for a set of reward models
     if members is not None and len(prompts):
         # Ensemble disagreement (Coste et al. 2023 use it as the uncertainty penalty) and each member's mean:
         # for per-group reward models, what each group's model thinks of the policy.
