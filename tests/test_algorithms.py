@@ -271,6 +271,59 @@ def test_shared_prompt_forward_equals_separate_forwards(tmp_path):
     assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
 
+
+def test_sampling_copies_equals_sampling_the_repeated_batch(tmp_path):
+    """k samples per prompt from one prompt forward = the samples of a batch holding each prompt k times."""
+    from rlhf_lab.models.generation import left_pad, sample_loop
+
+    ctx = tiny_ctx(tmp_path)
+    lm, _, _ = tiny_models(ctx)
+    pad, k = ctx.tokenizer.pad_token_id, 4
+    prompts = tiny_prompts(ctx, 3)
+    kw = dict(max_new_tokens=8, temperature=1.0, eos_token_id=ctx.tokenizer.eos_token_id, pad_token_id=pad)
+    repeated = sample_loop(lm, left_pad([p for p in prompts for _ in range(k)], pad),
+                           generator=torch.Generator().manual_seed(3), **kw)
+    shared = sample_loop(lm, left_pad(prompts, pad), generator=torch.Generator().manual_seed(3), copies=k, **kw)
+    assert shared.shape == repeated.shape == (3 * k, shared.shape[1])
+    assert torch.equal(shared, repeated)
+    assert len({tuple(r) for r in shared[:k].tolist()}) > 1  # the copies are independent samples
+
+
+@pytest.mark.parametrize("kind", ["single", "distributional", "set"])
+def test_grouped_score_equals_score_of_joined_sequences(tmp_path, kind):
+    """The reward model's score with each prompt computed once = its score of every whole sequence."""
+    from rlhf_lab.models.generation import left_pad
+    from rlhf_lab.models.heads import ScalarHeadModel
+    from rlhf_lab.models.reward_set import RewardSet
+    from rlhf_lab.steps.common import join_query_response
+    from rlhf_lab.steps.policy.prefix import distinct_prompts
+
+    ctx = tiny_ctx(tmp_path)
+    lm, _, rm = tiny_models(ctx)
+    if kind == "distributional":
+        rm = ScalarHeadModel.from_lm(lm, distributional=True).eval()
+        rm.risk_z.fill_(-0.7)
+    elif kind == "set":
+        torch.manual_seed(5)
+        rm = RewardSet([rm, ScalarHeadModel.from_lm(lm).eval()], aggregate="min").eval()
+    if kind != "set":
+        rm.gain.fill_(1.7)
+        rm.bias.fill_(-0.3)
+    pad, k = ctx.tokenizer.pad_token_id, 3
+    query = left_pad([p for p in tiny_prompts(ctx, 3) for _ in range(k)], pad)  # (9, P)
+    responses = torch.randint(3, 50, (9, 6), generator=torch.Generator().manual_seed(0))
+    responses[1, 2:] = pad  # short ones
+    responses[5, 1:] = pad
+    ids, mask, _, rmask = join_query_response(query, responses, pad)
+    rows, prompt_of, cols = distinct_prompts(torch.arange(9), k, query.attention_mask)
+    with torch.no_grad():
+        whole = rm.score(ids, mask)
+        grouped = rm.score_grouped(query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of,
+                                   responses, rmask)
+    assert torch.allclose(whole, grouped, atol=1e-5)
+    assert whole.std() > 0
+
+
 # -- best-of-n -----------------------------------------------------------------------------------------------------
 
 

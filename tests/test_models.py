@@ -1,5 +1,6 @@
 """Models: any HF causal LM from a folder, tokenizer fitness, generation and padding consistency."""
 
+import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -82,6 +83,36 @@ def test_sampling_loop_matches_hf_generate_greedily():
     theirs = sample_hf(model, batch, **kw)
     n = min(ours.shape[1], theirs.shape[1])
     assert torch.equal(ours[:, :n], theirs[:, :n])
+
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_static_cache_sampling_draws_what_the_loop_draws(arch):
+    """The static-shape decoding (what a CUDA graph records on a GPU) over a preallocated cache: from the same
+    generator, the same samples as the dynamic-cache loop, with k copies per prompt and rows that stop early."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhf_lab.models.generation import sample_static
+
+    tok, model = world_tok_and_model()
+    if arch == "gpt2":
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=len(tok), n_positions=256,
+                                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                           pad_token_id=tok.pad_token_id))
+    model.eval()
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+               ["user : what is 2 plus 2 ? assistant :", "user : hi", "user : tell me about x . assistant :"]]
+    batch = left_pad(prompts, tok.pad_token_id)
+    kw = dict(max_new_tokens=14, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              copies=3)
+    # an untrained model rarely says EOS: stop at a word it does say, so that rows end at different steps
+    kw["eos_token_id"] = int(sample_loop(model, batch, generator=torch.Generator().manual_seed(4), **kw)[0, 4])
+    for top_k in (1, 0):
+        loop = sample_loop(model, batch, generator=torch.Generator().manual_seed(4), top_k=top_k, **kw)
+        static = sample_static(model, batch, generator=torch.Generator().manual_seed(4), top_k=top_k, **kw)
+        assert torch.equal(loop, static)
+    assert (loop == tok.pad_token_id).any() and not (loop == tok.pad_token_id).all(0).any()
 
 
 def test_sampling_is_seeded_and_stops_at_eos():

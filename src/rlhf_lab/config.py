@@ -107,8 +107,11 @@ class ModelConfig(Section):
     lora_alpha: float = Field(32.0, gt=0, description="LoRA scaling α (the update is scaled by α / r).")
     lora_targets: str | list[str] = Field("all-linear", description="Modules that get adapters: 'all-linear' or a "
                                           "list of module names (e.g. [q_proj, v_proj]).")
-    generation_backend: Literal["loop", "hf"] = Field(
-        "loop", description="loop: our KV-cache sampling loop (seeded, fast); hf: transformers' generate.")
+    generation_backend: Literal["loop", "hf", "static"] = Field(
+        "loop", description="loop: our KV-cache sampling loop (seeded, fast); hf: transformers' generate; static: "
+        "the loop over a preallocated KV cache (what `cuda_graphs` records).")
+    cuda_graphs: bool = Field(True, description="On a GPU, record each sampling call's decoding step as a CUDA "
+                              "graph over a static KV cache and replay it per token (one launch per token).")
 
 
 class SFTConfig(Section):

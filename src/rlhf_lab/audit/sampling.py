@@ -198,7 +198,7 @@ class AuditContext:
         return generate(self.models[name], prompt_ids, max_new_tokens=self.cfg.policy.max_new_tokens,
                         temperature=self.cfg.eval.temperature, eos_token_id=self.tok.eos_token_id,
                         pad_token_id=self.tok.pad_token_id, batch_size=self.sizes.batch_size,
-                        generator=self.generator(salt))
+                        generator=self.generator(salt), cuda_graph=self.cfg.model.cuda_graphs)
 
     @torch.no_grad()
     def score(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:

@@ -5,7 +5,9 @@ later without touching the algorithms. Two backends:
 - `loop` (default): a plain sampling loop over the model's forward with a KV cache. Same sampling
   distribution as HF `generate` (temperature, optional top-k) with less per-step overhead, and it takes
   a `torch.Generator`, so a seed gives the same samples on every run.
+  On a GPU it decodes with a static KV cache and a CUDA graph (`sample_static`).
 - `hf`: `model.generate`, the reference.
+- `static`: `sample_static` everywhere (on a CPU the same static-shape steps, eager).
 
 Shapes: B batch, P prompt tokens (left padded), R response tokens (right padded after EOS), V vocab.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -82,31 +85,38 @@ def sample_loop(
     pad_token_id: int,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    copies: int = 1,
+    cuda_graph: bool = True,
 ) -> torch.Tensor:
-    """Sample responses, (B, R) with R ≤ max_new_tokens; tokens after EOS are `pad_token_id`."""
+    """Sample responses, (B, R) with R ≤ max_new_tokens; tokens after EOS are `pad_token_id`.
+
+    With `copies` = k > 1, `batch` holds N distinct prompts and each is sampled k times: B = N·k rows, the k
+    samples of a prompt adjacent. The prompts go through the model once (their KV cache is then repeated), so
+    the samples are those of a batch holding every prompt k times, for 1/k of the prompt forward."""
     ids, mask = batch.input_ids, batch.attention_mask
+    if cuda_graph and ids.device.type == "cuda":
+        return sample_static(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                             eos_token_id=eos_token_id, pad_token_id=pad_token_id, top_k=top_k, generator=generator,
+                             copies=copies, cuda_graph=True)
     generator = on_device(generator, ids.device)
-    B = ids.shape[0]
+    B = ids.shape[0] * copies
     key = cache_kwarg(model)
     cache = new_cache(model)
     positions = position_ids_from_mask(mask)
-    next_pos = positions[:, -1] + 1  # (B,)
     out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=ids.device)
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
     step_ids, step_pos = ids, positions
     for t in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
-                       logits_to_keep=1, **{key: cache}).logits[:, -1, :].float()  # (B, V)
-        logits = logits / temperature
-        logits[:, pad_token_id] = float("-inf")  # padding is never a word; see `masked_logprobs`
-        if top_k:
-            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
-        tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
-        out[:, t] = tok
-        finished |= tok == eos_token_id
+                       logits_to_keep=1, **{key: cache}).logits[:, -1, :].float()  # (B, V); (N, V) at t = 0
+        if t == 0 and copies > 1:  # the prompts' cache, mask and last logits → every copy
+            rows = torch.arange(ids.shape[0], device=ids.device).repeat_interleave(copies)  # (B,)
+            cache.batch_select_indices(rows)
+            logits, mask, positions = logits[rows], mask[rows], positions[rows]
+        if t == 0:
+            next_pos = positions[:, -1] + 1  # (B,)
+        tok = _draw(logits, finished, out, t, temperature=temperature, top_k=top_k, eos_token_id=eos_token_id,
+                    pad_token_id=pad_token_id, generator=generator)
         if bool(finished.all()):
             return out[:, : t + 1]
         step_ids = tok[:, None]
@@ -114,6 +124,136 @@ def sample_loop(
         next_pos = next_pos + 1
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], dim=1)
     return out
+
+
+def _draw(logits: torch.Tensor, finished: torch.Tensor, out: torch.Tensor, t: int, *, temperature: float, top_k: int,
+          eos_token_id: int, pad_token_id: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Draw token t of every row from its logits (B, V), write it to out[:, t] (padding in finished rows) and
+    mark rows that emitted EOS in `finished` (in place). Returns the tokens (B,)."""
+    logits = logits / temperature
+    logits[:, pad_token_id] = float("-inf")  # padding is never a word; see `masked_logprobs`
+    if top_k:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+    tok = torch.where(finished, torch.full_like(tok, pad_token_id), tok)
+    out[:, t] = tok
+    finished |= tok == eos_token_id
+    return tok
+
+
+@torch.no_grad()
+def sample_static(
+    model,
+    batch: Batch,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+    copies: int = 1,
+    cuda_graph: bool = True,
+    check_every: int = 8,
+) -> torch.Tensor:
+    """`sample_loop` with a static KV cache of P + R slots, so that every decoding step has the same shapes and
+    reads and writes the same memory. On a GPU the step's forward is then captured once as a CUDA graph and
+    replayed for each token: one launch per token instead of a few hundred kernel launches, which is what
+    bounds a small model's decoding there. Whether every row has finished is read every `check_every` tokens,
+    so the host does not wait for the device at each token.
+
+    Same distribution and, from the same generator, the same draws as `sample_loop` (up to floating-point
+    rounding: attention runs over the cache's empty slots, masked). With `cuda_graph` off, or off a GPU, the
+    same static-shape steps run eagerly (the tests check the mechanism that way)."""
+    from transformers import StaticCache
+
+    if copies > 1:  # the graph wants one batch size throughout: the prompts' forward is not shared here
+        rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device).repeat_interleave(copies)
+        batch = Batch(batch.input_ids[rows], batch.attention_mask[rows])
+    ids, prompt_mask = batch.input_ids, batch.attention_mask
+    device = ids.device
+    generator = on_device(generator, device)
+    B, P = ids.shape
+    L = P + max_new_tokens
+    lm = _unwrap(model)
+    cache = StaticCache(config=lm.config, max_cache_len=L)
+    key = cache_kwarg(model)
+    # Which cache slots each row may attend to: its prompt (not the left padding) and every response slot;
+    # a query at slot s sees slots ≤ s. (B, L) bool, and the 4-D masks HF takes as given: (B, 1, q, L).
+    allowed = torch.cat([prompt_mask.bool(), torch.ones((B, max_new_tokens), dtype=torch.bool, device=device)], 1)
+    slots = torch.arange(L, device=device)
+    prefill_mask = allowed[:, None, None, :] & (slots[None, :] <= torch.arange(P, device=device)[:, None])[None, None]
+    positions = position_ids_from_mask(prompt_mask)
+    logits = model(input_ids=ids, attention_mask=prefill_mask, position_ids=positions, use_cache=True,
+                   logits_to_keep=1, **{key: cache}).logits[:, -1, :].float()  # (B, V)
+
+    # The step's inputs and outputs live in fixed tensors; the step advances its own slot and positions.
+    tok_in = torch.zeros((B, 1), dtype=torch.long, device=device)
+    pos = positions[:, -1:] + 1  # (B, 1)
+    slot = torch.full((), P, dtype=torch.long, device=device)  # the slot the next token is written to
+    step_logits = torch.empty_like(logits)
+
+    def step() -> None:
+        mask = (allowed & (slots <= slot))[:, None, None, :]  # (B, 1, 1, L)
+        step_logits.copy_(model(input_ids=tok_in, attention_mask=mask, position_ids=pos, use_cache=True,
+                                **{key: cache}).logits[:, -1, :])
+        slot.add_(1)
+        pos.add_(1)
+
+    out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    graph = None
+    for t in range(max_new_tokens):
+        if t > 0:
+            if graph is not None:
+                graph.replay()
+            elif cuda_graph and device.type == "cuda" and t == 1:
+                graph = _warm_up_and_capture(step)
+            else:
+                step()
+            logits = step_logits.float()
+        tok = _draw(logits, finished, out, t, temperature=temperature, top_k=top_k, eos_token_id=eos_token_id,
+                    pad_token_id=pad_token_id, generator=generator)
+        tok_in.copy_(tok[:, None])
+        if (t + 1) % check_every == 0 and bool(finished.all()):
+            break
+    n = int(((out != pad_token_id).any(0)).nonzero().max()) + 1 if bool((out != pad_token_id).any()) else 1
+    return out[:, :n]
+
+
+_capture_failed: set[str] = set()
+
+
+def _warm_up_and_capture(step) -> torch.cuda.CUDAGraph | None:
+    """Run `step` once on a side stream (lazy initialisation must not happen while recording), then record it
+    as a CUDA graph (recording does not run it). None, with a warning, if this model's forward cannot be
+    recorded (a host read in it, say): the steps then run eagerly.
+
+    Under autocast the recorded casts must not come from autocast's weight cache, which is emptied when the
+    caller's autocast region ends: warm-up and recording run with the cache off."""
+    import warnings
+
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+    no_cache = torch.autocast("cuda", dtype=dtype, cache_enabled=False) if dtype is not None else nullcontext()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with no_cache:
+        with torch.cuda.stream(side):
+            step()  # the real step t = 1
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                step()
+        except Exception as err:  # any failure to record falls back to the same steps, eager
+            if type(err).__name__ not in _capture_failed:
+                _capture_failed.add(type(err).__name__)
+                warnings.warn(f"decoding without a CUDA graph: recording the step failed ({err})", stacklevel=3)
+            torch.cuda.synchronize()
+            return None
+    return graph
 
 
 @torch.no_grad()
@@ -147,7 +287,7 @@ def sample_hf(
     return resp.masked_fill(after_eos > 0, pad_token_id)
 
 
-BACKENDS = {"loop": sample_loop, "hf": sample_hf}
+BACKENDS = {"loop": sample_loop, "hf": sample_hf, "static": sample_static}
 
 
 def generate(
@@ -161,6 +301,7 @@ def generate(
     batch_size: int = 256,
     generator: torch.Generator | None = None,
     backend: str = "loop",
+    cuda_graph: bool = True,
     progress=None,
 ) -> list[list[int]]:
     """Responses (token ids, cut after EOS) for each prompt (token ids), in order."""
@@ -175,8 +316,9 @@ def generate(
     for start in range(0, len(order), batch_size):
         idx = order[start: start + batch_size]
         batch = left_pad([prompts[i] for i in idx], pad_token_id, device)
+        extra = {"cuda_graph": cuda_graph} if fn is sample_loop else {}
         resp = fn(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
-                  eos_token_id=eos_token_id, pad_token_id=pad_token_id, generator=generator)
+                  eos_token_id=eos_token_id, pad_token_id=pad_token_id, generator=generator, **extra)
         for row, i in zip(resp.tolist(), idx, strict=True):
             results[i] = strip_response(row, eos_token_id, pad_token_id)
         if progress is not None:

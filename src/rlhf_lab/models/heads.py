@@ -54,10 +54,7 @@ class ScalarHeadModel(nn.Module):
             position_ids = position_ids_from_mask(attention_mask)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                position_ids=position_ids).last_hidden_state  # (B, T, H)
-        out = self.head(hidden.to(self.head.weight.dtype))  # (B, T, n)
-        if self.distributional:
-            out = torch.stack([out[..., 0], torch.nn.functional.softplus(out[..., 1]) + 1e-3], dim=-1)
-        return out
+        return self._head(hidden)  # (B, T, n)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 position_ids: torch.Tensor | None = None, all_outputs: bool = False) -> torch.Tensor:
@@ -69,6 +66,25 @@ class ScalarHeadModel(nn.Module):
         """Score at the last attended token of each sequence, (B,). Works with left and right padding."""
         out = self.forward_all(input_ids, attention_mask)  # (B, T, n)
         last = out[torch.arange(out.shape[0]), last_index(attention_mask)]  # (B, n)
+        return self._scalar(last, normalized)
+
+    def score_grouped(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of: torch.Tensor,
+                      responses: torch.Tensor, response_mask: torch.Tensor, *, normalized: bool = True) -> torch.Tensor:
+        """`score` of the sequences cat(prompt_ids[prompt_of], responses), each distinct prompt computed once
+        for all of its completions (see steps/policy/prefix.py). prompt_ids, prompt_mask (N, P) left padded;
+        prompt_of (b,); responses, response_mask (b, R) right padded → (b,)."""
+        hidden = grouped_last_hidden(self.backbone, prompt_ids, prompt_mask, prompt_of, responses, response_mask)
+        return self._scalar(self._head(hidden), normalized)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Head outputs of hidden states, (…, H) → (…, n); a distributional head's σ made positive."""
+        out = self.head(hidden.to(self.head.weight.dtype))
+        if self.distributional:
+            out = torch.stack([out[..., 0], torch.nn.functional.softplus(out[..., 1]) + 1e-3], dim=-1)
+        return out
+
+    def _scalar(self, last: torch.Tensor, normalized: bool) -> torch.Tensor:
+        """The score from the head's outputs at a sequence's last token, (B, n) → (B,)."""
         raw = last[:, 0] + self.risk_z * last[:, 1] if self.distributional else last[:, 0]
         return self.gain * raw + self.bias if normalized else raw
 
@@ -101,6 +117,26 @@ class ScalarHeadModel(nn.Module):
         if "risk_z" in state:
             model.risk_z.copy_(state["risk_z"])
         return model
+
+
+def grouped_last_hidden(backbone, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of: torch.Tensor,
+                        responses: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state at the last attended token of each cat(prompt_ids[prompt_of], responses), (b, H): each
+    prompt goes through the backbone once, its KV cache is indexed to its completions, which attend to it."""
+    from rlhf_lab.models.generation import cache_kwarg, new_cache
+
+    key, cache = cache_kwarg(backbone), new_cache(backbone)
+    out = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+                   use_cache=True, **{key: cache})
+    prompt_last = out.last_hidden_state[:, -1][prompt_of]  # (b, H): left padding, so the last column is real
+    cache.batch_select_indices(prompt_of)
+    mask = torch.cat([prompt_mask[prompt_of], response_mask], 1)  # (b, P + R)
+    positions = position_ids_from_mask(mask)[:, prompt_ids.shape[1]:]  # (b, R)
+    hidden = backbone(input_ids=responses, attention_mask=mask, position_ids=positions, use_cache=True,
+                      **{key: cache}).last_hidden_state  # (b, R, H)
+    n = response_mask.sum(1)  # (b,)
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), (n - 1).clamp(min=0)]  # (b, H)
+    return torch.where((n > 0)[:, None], last, prompt_last)
 
 
 def last_index(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,10 @@ class RewardSet(nn.Module):
         """The aggregate, (B,). Members are always normalised (aggregating raw scales would be meaningless)."""
         return self.combine(self.member_scores(input_ids, attention_mask))
 
+    def score_grouped(self, *args, normalized: bool = True) -> torch.Tensor:
+        """The aggregate of every member's `ScalarHeadModel.score_grouped` (same arguments), (b,)."""
+        return self.combine(torch.stack([m.score_grouped(*args) for m in self.members]))
+
     def combine(self, member_scores: torch.Tensor) -> torch.Tensor:
         """The aggregate of members' normalised scores, (K, B) → (B,)."""
         return AGGREGATORS[self.aggregate](member_scores, weights=self.weights, uncertainty_coef=self.uncertainty_coef)

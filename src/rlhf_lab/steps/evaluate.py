@@ -43,7 +43,7 @@ def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator
     p_ids = ctx.prompt_ids(prompts)
     resp = generate(policy, p_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=pad, generator=generator,
-                    batch_size=ctx.cfg.eval.batch_size)
+                    batch_size=ctx.cfg.eval.batch_size, cuda_graph=ctx.cfg.model.cuda_graphs)
     members = member_scores(rm, p_ids, resp, pad_id=pad)  # (K, N) for a set of reward models, else None
     # a set's aggregate comes from the member scores already computed, not from scoring again
     proxy = score(rm, p_ids, resp, pad_id=pad) if members is None else rm.combine(torch.from_numpy(members)).numpy()

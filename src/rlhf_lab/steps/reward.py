@@ -140,7 +140,7 @@ def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
         p_ids = ctx.prompt_ids(ctx.world.prompts("norm", n, seed=ctx.cfg.seed))
     resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.sample.max_new_tokens, temperature=ctx.cfg.sample.temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen,
-                    backend=ctx.cfg.model.generation_backend)
+                    backend=ctx.cfg.model.generation_backend, cuda_graph=ctx.cfg.model.cuda_graphs)
     raw = score(rm, p_ids, resp, pad_id=tok.pad_token_id, normalized=False)
     mean, std = float(raw.mean()), float(raw.std() + 1e-6)
     return 1.0 / std, -mean / std

@@ -33,7 +33,8 @@ def run_sample(ctx: Context) -> dict:
     with progress("Sampling", len(repeated)) as advance:
         resp = generate(model, repeated, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, batch_size=cfg.batch_size,
-                        generator=gen, progress=advance, backend=ctx.cfg.model.generation_backend)
+                        generator=gen, progress=advance, backend=ctx.cfg.model.generation_backend,
+                        cuda_graph=ctx.cfg.model.cuda_graphs)
     samples, pairs = [], []
     n_identical = 0
     for i, prompt in enumerate(prompts):

@@ -41,7 +41,8 @@ def evaluate_best_of_n(ctx: Context, sampler, rm, prompts, ns: list[int], *, gen
     repeated = [ids for ids in p_ids for _ in range(n_max)]
     with progress(f"Best-of-{n_max} samples", len(repeated)) as advance:
         resp = generate(sampler, repeated, max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos,
-                        pad_token_id=pad, generator=generator, batch_size=ctx.cfg.eval.batch_size, progress=advance)
+                        pad_token_id=pad, generator=generator, batch_size=ctx.cfg.eval.batch_size, progress=advance,
+                        cuda_graph=ctx.cfg.model.cuda_graphs)
     proxy = score(rm, repeated, resp, pad_id=pad).reshape(len(prompts), n_max)  # (prompts, n_max)
     out = {}
     for n in ns:

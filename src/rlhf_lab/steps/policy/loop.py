@@ -121,11 +121,13 @@ def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> 
 
 
 def score_completions(rm, ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor, *, eos_token_id: int,
-                      missing_eos_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      missing_eos_penalty: float, grouped: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The reward model's normalised score of each sequence (`rm.score`: a single model, a distributional one's
     risk-adjusted score, or a set's aggregate), minus a fixed penalty where the completion never emitted EOS.
-    ids, mask (B, T), responses (B, R) → scores (B,), contain_eos (B,)."""
-    scores = rm.score(ids, mask).float()  # (B,)
+    ids, mask (B, T), responses (B, R) → scores (B,), contain_eos (B,). `grouped`: the same sequences as
+    (prompt_ids, prompt_mask, prompt_of, responses, response_mask) for `rm.score_grouped`, which computes each
+    distinct prompt once."""
+    scores = (rm.score_grouped(*grouped) if grouped is not None else rm.score(ids, mask)).float()  # (B,)
     contain_eos = (responses == eos_token_id).any(1)
     return torch.where(contain_eos, scores, scores - missing_eos_penalty), contain_eos
 
@@ -150,12 +152,15 @@ def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids:
     π_ref (and π) and scores. The copies of a prompt share its forward (prefix.py)."""
     cfg, tok = ctx.cfg.policy, ctx.tokenizer
     pad, eos = tok.pad_token_id, tok.eos_token_id
-    query = left_pad(prompt_ids, pad, ctx.device)
+    distinct = left_pad(prompt_ids[::k], pad, ctx.device)  # (N, P)
+    each = torch.arange(len(prompt_ids), device=ctx.device) // k  # (B,): the prompt of each completion
+    query = Batch(distinct.input_ids[each], distinct.attention_mask[each])  # (B, P)
     was_training = policy.training
     policy.eval()
     with ctx.accelerator.autocast():
-        responses = sample_loop(policy, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
+        responses = sample_loop(policy, distinct, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                eos_token_id=eos, pad_token_id=pad, generator=generator, copies=k,
+                                cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
         ids, mask, _, rmask = join_query_response(query, responses, pad)
         rows, prompt_of, cols = distinct_prompts(torch.arange(len(prompt_ids), device=ctx.device), k,
                                                  query.attention_mask)
@@ -167,8 +172,10 @@ def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids:
 
         ref_logprobs = logprobs_under(ref)
         logprobs = logprobs_under(policy) if with_logprobs else None
+        grouped = (query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of, responses, rmask)
         scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
-                                                missing_eos_penalty=cfg.missing_eos_penalty)
+                                                missing_eos_penalty=cfg.missing_eos_penalty,
+                                                grouped=grouped if k > 1 else None)
     policy.train(was_training)
     return Samples(query, responses, rmask, scores.float(), contain_eos, ref_logprobs, logprobs)
 

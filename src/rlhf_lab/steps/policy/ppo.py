@@ -75,7 +75,8 @@ def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_i
     with ctx.accelerator.autocast():
         # 1. generate with the current policy (KV cache, left padding; pad never sampled)
         responses = sample_loop(pv.lm, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                eos_token_id=eos, pad_token_id=pad, generator=generator)  # (B, R)
+                                eos_token_id=eos, pad_token_id=pad, generator=generator,
+                                cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
         ids, mask, pos, rmask = join_query_response(query, responses, pad)
         R = responses.shape[1]
         # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
