@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import shutil
 import sys
 import tempfile
@@ -75,15 +74,27 @@ def run(assets: Path, algo: str) -> dict:
     ctx.run.log = lambda record: (cpu_marks.append(time.process_time()) if f"{ns}/elapsed_s" in record else None,
                                   log(record))[1]
     reset_peak()
-    t0, c0 = time.perf_counter(), time.process_time()
     if algo == "rm":
-        from rlhf_lab.steps.reward import tokenize_pairs, train_reward_model
+        import contextlib
 
-        tokenized = tokenize_pairs(ctx, pairs)
-        train_reward_model(ctx, tokenized, tokenized[:8], seed=0)
-        total, cpu_total = time.perf_counter() - t0, time.process_time() - c0
-        steps = math.ceil(len(tokenized) / spec["rm_batch"])
-        times, cpu_times = [total / steps] * steps, [cpu_total / steps] * steps
+        import rlhf_lab.steps.reward as reward
+
+        ends: list[tuple[float, float]] = []  # (wall, CPU) at the end of every optimiser step
+
+        @contextlib.contextmanager
+        def step_clock(_label, _total):
+            def advance(_n=1, **_fields):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                ends.append((time.perf_counter(), time.process_time()))
+            yield advance
+
+        reward.progress = step_clock  # train_reward_model advances it once per optimiser step
+        tokenized = reward.tokenize_pairs(ctx, pairs)
+        reward.train_reward_model(ctx, tokenized, tokenized[:8], seed=0)
+        # a step is what lies between two step ends (batching included), as on the peer's side
+        times = [b[0] - a[0] for a, b in itertools.pairwise(ends)]
+        cpu_times = [b[1] - a[1] for a, b in itertools.pairwise(ends)]
         per_step = spec["rm_batch"]
     else:
         from rlhf_lab.steps.policy import ALGORITHMS
@@ -101,8 +112,10 @@ def run(assets: Path, algo: str) -> dict:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     shutil.rmtree(work, ignore_errors=True)
-    measured = times[1:] if len(times) > 1 else times  # the first step warms up (allocations, kernels)
-    return result("ours", algo, per_step, measured, cpu_times if algo != "rm" else cpu_times[1:])
+    # the first step warms up (allocations, kernels): the intervals between step ends (rm, CPU marks) start after
+    # it; the policy algorithms' wall times start at the loop's start
+    measured = times if algo == "rm" or len(times) == 1 else times[1:]
+    return result("ours", algo, per_step, measured, cpu_times)
 
 
 if __name__ == "__main__":

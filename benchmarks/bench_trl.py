@@ -30,25 +30,19 @@ def _timer():
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        """Wall time of every optimisation step (PPO: every rollout + its epochs)."""
+        """Wall and CPU time of every optimisation step (PPO: every rollout + its epochs), from one step's end to
+        the next: batching and data loading included, as on our side."""
 
         def __init__(self):
             self.times: list[float] = []
             self.cpu_times: list[float] = []
             self.start = self.cpu_start = None
 
-        def _sync(self):
+        def on_step_end(self, args, state, control, **kw):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-
-        def on_step_begin(self, args, state, control, **kw):
-            self._sync()
-            self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, args, state, control, **kw):
-            self._sync()
             now, cpu = time.perf_counter(), time.process_time()
-            if self.start is not None:  # PPOTrainer calls only on_step_end: time between ends
+            if self.start is not None:
                 self.times.append(now - self.start)
                 self.cpu_times.append(cpu - self.cpu_start)
             self.start, self.cpu_start = now, cpu
@@ -133,15 +127,9 @@ def run(assets: Path, algo: str) -> dict:
         raise SystemExit(f"unknown algorithm {algo!r}")
 
     reset_peak()
-    t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
-    total, cpu_total = time.perf_counter() - t0, time.process_time() - c0
-    times, cpu_times = timer.times, timer.cpu_times
-    if algo == "rm":  # measured like ours: the whole training over its steps
-        times, cpu_times = [total / len(times)] * len(times), [cpu_total / len(times)] * len(times)
-    # PPOTrainer's first interval already starts after its first update; the others skip one warm-up step
-    skip = 0 if algo == "ppo" else 1
-    return result(f"trl {trl.__version__}", algo, per_step, times[skip:] or times, cpu_times[skip:] or cpu_times)
+    # the intervals start at the end of the first step, so the warm-up step is already left out
+    return result(f"trl {trl.__version__}", algo, per_step, timer.times, timer.cpu_times)
 
 
 if __name__ == "__main__":
