@@ -10,7 +10,8 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/deps transformers==5.24.0 \
 #       pydantic pydantic-core annotated-types typing-inspection sqlalchemy greenlet krippendorff ...
 # and carry .whl along (the device's image has torch, accelerate, numpy, pyarrow; see the project's
-# dependencies for the rest). SKIP_WHEELS=1 uses the current environment as it is.
+# dependencies for the rest). SKIP_WHEELS=1 uses the current environment as it is; SKIP_GEN=1 skips the sampling
+# benchmark; ALGOS=… and SIZE=… pick what bench_vs_trl.py compares.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -35,9 +36,11 @@ fi
   "$PY" -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__)"
 } | tee "$OUT/env.txt"
 
-echo "== sampling alone"
-timeout 150 "$PY" benchmarks/bench_generation.py --size "${GEN_SIZE:-gpt2}" --json "$OUT/generation.json" \
-  2>&1 | tee "$OUT/generation.log" | tail -4
+if [ -z "${SKIP_GEN:-}" ]; then
+  echo "== sampling alone"
+  timeout 150 "$PY" benchmarks/bench_generation.py --size "${GEN_SIZE:-gpt2}" --json "$OUT/generation.json" \
+    2>&1 | tee "$OUT/generation.log" | tail -4
+fi
 
 echo "== ours vs TRL, size $SIZE: $ALGOS"
 peer=()
