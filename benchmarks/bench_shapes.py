@@ -17,7 +17,7 @@ SIZES = {
     "25m": {
         "model": {"arch": "llama", "hidden_size": 512, "layers": 8, "heads": 8, "intermediate_size": 1408},
         "tokenizer": "world", "precision": "fp32",
-        "batch": 16, "new_tokens": 32, "k": 4, "updates": 3,
+        "batch": 16, "new_tokens": 32, "k": 4, "updates": 5,
         "ppo_epochs": 4, "minibatches": 2, "dpo_batch": 16, "rm_batch": 16, "n_pairs": 96,
     },
     # GPT-2 small's shape (12 × 768; ~86M parameters with a 512-token BPE vocabulary) in bf16, 64 × 128 new

@@ -115,6 +115,23 @@ def test_static_cache_sampling_draws_what_the_loop_draws(arch):
     assert (loop == tok.pad_token_id).any() and not (loop == tok.pad_token_id).all(0).any()
 
 
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_decoding_draws_what_the_loop_draws():
+    """On a GPU the static step is recorded once and replayed per token: same samples as the eager loop."""
+    from rlhf_lab.models.generation import sample_static
+
+    tok, model = world_tok_and_model()
+    model = model.cuda().eval()
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ["user : what is 2 plus 2 ?", "user : hi"]]
+    batch = left_pad(prompts, tok.pad_token_id, "cuda")
+    kw = dict(max_new_tokens=24, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              top_k=1, copies=2)
+    loop = sample_loop(model, batch, cuda_graph=False, **kw)
+    graph = sample_static(model, batch, cuda_graph=True, **kw)
+    assert torch.equal(loop, graph)
+
+
 def test_sampling_is_seeded_and_stops_at_eos():
     tok, model = world_tok_and_model()
     prompts = [tok("user : what is 2 plus 2 ? assistant :", add_special_tokens=False)["input_ids"]] * 8
