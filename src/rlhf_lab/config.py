@@ -215,7 +215,7 @@ class PolicyConfig(Section):
         "ppo", description="ppo (Ziegler et al. 2019; Ouyang et al. 2022) | dpo (Rafailov et al. 2023, offline on "
         "the preferences) | rloo (Ahmadian et al. 2024) | grpo (Shao et al. 2024) | best_of_n (no training: the best "
         "of n SFT samples under the reward model).")
-    updates: int = Field(60, ge=1, description="Rollout + optimisation iterations (PPO, RLOO, GRPO).")
+    updates: int = Field(80, ge=1, description="Rollout + optimisation iterations (PPO, RLOO, GRPO).")
     batch_size: int = Field(64, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
                             "prompts × k completions for RLOO and GRPO.")
     samples_per_prompt: int = Field(4, ge=2, le=256, description="Completions per prompt: RLOO's k, GRPO's group "
