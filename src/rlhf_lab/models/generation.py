@@ -92,7 +92,9 @@ def sample_loop(
 
     With `copies` = k > 1, `batch` holds N distinct prompts and each is sampled k times: B = N·k rows, the k
     samples of a prompt adjacent. The prompts go through the model once (their KV cache is then repeated), so
-    the samples are those of a batch holding every prompt k times, for 1/k of the prompt forward."""
+    the samples are those of a batch holding every prompt k times, for 1/k of the prompt forward.
+
+    On a GPU with `cuda_graph` the call goes to `sample_static`, whose decoding step is a CUDA graph."""
     ids, mask = batch.input_ids, batch.attention_mask
     if cuda_graph and ids.device.type == "cuda":
         return sample_static(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
