@@ -65,6 +65,22 @@ def new_cache(model):
         return DynamicCache()
 
 
+def prompt_then_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of: torch.Tensor,
+                          responses: torch.Tensor, response_mask: torch.Tensor, **prompt_kwargs) -> tuple:
+    """Each distinct prompt through `model` once, then every completion's responses attending to its prompt
+    through the prompt's KV cache, indexed to the completions (differentiable, so gradients flow back into the
+    one prompt forward). prompt_ids, prompt_mask (N, P) left padded; prompt_of (b,); responses, response_mask
+    (b, R) right padded. Returns (the prompts' output, the responses' output)."""
+    key, cache = cache_kwarg(model), new_cache(model)
+    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+                  use_cache=True, **prompt_kwargs, **{key: cache})
+    cache.batch_select_indices(prompt_of)  # every layer's K, V: (N, …) → (b, …)
+    mask = torch.cat([prompt_mask[prompt_of], response_mask], 1)  # (b, P + R)
+    positions = position_ids_from_mask(mask)[:, prompt_ids.shape[1]:]  # (b, R): continuing after the prompt
+    rest = model(input_ids=responses, attention_mask=mask, position_ids=positions, use_cache=True, **{key: cache})
+    return first, rest
+
+
 def on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
     """A generator usable on `device`. Callers keep one CPU generator (its state is what checkpoints save);
     on an accelerator a device generator is seeded from it, one draw per call, so runs stay reproducible."""
@@ -221,8 +237,8 @@ def sample_static(
         tok_in.copy_(tok[:, None])
         if (t + 1) % check_every == 0 and bool(finished.all()):
             break
-    n = int(((out != pad_token_id).any(0)).nonzero().max()) + 1 if bool((out != pad_token_id).any()) else 1
-    return out[:, :n]
+    # up to the last column any row used (every row draws a word at t = 0), as `sample_loop` returns
+    return out[:, : int((out != pad_token_id).any(0).nonzero().max()) + 1]
 
 
 _capture_failed: set[str] = set()
@@ -315,10 +331,10 @@ def generate(
     # Similar lengths together: less padding, and results are put back in order.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, list[int]] = {}
+    extra = {} if fn is sample_hf else {"cuda_graph": cuda_graph}
     for start in range(0, len(order), batch_size):
         idx = order[start: start + batch_size]
         batch = left_pad([prompts[i] for i in idx], pad_token_id, device)
-        extra = {"cuda_graph": cuda_graph} if fn is sample_loop else {}
         resp = fn(model, batch, max_new_tokens=max_new_tokens, temperature=temperature,
                   eos_token_id=eos_token_id, pad_token_id=pad_token_id, generator=generator, **extra)
         for row, i in zip(resp.tolist(), idx, strict=True):

@@ -123,17 +123,11 @@ def grouped_last_hidden(backbone, prompt_ids: torch.Tensor, prompt_mask: torch.T
                         responses: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """Hidden state at the last attended token of each cat(prompt_ids[prompt_of], responses), (b, H): each
     prompt goes through the backbone once, its KV cache is indexed to its completions, which attend to it."""
-    from rlhf_lab.models.generation import cache_kwarg, new_cache
+    from rlhf_lab.models.generation import prompt_then_responses
 
-    key, cache = cache_kwarg(backbone), new_cache(backbone)
-    out = backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
-                   use_cache=True, **{key: cache})
-    prompt_last = out.last_hidden_state[:, -1][prompt_of]  # (b, H): left padding, so the last column is real
-    cache.batch_select_indices(prompt_of)
-    mask = torch.cat([prompt_mask[prompt_of], response_mask], 1)  # (b, P + R)
-    positions = position_ids_from_mask(mask)[:, prompt_ids.shape[1]:]  # (b, R)
-    hidden = backbone(input_ids=responses, attention_mask=mask, position_ids=positions, use_cache=True,
-                      **{key: cache}).last_hidden_state  # (b, R, H)
+    first, rest = prompt_then_responses(backbone, prompt_ids, prompt_mask, prompt_of, responses, response_mask)
+    prompt_last = first.last_hidden_state[:, -1][prompt_of]  # (b, H): left padding, so the last column is real
+    hidden = rest.last_hidden_state  # (b, R, H)
     n = response_mask.sum(1)  # (b,)
     last = hidden[torch.arange(hidden.shape[0], device=hidden.device), (n - 1).clamp(min=0)]  # (b, H)
     return torch.where((n > 0)[:, None], last, prompt_last)

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlhf_lab.models.generation import cache_kwarg, new_cache
-from rlhf_lab.models.lm import position_ids_from_mask
+from rlhf_lab.models.generation import prompt_then_responses
 
 
 def grouped_response_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of: torch.Tensor,
@@ -25,18 +24,10 @@ def grouped_response_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.
     prompt row of each completion; responses, response_mask (b, R).
 
     Naive equivalent: logits of model(cat(prompt_ids[prompt_of], responses)) at positions P−1 … P+R−2."""
-    # 1. each prompt once; its last logits predict the first response token
-    cache = new_cache(model)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
-                use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
-    first = out.logits[prompt_of]  # (b, 1, V)
-    cache.batch_select_indices(prompt_of)  # every layer's K, V: (N, …) → (b, …)
-    # 2. the responses, attending to their prompt through the cache; positions continue after the prompt
-    mask = torch.cat([prompt_mask[prompt_of], response_mask], 1)  # (b, P + R)
-    positions = position_ids_from_mask(mask)[:, prompt_ids.shape[1]:]  # (b, R)
-    logits = model(input_ids=responses, attention_mask=mask, position_ids=positions, use_cache=True,
-                   **{cache_kwarg(model): cache}).logits  # (b, R, V)
-    return torch.cat([first, logits[:, :-1]], 1)
+    # each prompt once (its last logits predict the first response token), then the responses through its cache
+    prompts, rest = prompt_then_responses(model, prompt_ids, prompt_mask, prompt_of, responses, response_mask,
+                                          logits_to_keep=1)
+    return torch.cat([prompts.logits[prompt_of], rest.logits[:, :-1]], 1)  # (b, 1 + R − 1, V)
 
 
 class GroupedLM(nn.Module):
