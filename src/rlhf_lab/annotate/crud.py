@@ -184,7 +184,7 @@ def project_list(s: Session) -> list[dict]:
     items = dict(s.execute(select(Item.project_id, func.count()).group_by(Item.project_id)).all())
     labels = dict(s.execute(select(Item.project_id, func.count()).join(Label, Label.item_id == Item.id)
                             .group_by(Item.project_id)).all())
-    return [{"id": p.id, "name": p.name, "items": items.get(p.id, 0), "labels": labels.get(p.id, 0),
+    return [{"id": p.id, "name": p.name, "pairs": items.get(p.id, 0), "labels": labels.get(p.id, 0),
              "overlap": p.overlap, "feedback_mode": p.feedback_mode}
             for p in s.scalars(select(Project).order_by(Project.id))]
 
@@ -229,7 +229,7 @@ def overview(s: Session, project_id: int) -> dict:
     return {
         "project": {"id": p.id, "name": p.name, "guidelines": p.guidelines, "overlap": p.overlap,
                     "gold_rate": p.gold_rate, "feedback_mode": p.feedback_mode, "source": p.source},
-        "progress": {"items": n_items, "gold_items": len(gold), "labels": len(triples),
+        "progress": {"pairs": n_items, "gold_items": len(gold), "labels": len(triples),
                      "complete_items": sum(1 for n in per_item.values() if n >= p.overlap),
                      "wanted_labels": n_items * p.overlap},
         "annotators": annotators,

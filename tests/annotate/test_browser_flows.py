@@ -1,0 +1,106 @@
+"""New users' flows in a real browser (Playwright driving Debian's headless Chromium), each one the way a
+person would do it: the admin's pages read the numbers they print, the annotator works key by key with no
+mouse, and every new page keeps model text inert. Any console error (a CSP violation is one) fails a test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from rlhf_lab.annotate import crud
+from rlhf_lab.annotate.app import create_app
+from tests.annotate.conftest import pair_rows
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+
+
+def items(n: int, *, prefix: str = "p", gold: dict[int, str] | None = None) -> list[dict]:
+    """`n` pairs as the store takes them; the first carries XSS payloads in its model text."""
+    gold = gold or {}
+    return [{"uid": r["pair_id"], "prompt": r["prompt"], "response_a": r["response_a"],
+             "response_b": r["response_b"], "is_gold": i in gold, "gold_choice": gold.get(i)}
+            for i, r in enumerate(pair_rows(n, prefix=prefix))]
+
+
+@contextmanager
+def live(app) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        app.state.ctx.writer.close()
+        app.state.ctx.store.close()
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def expect(locator):
+    return pytest.importorskip("playwright.sync_api").expect(locator)
+
+
+def open_page(browser, errors: list[str]):
+    page = browser.new_context().new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
+
+
+def sign_in_admin(browser, base: str, store, errors: list[str]):
+    page = open_page(browser, errors)
+    page.goto(f"{base}/login#{crud.issue_admin_token(store)}")
+    page.wait_for_url(f"{base}/admin")
+    return page
+
+
+def join(browser, base: str, store, *, pid: int, name: str, errors: list[str]):
+    with store.session() as s:
+        token = crud.create_invite(s, project_id=pid, name=name)
+    page = open_page(browser, errors)
+    page.goto(f"{base}/join#{token}")
+    page.wait_for_url(f"{base}/label")
+    return page
+
+
+def test_admin_pages_print_the_pair_counts(sqlite_url, tmp_path, browser):
+    app = create_app(sqlite_url, run_dir=tmp_path)
+    store = app.state.ctx.store
+    pid = store.create_project_with_items("seven", items(8, gold={7: "a"})).id  # 7 pairs and 1 gold check
+    errors: list[str] = []
+    with live(app) as base:
+        admin = sign_in_admin(browser, base, store, errors)
+        row = admin.locator("tr", has_text="seven")
+        assert row.locator("td").nth(1).text_content().strip() == "8"  # every pair of the project
+        admin.click("text=seven")
+        admin.wait_for_url(f"{base}/admin/projects/{pid}")
+        assert admin.text_content("#stat-pairs") == "7"  # the gold check is counted apart
+        assert "built-in method" not in admin.content()
+    assert errors == [], errors
