@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from sqlalchemy import select
 
-from rlhf_lab.annotate import crud
+from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
-from tests.annotate.conftest import pair_rows
+from rlhf_lab.annotate.store import Annotator, Assignment, Label
+from tests.annotate.conftest import XSS_SCRIPT, pair_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
@@ -103,4 +105,60 @@ def test_admin_pages_print_the_pair_counts(sqlite_url, tmp_path, browser):
         admin.wait_for_url(f"{base}/admin/projects/{pid}")
         assert admin.text_content("#stat-pairs") == "7"  # the gold check is counted apart
         assert "built-in method" not in admin.content()
+    assert errors == [], errors
+
+
+def _screen_labels(store, name: str) -> list[tuple[str, str | None, str | None]]:
+    """(screen choice, strength, rationale) of `name`'s stored labels, oldest first."""
+    with store.session() as s:
+        aid = s.scalar(select(Annotator.id).where(Annotator.name == name))
+        labels = s.scalars(select(Label).where(Label.annotator_id == aid).order_by(Label.id)).all()
+        return [(queue.label_view(lab)["choice"], lab.strength, lab.rationale) for lab in labels]
+
+
+def test_keyboard_only_flow_stores_every_label(sqlite_url, tmp_path, browser):
+    """Key by key, no mouse: a rationale submitted with Ctrl+Enter, then a tie, a skip and a preference.
+    The keys after Ctrl+Enter must reach the next pair, not the rationale box."""
+    app = create_app(sqlite_url, run_dir=tmp_path)
+    store = app.state.ctx.store
+    pid = store.create_project_with_items("keys", items(6), guidelines="# Rules\n\nPrefer **true** answers.").id
+    errors: list[str] = []
+    with live(app) as base:
+        page = join(browser, base, store, pid=pid, name="kim", errors=errors)
+        kb = page.keyboard
+
+        def next_pair(action) -> None:
+            before = page.text_content("#prompt")
+            action()
+            expect(page.locator("#prompt")).not_to_have_text(before)
+            assert page.text_content("#message") == ""
+
+        page.keyboard.press("g")
+        expect(page.locator("#guidelines-dialog")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator("#guidelines-dialog")).to_be_hidden()
+        # 1. left, much better, a rationale, submitted from the text box
+        for key in ["1", "m", "r"]:
+            kb.press(key)
+        kb.type(f"clearer {XSS_SCRIPT}")
+        next_pair(lambda: kb.press("Control+Enter"))
+        assert page.evaluate("document.activeElement.id") != "rationale"
+        # 2. a tie with t and Enter, right after the Ctrl+Enter
+        next_pair(lambda: (kb.press("t"), kb.press("Enter")))
+        # 3. skip with k
+        next_pair(lambda: kb.press("k"))
+        # 4. right, slightly; a rationale left with Esc, then Enter
+        kb.press("ArrowRight")
+        kb.press("s")
+        kb.press("r")
+        kb.type("shorter")
+        kb.press("Escape")
+        next_pair(lambda: kb.press("Enter"))
+        expect(page.locator("#progress-done")).to_have_text("3")
+        assert page.input_value("#rationale") == ""
+    assert _screen_labels(store, "kim") == [("left", "much", f"clearer {XSS_SCRIPT}"), ("tie", None, None),
+                                           ("right", "slightly", "shorter")]
+    with store.session() as s:
+        statuses = s.scalars(select(Assignment.status).order_by(Assignment.id)).all()
+    assert statuses == ["done", "done", "skipped", "done", "pending"]
     assert errors == [], errors

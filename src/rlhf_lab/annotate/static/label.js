@@ -35,6 +35,9 @@ function show(assignment) {
 }
 
 function reset(assignmentId) {
+  // A new pair starts with the focus on the page, not in the text box it was submitted from
+  // (Ctrl+Enter): otherwise the next pair's shortcut keys would be typed into the rationale.
+  if (document.activeElement && form().contains(document.activeElement)) document.activeElement.blur();
   form().reset();
   $("strength-set").disabled = false;
   $("left-card").classList.remove("chosen");
