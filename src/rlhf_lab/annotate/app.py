@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from rlhf_lab.annotate.deps import AppContext
+from rlhf_lab.annotate.deps import PRINCIPAL_CACHE_S, AppContext
 from rlhf_lab.annotate.queue import Rejected
 from rlhf_lab.annotate.routes import admin, annotator, auth
 from rlhf_lab.annotate.security import RateLimiter, SecurityMiddleware
@@ -46,16 +46,18 @@ def render_markdown(text: str) -> Markup:
 
 def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cookies: bool = False,
                max_body: int = MAX_BODY, max_upload: int = MAX_UPLOAD, sign_in_failures: int = 10,
-               sign_in_window_s: float = 60.0) -> FastAPI:
+               sign_in_window_s: float = 60.0, principal_cache_s: float = PRINCIPAL_CACHE_S) -> FastAPI:
     """The app over the store at `store_url`. `run_dir`: the run folder served (enables "create from the
     run's pairs" and "export into the run"). `secure_cookies`: set the Secure flag (serve behind HTTPS).
-    `sign_in_failures` failed sign-ins per client address per `sign_in_window_s` seconds, then 429."""
+    `sign_in_failures` failed sign-ins per client address per `sign_in_window_s` seconds, then 429.
+    `principal_cache_s`: see `AppContext` (0 when several worker processes serve the same store)."""
     store = AnnotationStore(store_url)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["markdown"] = render_markdown
     ctx = AppContext(store=store, writer=GroupCommitWriter(store), templates=templates,
                      sign_in_limiter=RateLimiter(limit=sign_in_failures, window_s=sign_in_window_s),
-                     secure_cookies=secure_cookies, run_dir=Path(run_dir) if run_dir else None)
+                     secure_cookies=secure_cookies, run_dir=Path(run_dir) if run_dir else None,
+                     principal_cache_s=principal_cache_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -96,7 +98,9 @@ def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cook
 
 
 def app_from_env() -> FastAPI:
-    """For `uvicorn --factory` with several workers: the settings come from environment variables."""
+    """For `uvicorn --factory` with several workers: the settings come from environment variables. No
+    session cache: a worker cannot evict another's, and disabling someone must hold on their next request."""
     return create_app(os.environ["RLHF_LAB_ANNOTATE_DB"], run_dir=os.environ.get("RLHF_LAB_ANNOTATE_RUN") or None,
                       secure_cookies=os.environ.get("RLHF_LAB_ANNOTATE_SECURE") == "1",
-                      sign_in_failures=int(os.environ.get("RLHF_LAB_ANNOTATE_SIGN_IN_FAILURES", "10")))
+                      sign_in_failures=int(os.environ.get("RLHF_LAB_ANNOTATE_SIGN_IN_FAILURES", "10")),
+                      principal_cache_s=0.0)

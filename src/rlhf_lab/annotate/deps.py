@@ -31,7 +31,11 @@ PRINCIPAL_CACHE_S = 5.0  # how long a looked-up session is trusted without askin
 
 @dataclass
 class AppContext:
-    """Everything the routes share; one per app."""
+    """Everything the routes share; one per app (one per uvicorn worker process).
+
+    `principal_cache_s`: how long a looked-up session is trusted without asking the store again. A
+    logout or a disable in this process evicts it at once; another process cannot evict it, so with
+    several workers the app runs with 0 (every request asks the store, see `app_from_env`)."""
 
     store: AnnotationStore
     writer: GroupCommitWriter
@@ -39,32 +43,47 @@ class AppContext:
     sign_in_limiter: RateLimiter
     secure_cookies: bool = False
     run_dir: Path | None = None
+    principal_cache_s: float = PRINCIPAL_CACHE_S
     hints: FrontierHints = field(default_factory=FrontierHints)
     _principals: dict[str, tuple[crud.Principal, float]] = field(default_factory=dict)
+    _evictions: int = 0  # bumped by every eviction, so a lookup that raced one does not cache stale data
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def forget_session(self, session_hash: str) -> None:
         with self._lock:
             self._principals.pop(session_hash, None)
+            self._evictions += 1
+
+    def forget_annotator(self, annotator_id: int) -> None:
+        """Evict every cached session of the annotator (after disabling them commits): their next request,
+        on any thread of this process, asks the store and is refused."""
+        with self._lock:
+            for digest in [d for d, (p, _) in self._principals.items() if p.annotator_id == annotator_id]:
+                del self._principals[digest]
+            self._evictions += 1
 
     def cached(self, session_hash: str) -> crud.Principal | None:
-        """The session's principal if looked up less than PRINCIPAL_CACHE_S ago (no store access)."""
+        """The session's principal if looked up less than `principal_cache_s` ago (no store access)."""
         with self._lock:
             hit = self._principals.get(session_hash)
-        if hit is not None and time.monotonic() - hit[1] < PRINCIPAL_CACHE_S and hit[0].expires_at > utcnow():
+        if (hit is not None and time.monotonic() - hit[1] < self.principal_cache_s
+                and hit[0].expires_at > utcnow()):
             return hit[0]
         return None
 
     def lookup(self, session_hash: str) -> crud.Principal | None:
-        """The session's principal from the store, remembered for PRINCIPAL_CACHE_S (a logout in this
-        process forgets it at once; disabling an annotator takes effect within that time)."""
+        """The session's principal from the store, remembered for `principal_cache_s`."""
         now = time.monotonic()
+        with self._lock:
+            evictions = self._evictions
         with self.store.session() as s:
             p = crud.principal(s, session_hash)
         with self._lock:
             if p is None:
                 self._principals.pop(session_hash, None)
-            else:
+            elif self.principal_cache_s > 0 and evictions == self._evictions:
+                # an eviction since our read may concern this very session: then the read may predate
+                # the disable, and caching it would undo the eviction
                 if len(self._principals) > 50_000:
                     self._principals.clear()
                 self._principals[session_hash] = (p, now)

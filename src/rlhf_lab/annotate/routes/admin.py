@@ -50,8 +50,10 @@ def _bad_request(e: Exception) -> HTTPException:
 async def admin_home(request: Request, ctx: CtxDep, _: AdminDep) -> Response:
     projects = await _read(ctx, crud.project_list)
     has_run_pairs = ctx.run_dir is not None and (ctx.run_dir / "pairs.jsonl").is_file()
+    suggested = crud.free_project_name({p["name"] for p in projects}, "run") if has_run_pairs else ""
     return ctx.templates.TemplateResponse(request, "admin_index.html", {
-        "projects": projects, "run_dir": ctx.run_dir, "has_run_pairs": has_run_pairs})
+        "projects": projects, "run_dir": ctx.run_dir, "has_run_pairs": has_run_pairs,
+        "suggested_name": suggested})
 
 
 @router.post("/admin/projects", dependencies=[CSRF])
@@ -169,6 +171,7 @@ async def disable(ctx: CtxDep, _: AdminDep, pid: int, aid: int,
         await ctx.writer.run(lambda s: crud.set_disabled(s, project_id=pid, annotator_id=aid, disabled=disabled))
     except LookupError as e:
         raise HTTPException(404, str(e)) from None
+    ctx.forget_annotator(aid)  # committed: their next request asks the store and is refused
     return RedirectResponse(f"/admin/projects/{pid}", status_code=303)
 
 
