@@ -13,12 +13,22 @@ from pathlib import Path
 
 import yaml
 
-from rlhf_lab.audit import deception, diversity, flattening, harm, overoptimisation, page, prose, sycophancy
+from rlhf_lab.audit import (
+    deception,
+    degeneration,
+    diversity,
+    flattening,
+    harm,
+    overoptimisation,
+    page,
+    prose,
+    sycophancy,
+)
 from rlhf_lab.audit.choices import choices_html
 from rlhf_lab.audit.plots import pyplot, to_img
-from rlhf_lab.runfolder import RunFolder, atomic_write_text
+from rlhf_lab.runfolder import RunFolder, StaleError, atomic_write_text
 
-MODULES = (overoptimisation, sycophancy, diversity, flattening, deception, harm)
+MODULES = (overoptimisation, degeneration, sycophancy, diversity, flattening, deception, harm)
 HEADLINES = (
     ("overoptimisation", "proxy", "Proxy reward"),
     ("overoptimisation", "gold", "Gold utility"),
@@ -42,9 +52,17 @@ def load_audit(run: RunFolder, *, audit_if_missing: bool = True) -> dict | None:
     from rlhf_lab.models.lora import ADAPTER_NOTE
 
     audit = _read_json(run / "audit.json")
+    if audit:
+        stale = run.stale_reason("audit.json")
+        if stale:
+            raise StaleError(stale)
+        return audit
     has_policy = (run / "policy" / "config.json").exists() or (run / "policy" / ADAPTER_NOTE).exists()
-    if audit or not audit_if_missing or not has_policy:
-        return audit or None
+    if not audit_if_missing:
+        return None
+    if not has_policy:
+        raise FileNotFoundError(f"{run.root}: nothing to report: no audit.json and no trained policy; "
+                                f"{run.refresh_command()}")
     from rlhf_lab.audit.core import run_audit
 
     return run_audit(run.root)
