@@ -18,7 +18,7 @@ from sqlalchemy import select
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
 from rlhf_lab.annotate.store import Annotator, Assignment, Label
-from tests.annotate.conftest import XSS_SCRIPT, pair_rows
+from tests.annotate.conftest import XSS_SCRIPT, jsonl, pair_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
@@ -161,4 +161,26 @@ def test_keyboard_only_flow_stores_every_label(sqlite_url, tmp_path, browser):
     with store.session() as s:
         statuses = s.scalars(select(Assignment.status).order_by(Assignment.id)).all()
     assert statuses == ["done", "done", "skipped", "done", "pending"]
+    assert errors == [], errors
+
+
+def test_new_project_form_suggests_a_free_name(sqlite_url, tmp_path, browser):
+    """Serving a run: the form pre-fills "run"; once that exists, a name no project has, which creates."""
+    (tmp_path / "pairs.jsonl").write_text(jsonl(pair_rows(3)))
+    app = create_app(sqlite_url, run_dir=tmp_path)
+    store = app.state.ctx.store
+    errors: list[str] = []
+    with live(app) as base:
+        admin = sign_in_admin(browser, base, store, errors)
+        names = []
+        for _ in range(2):
+            name = admin.input_value("input[name=name]")
+            names.append(name)
+            admin.click("form[action='/admin/projects'] button[type=submit]")
+            admin.wait_for_url(f"{base}/admin/projects/*")
+            assert admin.text_content("h1") == name
+            admin.goto(f"{base}/admin")
+        assert names == ["run", "run-2"]
+        assert admin.input_value("input[name=name]") == "run-3"
+    assert [p.name for p in store.projects()] == ["run", "run-2"]
     assert errors == [], errors

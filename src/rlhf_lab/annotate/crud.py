@@ -189,6 +189,15 @@ def project_list(s: Session) -> list[dict]:
             for p in s.scalars(select(Project).order_by(Project.id))]
 
 
+def free_project_name(taken: set[str], base: str) -> str:
+    """`base`, or the first of `base`-2, `base`-3, … that no project has (the new-project form's default)."""
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def label_triples(s: Session, project_id: int) -> tuple[list[tuple[int, str, str]], dict[int, str]]:
     """(labels as (item id, annotator name, choice), {gold item id: known choice}) for agreement."""
     rows = s.execute(select(Label.item_id, Annotator.name, Label.choice)
