@@ -3,6 +3,7 @@ headers, out-of-range ids, one bad write in a batch, odd run folder names, stale
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,3 +41,58 @@ def test_disabling_takes_effect_on_the_next_request_on_any_thread(world):
     assert world.bob.get("/api/next").status_code == 401  # disabling ended the session for good
     assert world.join(world.invite(world.pid, "bob")).get("/api/next").status_code == 200  # re-invited
     assert world.alice.get("/api/next").status_code == 200  # nobody else was touched
+
+
+BOUNDARY = "rlhfboundary"
+
+
+def _post_upload(app, path: str, *, session: str | None, chunks: int, chunk_size: int = 1 << 20) -> tuple[int, int]:
+    """POST a multipart file upload of `chunks` chunks, chunked (no content-length), straight into the ASGI
+    app; returns (status, how many chunks the server asked for)."""
+    asked = 0
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+    async def receive() -> dict:
+        nonlocal asked
+        if asked >= chunks:
+            return {"type": "http.disconnect"}
+        asked += 1
+        body = (head if asked == 1 else b"") + b"x" * chunk_size
+        return {"type": "http.request", "body": body, "more_body": asked < chunks}
+
+    status = []
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    headers = [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()), (b"host", b"testserver")]
+    if session:
+        headers.append((b"cookie", f"rl_session={session}".encode()))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    asyncio.run(app(scope, receive, send))
+    return status[0], asked
+
+
+def test_uploads_are_refused_before_their_body_is_read_unless_the_admin_sends_them(world):
+    """An anonymous client or an annotator must not make the server buffer an upload's 50 MiB."""
+    alice = world.alice.http.cookies.get("rl_session")
+    for path in ("/admin/projects", f"/admin/projects/{world.pid}/items", f"/admin/projects/{world.pid}/outcomes"):
+        assert _post_upload(world.app, path, session=None, chunks=40) == (401, 0), path
+        assert _post_upload(world.app, path, session=alice, chunks=40) == (403, 0), path
+        assert _post_upload(world.app, path, session="forged-" * 5, chunks=40) == (401, 0), path
+
+
+def test_the_upload_limit_holds_while_streaming_and_only_on_upload_routes(sqlite_url, tmp_path):
+    w = World(sqlite_url, tmp_path, max_upload=1 << 20)
+    admin = w.admin.http.cookies.get("rl_session")
+    status, asked = _post_upload(w.app, "/admin/projects", session=admin, chunks=20, chunk_size=256 << 10)
+    assert status == 413 and asked <= 5  # refused right after the fifth 256 KiB chunk crossed 1 MiB
+    # routes that merely start like an upload route keep the ordinary 64 KiB limit
+    form = {"overlap": "1", "gold_rate": "0", "feedback_mode": "foresight", "guidelines": "g" * 80_000}
+    assert w.admin.post_form(f"/admin/projects/{w.pid}/settings", form).status_code == 413
+    assert w.admin.post_form(f"/admin/projects/{w.pid}/invites", {"name": "n" * 70_000}).status_code == 413
+    w.app.state.ctx.writer.close()

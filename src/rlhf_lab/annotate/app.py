@@ -12,6 +12,7 @@ The app imports no torch and no training code.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -23,17 +24,19 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from rlhf_lab.annotate.deps import PRINCIPAL_CACHE_S, AppContext
+from rlhf_lab.annotate.deps import PRINCIPAL_CACHE_S, AppContext, principal_for
 from rlhf_lab.annotate.queue import Rejected
 from rlhf_lab.annotate.routes import admin, annotator, auth
-from rlhf_lab.annotate.security import RateLimiter, SecurityMiddleware
+from rlhf_lab.annotate.security import SESSION_COOKIE, RateLimiter, SecurityMiddleware
 from rlhf_lab.annotate.store import AnnotationStore
 from rlhf_lab.annotate.writer import GroupCommitWriter
 
 HERE = Path(__file__).parent
 MAX_BODY = 64 * 1024  # bytes in any request but an upload
 MAX_UPLOAD = 50 * 1024 * 1024  # bytes in an import upload
-UPLOAD_PATHS = ("/admin/projects",)
+# The routes that take a file upload, matched whole (a prefix would open the larger limit to any path
+# that starts alike). Only the admin may send them, checked before the body is read.
+UPLOAD_ROUTES = (re.compile(r"/admin/projects"), re.compile(r"/admin/projects/[0-9]{1,10}/(items|outcomes)"))
 
 # Guidelines are Markdown written by the admin; raw HTML in them is escaped, and markdown-it refuses
 # javascript:/vbscript:/data: links.
@@ -67,8 +70,14 @@ def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cook
 
     app = FastAPI(title="rlhf-lab annotate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
-    app.add_middleware(SecurityMiddleware, max_body=max_body, max_upload=max_upload, upload_paths=UPLOAD_PATHS,
-                       secure_cookies=secure_cookies)
+    async def admin_only(scope) -> tuple[int, str] | None:
+        who = await principal_for(ctx, Request(scope).cookies.get(SESSION_COOKIE))
+        if who is None:
+            return 401, "not signed in"
+        return None if who.role == "admin" else (403, "this page is for the admin only")
+
+    app.add_middleware(SecurityMiddleware, max_body=max_body, max_upload=max_upload, upload_routes=UPLOAD_ROUTES,
+                       authorize_upload=admin_only, secure_cookies=secure_cookies)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(auth.router)
     app.include_router(annotator.router)

@@ -97,12 +97,16 @@ def get_ctx(request: Request) -> AppContext:
 CtxDep = Annotated[AppContext, Depends(get_ctx)]
 
 
-async def optional_principal(request: Request, ctx: CtxDep) -> crud.Principal | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token or len(token) > 100:
+async def principal_for(ctx: AppContext, session_token: str | None) -> crud.Principal | None:
+    """Who holds this session cookie value, if anyone."""
+    if not session_token or len(session_token) > 100:
         return None
-    digest = hash_token(token)
+    digest = hash_token(session_token)
     return ctx.cached(digest) or await run_in_threadpool(ctx.lookup, digest)
+
+
+async def optional_principal(request: Request, ctx: CtxDep) -> crud.Principal | None:
+    return await principal_for(ctx, request.cookies.get(SESSION_COOKIE))
 
 
 MaybePrincipal = Annotated[crud.Principal | None, Depends(optional_principal)]

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import re
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from starlette.exceptions import HTTPException
 
 SESSION_COOKIE = "rl_session"
 CSRF_COOKIE = "rl_csrf"
@@ -106,13 +110,20 @@ def _cookie(scope: Scope, name: str) -> str | None:
 
 
 class SecurityMiddleware:
-    """Pure ASGI middleware: security headers on every response, a CSRF cookie for every visitor, and a
-    request body limit (413 beyond it; `upload_paths` get the larger `max_upload` limit)."""
+    """Pure ASGI middleware: security headers on every response, a CSRF cookie for every visitor, and
+    request body limits (413 beyond them).
 
-    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int, upload_paths: tuple[str, ...],
-                 secure_cookies: bool):
+    A request to an upload route (`upload_routes`: POST paths matched whole) may carry `max_upload` bytes;
+    `authorize_upload` decides from the headers alone whether it may send them at all (None, or the
+    refusal's status and message), and only then is the body streamed on to the app, counted as it goes.
+    Every other request is read in full first, at most `max_body` bytes, so an over-long chunked body is
+    refused before the app sees any of it."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int, upload_routes: tuple[re.Pattern, ...],
+                 authorize_upload: Callable[[Scope], Awaitable[tuple[int, str] | None]], secure_cookies: bool):
         self.app, self.max_body, self.max_upload = app, max_body, max_upload
-        self.upload_paths, self.secure_cookies = upload_paths, secure_cookies
+        self.upload_routes, self.authorize_upload = upload_routes, authorize_upload
+        self.secure_cookies = secure_cookies
 
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -121,34 +132,6 @@ class SecurityMiddleware:
         csrf = _cookie(scope, CSRF_COOKIE)
         new_csrf = None if csrf and len(csrf) >= 32 else new_token()
         scope.setdefault("state", {})["csrf"] = csrf if new_csrf is None else new_csrf
-        path = scope["path"]
-        limit = self.max_upload if path.startswith(self.upload_paths) else self.max_body
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                await _too_large(send, limit)
-                return
-        # Read the whole body first (bounded by `limit`), so an over-long chunked body is refused before
-        # the app sees any of it; then hand it to the app in one message.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _too_large(send, limit)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
 
         async def secured_send(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -162,12 +145,62 @@ class SecurityMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        upload = scope["method"] == "POST" and any(r.fullmatch(scope["path"]) for r in self.upload_routes)
+        limit = self.max_upload if upload else self.max_body
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                await _refuse(send, 413, f"request body over the limit of {limit} bytes")
+                return
+        if upload:
+            refused = await self.authorize_upload(scope)
+            if refused is not None:  # nothing of the body has been read
+                await _refuse(send, *refused)
+                return
+            await self.app(scope, _capped(receive, limit), secured_send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _refuse(send, 413, f"request body over the limit of {limit} bytes")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
         await self.app(scope, replay, secured_send)
 
 
-async def _too_large(send, limit: int) -> None:
-    body = f'{{"detail": "request body over the limit of {limit} bytes"}}'.encode()
-    await send({"type": "http.response.start", "status": 413,
+def _capped(receive, limit: int):
+    """`receive` that raises 413 (through the app's error handler) once more than `limit` bytes came in."""
+    size = 0
+
+    async def capped() -> dict:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise HTTPException(413, f"request body over the limit of {limit} bytes")
+        return message
+
+    return capped
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *SECURITY_HEADERS]})
     await send({"type": "http.response.body", "body": body})

@@ -29,11 +29,15 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateColumn
 
 CHOICES = ("a", "b", "tie")
 STRENGTHS = ("slightly", "much")
@@ -114,6 +118,9 @@ class Label(Base):
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
     assignment_id: Mapped[int | None] = mapped_column(ForeignKey("assignments.id"), nullable=True)
     choice: Mapped[str] = mapped_column(String(8))  # a | b | tie (in stored A/B terms, not screen order)
+    # "both are bad" (Chatbot Arena's "tie (bothbad)"): stored as a tie that neither side wins, flagged so
+    # that every reader of `choice` stays right and the distinction still reaches the export
+    both_bad: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     strength: Mapped[str | None] = mapped_column(String(16), nullable=True)
     rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
     feedback_mode: Mapped[str] = mapped_column(String(16), default="foresight")
@@ -122,6 +129,22 @@ class Label(Base):
     client_id: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
+
+
+class LabelRevision(Base):
+    """A label's earlier version, kept when its annotator changed it (undo / edit): the label row holds the
+    latest version, these rows every one it replaced, so a change never loses what was stored before."""
+
+    __tablename__ = "label_revisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"), index=True)
+    choice: Mapped[str] = mapped_column(String(8))
+    both_bad: Mapped[bool] = mapped_column(Boolean, default=False)
+    strength: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    rationale: Mapped[str | None] = mapped_column(Text, nullable=True)
+    time_spent_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stored_at: Mapped[dt.datetime] = mapped_column(DateTime)  # when this version was stored
+    replaced_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # -- the web app's credentials: only SHA-256 digests of random tokens are stored (see security.py) --------
@@ -170,6 +193,18 @@ def _item(project_id: int, it: dict) -> Item:
                 gold_choice=it.get("gold_choice"), outcome=it.get("outcome"))
 
 
+def _add_missing_columns(engine) -> None:
+    """Columns added to a table since a store file was first created (each has a server default)."""
+    insp = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                spec = CreateColumn(column).compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -203,6 +238,7 @@ class AnnotationStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
             for index in Item.__table__.indexes:  # indexes added since a store file was first created
                 index.create(self.engine, checkfirst=True)
 
@@ -352,7 +388,8 @@ class AnnotationStore:
                     "is_gold": item.is_gold, "gold_choice": item.gold_choice,
                     "annotator_id": ann.name, "annotator_kind": ann.kind,
                     "annotator_group": ann.group if (ann.kind == "simulated" or ann.group_consent) else None,
-                    "choice": lab.choice, "strength": lab.strength, "rationale": lab.rationale,
+                    "choice": lab.choice, "both_bad": lab.both_bad, "strength": lab.strength,
+                    "rationale": lab.rationale,
                     "feedback_mode": lab.feedback_mode, "left_is_a": lab.left_is_a,
                     "time_spent_ms": lab.time_spent_ms, "created_at": lab.created_at.isoformat(),
                 })
