@@ -149,3 +149,23 @@ def test_entropy_and_sft_loss():
                 naive -= float(torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]])
                 n += 1
     assert abs(float(sft_loss(logits, labels)) - naive / n) < 1e-5
+
+
+def test_entropy_leaves_pad_out_like_the_logprobs():
+    """The entropy is that of the distribution sampled from and scored by `token_logprobs`: pad excluded."""
+    torch.manual_seed(0)
+    logits, pad = torch.randn(2, 3, 6), 4
+    logits[..., pad] = 3.0  # a likely pad token: counting it would change the entropy a lot
+    ent = entropy_from_logits(logits, pad_token_id=pad)  # (2, 3)
+    for b in range(2):
+        for t in range(3):
+            naive = 0.0
+            for v in range(6):
+                if v == pad:
+                    continue
+                lp = float(token_logprobs(logits[b:b + 1, t:t + 1], torch.tensor([[v]]), pad_token_id=pad))
+                naive -= math.exp(lp) * lp
+            assert abs(float(ent[b, t]) - naive) < 1e-5
+    # without a pad token it is the entropy of the full softmax
+    p = logits.softmax(-1)
+    assert torch.allclose(entropy_from_logits(logits), -(p * p.log()).sum(-1), atol=1e-5)

@@ -4,6 +4,7 @@ a plain loop written from the papers (Ziegler et al. 2019; Schulman et al. 2016,
 import copy
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from rlhf_lab.models.heads import PolicyAndValue, ScalarHeadModel
 from rlhf_lab.models.lm import build_world_lm
 from rlhf_lab.models.tokenizer import train_world_tokenizer
 from rlhf_lab.runfolder import RunFolder
-from rlhf_lab.steps.common import Context, join_query_response
+from rlhf_lab.steps.common import Context, get_accelerator, join_query_response
 from rlhf_lab.steps.losses import gae, masked_whiten, ppo_value_loss, token_logprobs
 from rlhf_lab.steps.policy.kl import AdaptiveKLController, FixedKLController, make_kl_controller
 from rlhf_lab.steps.policy.loop import (
     annealed_lr,
+    global_masked_moments,
+    global_means,
     minibatch_slices,
     process_seeds,
     score_completions,
@@ -371,3 +374,63 @@ def test_per_process_seeds_and_prompt_shards():
     items = list(range(10))
     shares = [shard(items, r, 3) for r in range(3)]
     assert shares == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+
+
+# -- statistics over processes ------------------------------------------------------------------------------------
+
+
+def test_global_moments_keep_their_precision_far_from_zero():
+    """Whitening moments of values with |mean| ≫ std (a reward offset of 1000, spread 0.01) in fp32: the
+    one-pass E[x²] − E[x]² loses the variance entirely; the two-pass form matches float64."""
+    acc = get_accelerator(build_config())
+    g = torch.Generator().manual_seed(0)
+    x = (1000.0 + 0.01 * torch.randn(4, 64, generator=g, dtype=torch.float64))
+    mask = torch.ones(4, 64)
+    mask[1, 40:] = 0
+    mean, var = global_masked_moments(acc, x.float(), mask)
+    real = x[mask.bool()]
+    assert abs(float(mean) - float(real.mean())) < 1e-3
+    assert abs(float(var) / float(real.var()) - 1) < 1e-2
+
+
+def _stats_worker(rank: int, port: int, out: str) -> None:
+    """One of two gloo processes: its own share of a batch → statistics over both shares and the adaptive β."""
+    import json
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    kl = torch.tensor([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0]][rank])  # (B,) per sequence: rank 1 drifts far more
+    adv = torch.tensor([[1000.0, 1000.5, 999.0], [1001.0, 998.0, 1000.25]][rank])
+    stats = global_means(acc, {"kl": kl, "loss": torch.tensor([0.5 + rank])})
+    ctl = AdaptiveKLController(value=0.1, target=6.0, horizon=100)
+    ctl.update(stats["kl"], 6)
+    mean, var = global_masked_moments(acc, adv, torch.ones_like(adv))
+    with open(f"{out}.{rank}", "w") as fh:
+        json.dump({"stats": stats, "beta": ctl.value, "mean": float(mean), "var": float(var)}, fh)
+
+
+def test_statistics_and_adaptive_beta_agree_over_two_processes(tmp_path):
+    """lm-human-preferences all-reduces before the KL controller and the log: with two processes each holding
+    half a batch, every process must see the statistics of the whole batch and steer β to the same value."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "stats")
+    mp.spawn(_stats_worker, args=(port, out), nprocs=2, join=True)
+    r0, r1 = (json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1))
+    assert r0 == r1
+    assert abs(r0["stats"]["kl"] - 11.0) < 1e-6 and abs(r0["stats"]["loss"] - 1.0) < 1e-6
+    whole = AdaptiveKLController(value=0.1, target=6.0, horizon=100)
+    whole.update(11.0, 6)
+    assert abs(r0["beta"] - whole.value) < 1e-9
+    adv = torch.tensor([1000.0, 1000.5, 999.0, 1001.0, 998.0, 1000.25], dtype=torch.float64)
+    assert abs(r0["mean"] - float(adv.mean())) < 1e-3 and abs(r0["var"] / float(adv.var()) - 1) < 1e-3

@@ -129,6 +129,7 @@ def agreement_report(labels: list[dict]) -> dict:
     gold = {lab["item_id"]: lab["gold_choice"] for lab in labels if lab.get("is_gold") and lab.get("gold_choice")}
     report = agreement.summary(triples, gold)
     report["ties"] = sum(1 for lab in labels if lab["choice"] == "tie" and not lab.get("is_gold"))
+    report["both_bad"] = sum(1 for lab in labels if lab.get("both_bad") and not lab.get("is_gold"))  # among ties
     return report
 
 

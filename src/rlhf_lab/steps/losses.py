@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rlhf_lab.models.logprobs import token_logprobs  # noqa: F401 (one definition, shared with evaluation and the audit)
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     mask = mask.to(x.dtype)
@@ -40,26 +42,17 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = Tru
     return white * mask.to(x.dtype)
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, *, temperature: float = 1.0,
-                   pad_token_id: int | None = None) -> torch.Tensor:
-    """log π(token) under logits / T (the distribution sampled from), (B, R, V), (B, R) → (B, R).
+def entropy_from_logits(logits: torch.Tensor, *, pad_token_id: int | None = None) -> torch.Tensor:
+    """H(π) = −Σ_v π(v)·log π(v) per position, (…, V) → (…).
 
-    The pad token is excluded from the distribution, as it is when sampling."""
-    logits = logits.float() / temperature
+    With `pad_token_id` the pad token is left out of the distribution, as in `token_logprobs` and in sampling,
+    so the entropy is that of the distribution the completions were drawn from."""
+    logits = logits.float()
     if pad_token_id is not None:
         logits = logits.clone()
         logits[..., pad_token_id] = float("-inf")
-    logp = logits.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    if pad_token_id is not None:  # padding after EOS has no probability; give it 0, not −inf, so masks work
-        logp = logp.masked_fill(tokens == pad_token_id, 0.0)
-    return logp
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """H(π) per position, (…, V) → (…)."""
-    logits = logits.float()
-    p = logits.softmax(-1)
-    return torch.logsumexp(logits, -1) - (p * logits).sum(-1)
+    logp = logits.log_softmax(-1)
+    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # 0·log 0 = 0 for the excluded token
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:

@@ -24,6 +24,8 @@ from rlhf_lab.steps.policy.loop import (
     Samples,
     annealed_lr,
     checkpoint,
+    global_masked_moments,
+    global_means,
     log_sample_table,
     minibatch_slices,
     policy_reference_reward,
@@ -101,7 +103,8 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, s
                                     advantages[idx], m, cliprange=cfg.cliprange, beta=beta)
                 acc.backward(loss * len(idx) / n_mb)  # the loss is a mean over completions
                 with torch.no_grad():
-                    s["entropy"] = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature), m)
+                    ent = entropy_from_logits(logits.detach() / cfg.temperature, pad_token_id=pad)  # (b, r)
+                    s["entropy"] = masked_mean(ent, m)
                     s["loss"] = loss.detach()
                 for key in stats:
                     if key in s:
@@ -155,27 +158,33 @@ def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
             s, old_logprobs, advantages = policy_update(ctx, algo, policy_grouped, optimizer, smp, advantages,
                                                         beta=beta, rng=np_rng)
             # 5. logging, the KL controller, the sample table, evaluation and checkpoints
+            #    from statistics over every process's completions (each process steers β by the same KL)
             kl_seq = (kl_per_token(old_logprobs, smp.ref_logprobs, cfg.kl_estimator) * smp.mask).sum(1)  # (B,)
-            mean_kl = float(kl_seq.mean())
             group_scores = smp.scores.view(-1, k)  # (N, k)
+            g = global_means(acc, {
+                "seq_kl": kl_seq, "scores": smp.scores, "seq_entropy": (-old_logprobs * smp.mask).sum(1),
+                "eos_rate": smp.contain_eos.float(), "length": smp.mask.sum(1).float(),
+                "zero_std": (group_scores.std(1) < 1e-6).float(), **{key: torch.tensor([v]) for key, v in s.items()}})
+            _, adv_var = global_masked_moments(acc, advantages, torch.ones_like(advantages))
+            mean_kl = g["seq_kl"]
             record = {
                 "step": update, "phase": "policy",
                 "objective/kl": mean_kl,
-                "objective/scores": float(smp.scores.mean()),
+                "objective/scores": g["scores"],
                 "objective/non_score_reward": -beta * mean_kl,
-                "objective/rlhf_reward": float(smp.scores.mean()) - beta * mean_kl,
-                "objective/entropy": float((-old_logprobs * smp.mask).sum(1).mean()),
-                "objective/eos_rate": float(smp.contain_eos.float().mean()),
-                "objective/length": float(smp.mask.sum(1).float().mean()),
-                f"{ns}/policy/approxkl_avg": s["approxkl"], f"{ns}/policy/clipfrac_avg": s["clipfrac"],
-                f"{ns}/loss/policy_avg": s["loss"], f"{ns}/policy/entropy_avg": s["entropy"],
-                f"{ns}/val/ratio": s["ratio"], f"{ns}/advantages/std": float(advantages.std()),
-                f"{ns}/frac_reward_zero_std": float((group_scores.std(1) < 1e-6).float().mean()),
+                "objective/rlhf_reward": g["scores"] - beta * mean_kl,
+                "objective/entropy": g["seq_entropy"],
+                "objective/eos_rate": g["eos_rate"],
+                "objective/length": g["length"],
+                f"{ns}/policy/approxkl_avg": g["approxkl"], f"{ns}/policy/clipfrac_avg": g["clipfrac"],
+                f"{ns}/loss/policy_avg": g["loss"], f"{ns}/policy/entropy_avg": g["entropy"],
+                f"{ns}/val/ratio": g["ratio"], f"{ns}/advantages/std": float(adv_var.sqrt()),
+                f"{ns}/frac_reward_zero_std": g["zero_std"],
                 f"{ns}/lr": optimizer.param_groups[0]["lr"], f"{ns}/kl_coef": beta,
                 f"{ns}/elapsed_s": time.time() - t0,
             }
             if "kl" in s:
-                record[f"{ns}/kl"] = s["kl"]  # the mean per-token k3 term of the loss
+                record[f"{ns}/kl"] = g["kl"]  # the mean per-token k3 term of the loss
             run.log(record)
             kl_ctl.update(mean_kl, len(prompt_ids) * acc.num_processes)
             if update % cfg.sample_table_every == 0 or update == cfg.updates:

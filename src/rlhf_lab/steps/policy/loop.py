@@ -101,13 +101,32 @@ def global_sum(acc, x: torch.Tensor) -> torch.Tensor:
 
 def global_masked_moments(acc, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, unbiased variance) of the masked entries of `x` over every process's batch, so that whitening
-    with N processes of B sequences equals whitening one process's N·B sequences."""
+    with N processes of B sequences equals whitening one process's N·B sequences.
+
+    Two passes, each one all-reduce: the global mean first, then the sum of squared deviations from it. The
+    one-pass E[x²] − E[x]² loses every digit of the variance in fp32 once |mean| ≫ std."""
     m = mask.to(torch.float32)
-    xs = x.detach().float() * m
-    n, s1, s2 = (global_sum(acc, t) for t in (m.sum(), xs.sum(), (xs * x.detach().float()).sum()))
+    xf = x.detach().float()
+    n, s1 = global_sum(acc, torch.stack([m.sum(), (xf * m).sum()]))
     mean = s1 / n.clamp(min=1)
-    var = (s2 / n.clamp(min=1) - mean**2).clamp(min=0) * n / (n - 1).clamp(min=1)
+    ss = global_sum(acc, (((xf - mean) * m) ** 2).sum())
+    var = ss / (n - 1).clamp(min=1)
     return mean, var
+
+
+def global_means(acc, values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The mean of every tensor over all processes' entries, in one all-reduce: each process holds its share
+    (a (B,) tensor of per-sequence values, or a (1,) per-process statistic), and every process gets the same
+    numbers — what the KL controller steers by, the checkpoint saves and the log shows.
+
+    Naive equivalent: torch.cat([share of every process]).mean() for each key."""
+    if not values:
+        return {}
+    keys = list(values)
+    flat = [values[k].detach().float().reshape(-1) for k in keys]
+    sums = torch.stack([torch.stack([v.sum(), torch.tensor(float(v.numel()), device=v.device)]) for v in flat])
+    sums = global_sum(acc, sums)  # (keys, 2): sum and count over every process
+    return {k: float(s / max(float(c), 1.0)) for k, (s, c) in zip(keys, sums, strict=True)}
 
 
 def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> tuple[slice, int, int]:

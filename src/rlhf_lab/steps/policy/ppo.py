@@ -33,6 +33,7 @@ from rlhf_lab.steps.policy.loop import (
     annealed_lr,
     checkpoint,
     global_masked_moments,
+    global_means,
     global_sum,
     log_sample_table,
     minibatch_slices,
@@ -135,7 +136,7 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
                 loss = pg_loss + cfg.vf_coef * vf_loss
                 acc.backward(loss * m.sum() * scale)
                 with torch.no_grad():
-                    ent = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature), m)
+                    ent = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature, pad_token_id=pad), m)
                     pg_loss, vf_loss = pg_loss.detach(), vf_loss.detach()
                 for k, v in (("approxkl", pg_stats["approxkl"]), ("clipfrac", pg_stats["clipfrac"]),
                              ("pg_loss", pg_loss), ("vf_loss", vf_loss), ("vf_clipfrac", vf_stats["clipfrac"]),
@@ -186,22 +187,27 @@ def run_ppo(ctx: Context) -> dict:
             advantages = masked_whiten(advantages, ro.mask, moments=global_masked_moments(acc, advantages, ro.mask))
             # 7. PPO epochs
             s = ppo_update(ctx, pv_wrapped, optimizer, ro, advantages, returns, rng=np_rng)
-            # 8. logging and the KL controller
+            # 8. logging and the KL controller, from statistics over every process's sequences (each process
+            #    steers β by the same KL, so β stays one number)
             kl_seq = (kl_per_token(ro.logprobs, ro.ref_logprobs, cfg.kl_estimator) * ro.mask).sum(1)  # (B,)
-            mean_kl = float(kl_seq.mean())
+            g = global_means(acc, {
+                "seq_kl": kl_seq, "scores": ro.scores, "non_score_reward": non_score_reward.sum(1),
+                "seq_entropy": (-ro.logprobs * ro.mask).sum(1), "eos_rate": ro.contain_eos.float(),
+                "length": ro.mask.sum(1).float(), **{k: torch.tensor([v]) for k, v in s.items()}})
+            mean_kl = g["seq_kl"]
             record = {
                 "step": update, "phase": "policy",
                 "objective/kl": mean_kl,
-                "objective/scores": float(ro.scores.mean()),
-                "objective/non_score_reward": float(non_score_reward.sum(1).mean()),
-                "objective/rlhf_reward": float(ro.scores.mean() + non_score_reward.sum(1).mean()),
-                "objective/entropy": float((-ro.logprobs * ro.mask).sum(1).mean()),
-                "objective/eos_rate": float(ro.contain_eos.float().mean()),
-                "objective/length": float(ro.mask.sum(1).float().mean()),
-                "ppo/policy/approxkl_avg": s["approxkl"], "ppo/policy/clipfrac_avg": s["clipfrac"],
-                "ppo/loss/policy_avg": s["pg_loss"], "ppo/loss/value_avg": s["vf_loss"],
-                "ppo/val/clipfrac_avg": s["vf_clipfrac"], "ppo/policy/entropy_avg": s["entropy"],
-                "ppo/val/ratio": s["ratio"], "ppo/val/error": s["vf_error"],
+                "objective/scores": g["scores"],
+                "objective/non_score_reward": g["non_score_reward"],
+                "objective/rlhf_reward": g["scores"] + g["non_score_reward"],
+                "objective/entropy": g["seq_entropy"],
+                "objective/eos_rate": g["eos_rate"],
+                "objective/length": g["length"],
+                "ppo/policy/approxkl_avg": g["approxkl"], "ppo/policy/clipfrac_avg": g["clipfrac"],
+                "ppo/loss/policy_avg": g["pg_loss"], "ppo/loss/value_avg": g["vf_loss"],
+                "ppo/val/clipfrac_avg": g["vf_clipfrac"], "ppo/policy/entropy_avg": g["entropy"],
+                "ppo/val/ratio": g["ratio"], "ppo/val/error": g["vf_error"],
                 "ppo/lr": optimizer.param_groups[0]["lr"], "ppo/kl_coef": kl_ctl.value,
                 "ppo/elapsed_s": time.time() - t0,
             }
