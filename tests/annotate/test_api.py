@@ -209,7 +209,7 @@ def test_unknown_outcome_pair_rejects_the_file(world):
 def test_malformed_upload_is_rejected_with_line_and_nothing_imported(world):
     bad = jsonl(pair_rows(2)) + '{"prompt": "p", "response_a": "a"}\n'
     r = world.admin.post_form("/admin/projects", {"name": "bad"}, files={"file": ("bad.jsonl", bad)})
-    assert r.status_code == 400 and "bad.jsonl:3: 'response_b' must be non-empty text" in html.unescape(r.text)
+    assert r.status_code == 400 and "bad.jsonl:3: 'response_b' must be text" in html.unescape(r.text)
     assert world.store.project("bad") is None
     dup = world.admin.post_form(f"/admin/projects/{world.pid}/items", files={"file": ("d.jsonl", jsonl(pair_rows(2)))})
     assert dup.status_code == 409 and len(world.store.items(world.pid)) == 6

@@ -35,7 +35,8 @@ def test_import_then_export(tmp_path):
     r = runner.invoke(annotate_app, ["export", "--run", str(tmp_path), "--project", "people", "--out", str(out)])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
-    assert rows[0]["chosen"] == items[0].response_b and rows[0]["strength"] == "much"
+    # a separating space: the prompt ends with a word, and TRL concatenates prompt + completion
+    assert rows[0]["chosen"] == " " + items[0].response_b and rows[0]["strength"] == "much"
     assert (out / "agreement.json").is_file() and (out / "preferences_majority.parquet").is_file()
 
 

@@ -27,9 +27,9 @@ def test_pair_id_defaults_to_the_line_number():
 @pytest.mark.parametrize(("line", "reason"), [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
-    ('{"prompt": "p", "response_a": "a"}', "'response_b' must be non-empty text"),
+    ('{"prompt": "p", "response_a": "a"}', "'response_b' must be text"),
     ('{"prompt": "", "response_a": "a", "response_b": "b"}', "'prompt' must be non-empty text"),
-    ('{"prompt": "p", "response_a": 3, "response_b": "b"}', "'response_a' must be non-empty text"),
+    ('{"prompt": "p", "response_a": 3, "response_b": "b"}', "'response_a' must be text"),
     ('{"prompt": "p", "response_a": "a", "response_b": "b", "gold_choice": "left"}', "'gold_choice' must be one of"),
     ('{"prompt": "p", "response_a": "a", "response_b": "b", "meta": [1]}', "'meta' must be an object"),
     ('{"pair_id": "p0", "prompt": "p", "response_a": "a", "response_b": "b"}', "already used on line 1"),

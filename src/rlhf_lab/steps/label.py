@@ -1,7 +1,8 @@
 """Step 2 — annotators label the pairs: a simulated population, people in the web app, or an imported file.
 
 Every label goes into the annotation store (`labels.sqlite` in the run folder), then out as the preference
-dataset `preferences.parquet|jsonl` in TRL's columns.
+dataset `preferences.parquet|jsonl` in TRL's columns, with the sampled token ids of pairs.jsonl beside the
+text (the schema is `rlhf_lab.data`'s).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from rlhf_lab.annotate.export import majority_rows, preference_rows, read_preferences, write_preferences
 from rlhf_lab.annotate.store import AnnotationStore, url_for_run, utcnow
+from rlhf_lab.data import majority_rows, preference_rows, read_preferences, validate_pair, write_preferences
 from rlhf_lab.runfolder import read_jsonl
 from rlhf_lab.steps.common import Context
 from rlhf_lab.ui import info
@@ -27,14 +28,17 @@ class NeedsHumanLabels(RuntimeError):
 
 
 def publish_pairs(store: AnnotationStore, pairs: list[dict], *, overlap: int, feedback_mode: str,
-                  source: str) -> int:
-    """Create the run's project in the store with one item per pair (idempotent); returns its id."""
+                  source: str, name: str = "pairs.jsonl") -> int:
+    """Create the run's project in the store with one item per pair (idempotent); returns its id. Pairs
+    pass the check every imported pair file passes (`data.validate_pair`; `name` is used in its errors):
+    an empty response is kept, and shown to annotators as "(no answer)"."""
     project = store.project(PROJECT)
     if project is None:
+        checked = [validate_pair(p, f"{name}:{n}", default_id=n) for n, p in enumerate(pairs, 1)]
         project = store.create_project(PROJECT, overlap=overlap, feedback_mode=feedback_mode, source=source,
                                        guidelines=DEFAULT_GUIDELINES)
         store.add_items(project.id, [{"uid": p["pair_id"], "prompt": p["prompt"], "response_a": p["response_a"],
-                                      "response_b": p["response_b"], "meta": p["meta"]} for p in pairs])
+                                      "response_b": p["response_b"], "meta": p["meta"]} for p in checked])
     return project.id
 
 
@@ -52,6 +56,8 @@ def run_label(ctx: Context) -> dict:
     if cfg.source == "import":
         return _import(ctx)
     pairs = read_jsonl(ctx.run / "pairs.jsonl")
+    if not pairs:
+        raise ValueError(f"{ctx.run / 'pairs.jsonl'}: no pairs to label")
     if cfg.source == "human":
         return _human(ctx, pairs)
     return _simulate(ctx, pairs)
@@ -63,7 +69,8 @@ def _simulate(ctx: Context, pairs: list[dict]) -> dict:
     for suffix in ("", "-wal", "-shm"):  # relabelling starts from an empty store
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     store = AnnotationStore.for_run(ctx.run.root)
-    pid = publish_pairs(store, pairs, overlap=cfg.overlap, feedback_mode=cfg.feedback, source="simulated")
+    pid = publish_pairs(store, pairs, overlap=cfg.overlap, feedback_mode=cfg.feedback, source="simulated",
+                        name=str(ctx.run / "pairs.jsonl"))
     population = build_population(groups=ctx.cfg.annotator_groups(), n_annotators=cfg.n_annotators, bias=cfg,
                                   seed=hash_seed(ctx.cfg.seed, 2))
     ann_ids = {a.id: store.add_annotator(pid, a.id, kind="simulated", group=a.group).id for a in population}
@@ -85,7 +92,7 @@ def _simulate(ctx: Context, pairs: list[dict]) -> dict:
                          "strength": j.strength, "feedback_mode": cfg.feedback, "client_id": uuid.uuid4().hex,
                          "created_at": utcnow()})
     store.add_labels_bulk(rows)
-    out = _export(ctx, store, pid)
+    out = _export(ctx, store, pid, pairs)
     store.close()
     n = max(1, len(rows))
     stats = {"labels": len(rows), "tie_rate": choices["tie"] / n, "verified_rate": verified / n, **out}
@@ -98,7 +105,8 @@ def _simulate(ctx: Context, pairs: list[dict]) -> dict:
 def _human(ctx: Context, pairs: list[dict]) -> dict:
     cfg = ctx.cfg.label
     store = AnnotationStore.for_run(ctx.run.root)
-    pid = publish_pairs(store, pairs, overlap=cfg.overlap, feedback_mode=cfg.feedback, source="human")
+    pid = publish_pairs(store, pairs, overlap=cfg.overlap, feedback_mode=cfg.feedback, source="human",
+                        name=str(ctx.run / "pairs.jsonl"))
     counts = store.label_counts(pid)
     items = store.items(pid, include_gold=False)
     missing = sum(1 for it in items if counts.get(it.id, 0) < cfg.overlap)
@@ -108,12 +116,14 @@ def _human(ctx: Context, pairs: list[dict]) -> dict:
             f"{len(items)} pairs are published for labelling in {url_for_run(ctx.run.root)}; {missing} still need "
             f"{cfg.overlap} label(s) each.\n  Start the app:  rlhf-lab annotate serve --run {ctx.run.root}\n"
             f"  Then continue:  rlhf-lab run --resume {ctx.run.root}")
-    out = _export(ctx, store, pid)
+    out = _export(ctx, store, pid, pairs)
     store.close()
     return out
 
 
 def _import(ctx: Context) -> dict:
+    """Preferences from a file (label.import_path). Any malformed row, or no row at all, is an error naming
+    the file and line, raised before anything is written."""
     cfg = ctx.cfg.label
     if not cfg.import_path:
         raise ValueError("label.source=import needs label.import_path (a JSONL or Parquet preference file)")
@@ -123,11 +133,11 @@ def _import(ctx: Context) -> dict:
     return {"preferences": len(rows), "ties": 0}
 
 
-def _export(ctx: Context, store: AnnotationStore, pid: int) -> dict:
+def _export(ctx: Context, store: AnnotationStore, pid: int, pairs: list[dict]) -> dict:
     labels = store.label_rows(pid)
-    rows, ties = preference_rows(labels)
-    if ctx.cfg.label.aggregate == "majority":
-        rows = majority_rows(labels)
-    write_preferences(rows, ctx.run.root)
-    write_preferences(majority_rows(labels), ctx.run.root, stem="preferences_majority")
-    return {"preferences": len(rows), "ties": ties}
+    by_id = {p["pair_id"]: p for p in pairs}
+    rows, ties = preference_rows(labels, pairs=by_id)
+    majority = majority_rows(labels, pairs=by_id)
+    write_preferences(majority if ctx.cfg.label.aggregate == "majority" else rows, ctx.run.root)
+    write_preferences(majority, ctx.run.root, stem="preferences_majority")
+    return {"preferences": len(majority if ctx.cfg.label.aggregate == "majority" else rows), "ties": ties}

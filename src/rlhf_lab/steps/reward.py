@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from rlhf_lab.annotate.export import read_preferences
+from rlhf_lab.data import read_preferences
 from rlhf_lab.models.generation import generate, left_pad
 from rlhf_lab.models.heads import ScalarHeadModel, last_index
 from rlhf_lab.models.tokenizer import encode_response
@@ -34,12 +34,28 @@ def split_rows(rows: list[dict], eval_share: float, seed: int) -> tuple[list[dic
     return train, held
 
 
+def preference_ids(tok, row: dict) -> tuple[list[int], list[int], list[int]]:
+    """(prompt, chosen, rejected) token ids of a preference row. The ids it was sampled as when the row
+    carries them (pairs from `sample`); otherwise its text encoded once, the one way used for every text-only
+    row: the prompt as is, without special tokens, and each response by `encode_response` (a leading space,
+    then EOS: the stop the policy must learn)."""
+    ids = row.get("prompt_ids"), row.get("chosen_ids"), row.get("rejected_ids")
+    if all(x is not None for x in ids):
+        return tuple(list(x) for x in ids)
+    return (tok(row["prompt"], add_special_tokens=False)["input_ids"], encode_response(tok, row["chosen"]),
+            encode_response(tok, row["rejected"]))
+
+
 def tokenize_pairs(ctx: Context, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
-    tok = ctx.tokenizer
+    """(prompt + chosen, prompt + rejected) ids per row, as `preference_ids` gives them."""
+    tok, vocab = ctx.tokenizer, len(ctx.tokenizer)
     out = []
-    for r in rows:
-        p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
-        out.append((p + encode_response(tok, r["chosen"]), p + encode_response(tok, r["rejected"])))
+    for n, r in enumerate(rows, 1):
+        p, c, j = preference_ids(tok, r)
+        if any(i >= vocab for i in (*p, *c, *j)):
+            raise ValueError(f"preferences row {n} (pair {r.get('pair_id')}): token ids beyond the tokenizer's "
+                             f"{vocab} — sampled with another tokenizer?")
+        out.append((p + c, p + j))
     return out
 
 
@@ -135,7 +151,7 @@ def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
     tok = ctx.tokenizer
     if ctx.cfg.model.path and ctx.cfg.label.source == "import":
         rows = read_preferences(ctx.run / "preferences.parquet")
-        p_ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows[:n]]
+        p_ids = [preference_ids(tok, r)[0] for r in rows[:n]]
     else:
         p_ids = ctx.prompt_ids(ctx.world.prompts("norm", n, seed=ctx.cfg.seed))
     resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.sample.max_new_tokens, temperature=ctx.cfg.sample.temperature,

@@ -1,6 +1,9 @@
 """Step 1 — the SFT model produces k completions per prompt, and pairs are formed from them.
 
-Writes `samples.jsonl` (one row per prompt with its k completions) and `pairs.jsonl` (one row per pair).
+Writes `samples.jsonl` (one row per prompt with its k completions) and `pairs.jsonl` (one row per pair),
+in the schema of `rlhf_lab.data`: each text sits beside the token ids it was sampled as, so the reward
+model later trains on the very sequences the policy produced (decoding and re-encoding would not give them
+back with a BPE tokenizer, and would add an EOS to responses cut at max_new_tokens).
 """
 
 from __future__ import annotations
@@ -38,18 +41,21 @@ def run_sample(ctx: Context) -> dict:
     samples, pairs = [], []
     n_identical = 0
     for i, prompt in enumerate(prompts):
-        comps = resp[i * cfg.k: (i + 1) * cfg.k]
+        comps = resp[i * cfg.k: (i + 1) * cfg.k]  # ids as drawn: ending with EOS if the response stopped
         texts = [decode_response(tok, c) for c in comps]
         stopped = [bool(c) and c[-1] == tok.eos_token_id for c in comps]
-        samples.append({"prompt_id": prompt.id, "prompt": ctx.prompt_text(prompt), "meta": prompt.to_dict(),
-                        "completions": texts, "stopped": stopped})
+        text = ctx.prompt_text(prompt)
+        samples.append({"prompt_id": prompt.id, "prompt": text, "prompt_ids": p_ids[i], "meta": prompt.to_dict(),
+                        "completions": texts, "completion_ids": comps, "stopped": stopped})
         for a, b in form_pairs(cfg.k, cfg.pairing):
+            # same text means same judgement: a pair that differs only in token split teaches nothing
             if cfg.drop_identical and texts[a] == texts[b]:
                 n_identical += 1
                 continue
             pairs.append({"pair_id": f"{prompt.id}/{a}-{b}", "prompt_id": prompt.id, "family": prompt.family,
-                          "prompt": ctx.prompt_text(prompt), "response_a": texts[a], "response_b": texts[b],
-                          "stopped_a": stopped[a], "stopped_b": stopped[b], "meta": prompt.to_dict()})
+                          "prompt": text, "prompt_ids": p_ids[i], "response_a": texts[a], "response_b": texts[b],
+                          "response_a_ids": comps[a], "response_b_ids": comps[b], "stopped_a": stopped[a],
+                          "stopped_b": stopped[b], "meta": prompt.to_dict()})
     if ctx.is_main:
         write_jsonl(ctx.run / "samples.jsonl", samples)
         write_jsonl(ctx.run / "pairs.jsonl", pairs)

@@ -19,10 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from rlhf_lab.annotate.export import read_preferences
+from rlhf_lab.data import read_preferences
 from rlhf_lab.models.generation import left_pad
 from rlhf_lab.models.lm import position_ids_from_mask
-from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_write_bytes
 from rlhf_lab.steps.common import Context, seed_everything
 from rlhf_lab.steps.losses import dpo_loss, token_logprobs
@@ -37,18 +36,16 @@ from rlhf_lab.steps.policy.loop import (
     set_lr,
     shard,
 )
-from rlhf_lab.steps.reward import split_rows
+from rlhf_lab.steps.reward import preference_ids, split_rows
 from rlhf_lab.ui import progress
 from rlhf_lab.world import hash_seed
 
-Triple = tuple[list[int], list[int], list[int]]  # prompt, chosen + EOS, rejected + EOS (token ids)
+Triple = tuple[list[int], list[int], list[int]]  # prompt, chosen, rejected token ids (as sampled; EOS if stopped)
 REF_CACHE = "dpo_ref_logps.safetensors"
 
 
 def tokenize_preferences(ctx: Context, rows: list[dict]) -> list[Triple]:
-    tok = ctx.tokenizer
-    return [(tok(r["prompt"], add_special_tokens=False)["input_ids"], encode_response(tok, r["chosen"]),
-             encode_response(tok, r["rejected"])) for r in rows]
+    return [preference_ids(ctx.tokenizer, r) for r in rows]  # the sampled ids, as the reward model sees them
 
 
 def sequence_logps(model, triples: list[Triple], *, pad_token_id: int, device,
