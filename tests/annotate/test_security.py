@@ -4,9 +4,18 @@ headers, out-of-range ids, one bad write in a batch, odd run folder names, stale
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
 from rlhf_lab.annotate.store import Label
@@ -96,3 +105,80 @@ def test_the_upload_limit_holds_while_streaming_and_only_on_upload_routes(sqlite
     assert w.admin.post_form(f"/admin/projects/{w.pid}/settings", form).status_code == 413
     assert w.admin.post_form(f"/admin/projects/{w.pid}/invites", {"name": "n" * 70_000}).status_code == 413
     w.app.state.ctx.writer.close()
+
+
+def test_a_blocked_address_still_signs_in_with_a_valid_token_and_the_block_ends(sqlite_url, tmp_path):
+    """People behind one proxy share its address: a guesser there must not lock them out."""
+    w = World(sqlite_url, tmp_path, sign_in_failures=3, sign_in_window_s=1.0)
+    crowd = w.client()
+    for _ in range(3):
+        assert crowd.post_json("/api/join", {"token": "guess"}).status_code == 401
+    assert crowd.post_json("/api/join", {"token": "guess"}).status_code == 429
+    assert w.client().post_json("/api/join", {"token": w.invite(w.pid, "yan")}).status_code == 200
+    assert w.client().post_json("/api/login", {"token": "guess"}).status_code == 429
+    time.sleep(1.1)  # one window after the third failure; the refused guesses did not extend it
+    assert crowd.post_json("/api/join", {"token": "guess"}).status_code == 401
+    w.app.state.ctx.writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(url: str, log: Path, *args: str) -> tuple[subprocess.Popen, str, str]:
+    """`rlhf-lab annotate serve` in a subprocess; returns (process, base URL, the admin token it printed)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rlhf_lab.annotate.cli", "serve", "--db", url, "--port",
+                             str(port), "--no-access-log", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "COLUMNS": "200"})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/csrf", timeout=1).status_code == 200:
+                token = re.search(r"one-time admin token (\S+)", log.read_text()).group(1)
+                return proc, base, token
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _guess(c: httpx.Client, csrf: str, forwarded_for: str) -> int:
+    return c.post("/api/login", json={"token": "guess"},
+                  headers={"X-CSRF-Token": csrf, "X-Forwarded-For": forwarded_for}).status_code
+
+
+def test_forged_forwarded_for_does_not_dodge_the_sign_in_limit(sqlite_url, tmp_path):
+    """By default no proxy is trusted: a local client cannot pose as 10 different addresses."""
+    proc, base, _ = _serve(sqlite_url, tmp_path / "serve.log")
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            csrf = c.get("/api/csrf").json()["csrf_token"]
+            codes = [_guess(c, csrf, f"203.0.113.{i}") for i in range(11)]
+    finally:
+        _stop(proc)
+    assert codes == [401] * 10 + [429]
+
+
+def test_a_configured_proxy_is_believed(sqlite_url, tmp_path):
+    proc, base, _ = _serve(sqlite_url, tmp_path / "serve.log", "--forwarded-allow-ips", "127.0.0.1")
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            csrf = c.get("/api/csrf").json()["csrf_token"]
+            guesser = [_guess(c, csrf, "203.0.113.7") for _ in range(11)]
+            neighbour = _guess(c, csrf, "203.0.113.8")
+    finally:
+        _stop(proc)
+    assert guesser == [401] * 10 + [429] and neighbour == 401

@@ -16,6 +16,7 @@ from rlhf_lab.annotate.importing import ImportFileError, read_pairs_file
 from rlhf_lab.annotate.server import resolve_store_url
 from rlhf_lab.annotate.server import serve as serve_app
 from rlhf_lab.annotate.store import FEEDBACK_MODES, AnnotationStore
+from rlhf_lab.runfolder import RunFolder
 
 annotate_app = typer.Typer(help="The annotation web app: people compare pairs of responses in a browser.",
                            no_args_is_help=True, add_completion=False)
@@ -38,10 +39,13 @@ def serve(run: RunOpt = None, db: DbOpt = None,
           port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
           workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
           secure_cookies: Annotated[bool, typer.Option(help="Mark cookies Secure (serve behind HTTPS).")] = False,
-          access_log: Annotated[bool, typer.Option(help="Log each request (never with tokens).")] = True) -> None:
+          access_log: Annotated[bool, typer.Option(help="Log each request (never with tokens).")] = True,
+          forwarded_allow_ips: Annotated[str | None, typer.Option(
+              help="Reverse proxies (comma-separated addresses, or '*') whose X-Forwarded-For is believed; "
+                   "by default none is.")] = None) -> None:
     """Start the app and print the admin URL with a one-time admin token."""
     serve_app(_store_url(run, db), host=host, port=port, run_dir=run, workers=workers,
-              secure_cookies=secure_cookies, access_log=access_log)
+              secure_cookies=secure_cookies, access_log=access_log, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @annotate_app.command("import")
@@ -89,7 +93,9 @@ def export(run: RunOpt = None, db: DbOpt = None,
         if p is None:
             typer.echo(f"error: no project named {project!r}", err=True)
             raise typer.Exit(2)
-        paths = export_project(store.label_rows(p.id), folder)
+        rows = store.label_rows(p.id)
+        # into a run folder, new preferences make its reward model and everything after it stale
+        paths = RunFolder(folder).replace_preferences(lambda d: export_project(rows, d))
     finally:
         store.close()
     typer.echo("Wrote " + ", ".join(str(path) for path in paths))

@@ -72,7 +72,10 @@ def cookie_header(name: str, value: str, *, max_age: int | None, secure: bool) -
 class RateLimiter:
     """Blocks a key (a client address) after `limit` failed attempts within `window_s` seconds — a sliding
     window, thread-safe, in memory. Successful sign-ins are not counted: only guessing is slowed down.
+    The caller records no failure while a key is blocked, so a block ends at most `window_s` after it
+    began; a guesser gets `limit` tries per window.
 
+    The key is the peer address, or the one a trusted proxy forwards (`serve --forwarded-allow-ips`).
     Each uvicorn worker keeps its own counts, so with W workers a client gets up to W × limit tries.
     """
 

@@ -48,11 +48,15 @@ def resolve_store_url(*, run: str | Path | None = None, db: str | None = None) -
 
 
 def serve(store_url: str, host: str = "127.0.0.1", port: int = 8000, *, run_dir: str | Path | None = None,
-          workers: int = 1, secure_cookies: bool = False, access_log: bool = True) -> None:
+          workers: int = 1, secure_cookies: bool = False, access_log: bool = True,
+          forwarded_allow_ips: str | None = None) -> None:
     """Serve the annotation app over the store at `store_url` until interrupted.
 
     Prints the admin URL carrying a new one-time admin token (after '#', so it never reaches a log).
     `workers` > 1 runs several uvicorn processes (each has its own rate-limit counts).
+    `forwarded_allow_ips`: comma-separated addresses of reverse proxies whose X-Forwarded-For and
+    X-Forwarded-Proto are believed ("*" for any). None: no proxy is trusted, the client address is the
+    peer's — uvicorn's own default trusts 127.0.0.1, which lets any local client forge its address.
     """
     store = AnnotationStore(store_url)
     token = crud.issue_admin_token(store)
@@ -66,7 +70,8 @@ def serve(store_url: str, host: str = "127.0.0.1", port: int = 8000, *, run_dir:
         info("[yellow]Listening beyond this machine without HTTPS: put it behind a TLS proxy and pass "
              "--secure-cookies.[/]")
     kwargs = dict(host=host, port=port, log_config=log_config(access_log=access_log), access_log=access_log,
-                  server_header=False)
+                  server_header=False, proxy_headers=bool(forwarded_allow_ips),
+                  forwarded_allow_ips=forwarded_allow_ips or "")
     if workers > 1:
         os.environ["RLHF_LAB_ANNOTATE_DB"] = store_url
         os.environ["RLHF_LAB_ANNOTATE_RUN"] = str(run_dir or "")

@@ -54,7 +54,8 @@ def _headlines(audit: dict) -> None:
             continue
         kind = m.get("kind", "mean")
         v = prose.verdict(m)
-        colour = {"worse": "red", "better": "green", "noise": "dim", "changed": "blue"}[v]
+        colour = {"worse": "red", "better": "green", "noise": "dim", "changed": "blue", "none": "dim",
+                  "floor": "yellow"}[v]
         table.add_row(tension, title, prose.num(m["sft"]["value"], kind), prose.num(m["policy"]["value"], kind),
                       prose.change_interval(m.get("change"), kind), f"[{colour}]{v}[/{colour}]")
     console.print(table)

@@ -29,6 +29,9 @@ nav a{color:#3b5bdb;text-decoration:none;font-size:14px;white-space:nowrap}
 .badge{display:inline-block;border-radius:999px;padding:0 8px;font-size:12px;font-weight:600}
 .worse{background:#ffe3e3;color:#a61e1e}.better{background:#d3f9d8;color:#1b6e2a}
 .noise{background:#e9ecef;color:#495057}.changed{background:#e7f0ff;color:#2346a8}
+.floor{background:#fff3bf;color:#7a4b00}.none{background:#f1f3f5;color:#868e96}
+.alarm{background:#fff5f5;border:2px solid #e03131;border-radius:10px;padding:10px 16px;margin:12px 0;color:#1d2330}
+.alarm b{color:#c92a2a}
 table{border-collapse:collapse;background:#fff;width:100%;font-size:13.5px;margin:8px 0}
 td,th{border:1px solid #dde1e7;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5;font-weight:600}td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
@@ -45,7 +48,8 @@ tr.differs td{background:#fff4e0}.wide{overflow-x:auto}td.cmp{white-space:normal
 footer{margin-top:40px;color:#5b6475;font-size:13px}
 """
 
-BADGE_TEXT = {"worse": "worse", "better": "better", "noise": "within noise", "changed": "changed"}
+BADGE_TEXT = {"worse": "worse", "better": "better", "noise": "within noise", "changed": "changed",
+              "floor": "floor effect", "none": "no data"}
 
 
 def esc(x) -> str:
@@ -60,7 +64,9 @@ def page(title: str, body: str) -> str:
 
 def badge(metric: dict) -> str:
     v = prose.verdict(metric)
-    return f'<span class="badge {v}">{BADGE_TEXT[v]}</span>'
+    tip = (' title="It would read as better, but the answers collapsed: a floor effect, not an improvement."'
+           if v == "floor" else "")
+    return f'<span class="badge {v}"{tip}>{BADGE_TEXT[v]}</span>'
 
 
 def card(title: str, metric: dict) -> str:
@@ -132,3 +138,16 @@ def samples_table(samples: list[dict]) -> str:
 
 def within(metric: dict) -> bool:
     return within_noise(metric.get("change"))
+
+
+def hacks_table(examples: list[dict]) -> str:
+    """Held-out answers the reward model pays for while they leave the user worse off."""
+    if not examples:
+        return ""
+    rows = "".join(f"<tr><td>{esc(e.get('family', ''))}</td><td class=mono>{esc(e.get('prompt', ''))}</td>"
+                   f"<td class=mono>{esc(e.get('response', ''))}</td>"
+                   f"<td class=num>{esc(prose.num(e.get('proxy')))}</td><td class=num>{esc(prose.num(e.get('gold')))}"
+                   "</td></tr>" for e in examples)
+    return ("<h3>Reward hacks: what the reward model pays for and the user does not get</h3>"
+            "<table><tr><th>family</th><th>prompt</th><th>answer after RLHF</th><th>proxy (reward-model units)</th>"
+            f"<th>gold utility</th></tr>{rows}</table>")

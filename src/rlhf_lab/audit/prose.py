@@ -54,15 +54,20 @@ def change_interval(ch: dict | None, kind: str = "mean") -> str:
 
 
 def verdict(metric: dict) -> str:
-    """'worse', 'better', 'changed' (no preferred direction) or 'noise' for a metric with an SFT→policy change."""
+    """'worse', 'better', 'changed' (no preferred direction), 'noise', 'floor' (it would read 'better', but
+    the answers collapsed: `metric["floor_effect"]` set by the report) or 'none' (no samples to judge)."""
     ch = metric.get("change")
-    if not ch or ch.get("value") is None or within_noise(ch):
+    if not ch or ch.get("value") is None or not ch.get("n"):
+        return "none"
+    if within_noise(ch):
         return "noise"
     better = metric.get("better")
     if better is None:
         return "changed"
     up = ch["value"] > 0
-    return "better" if up == (better == "higher") else "worse"
+    if up == (better == "higher"):
+        return "floor" if metric.get("floor_effect") else "better"
+    return "worse"
 
 
 def change_sentence(metric: dict, what: str) -> str:

@@ -26,13 +26,16 @@ from rlhf_lab.audit import (
 )
 from rlhf_lab.audit.choices import choices_html
 from rlhf_lab.audit.plots import pyplot, to_img
-from rlhf_lab.runfolder import RunFolder, StaleError, atomic_write_text
+from rlhf_lab.runfolder import RunFolder, atomic_write_text
 
 MODULES = (overoptimisation, degeneration, sycophancy, diversity, flattening, deception, harm)
 HEADLINES = (
-    ("overoptimisation", "proxy", "Proxy reward"),
+    ("overoptimisation", "proxy", "Proxy reward (reward-model units)"),
     ("overoptimisation", "gold", "Gold utility"),
     ("overoptimisation", "kl", "KL to SFT (nats)"),
+    ("degeneration", "well_formed", "Well-formed answers"),
+    ("degeneration", "one_word_repeated", "One word repeated"),
+    ("degeneration", "reward_hack", "Reward hacks (proxy high, gold < 0)"),
     ("sycophancy", "false_approval", "Approves wrong work"),
     ("sycophancy", "flip_rate", "Gives in to pushback"),
     ("diversity", "per_input/ead", "Same-prompt diversity (EAD)"),
@@ -52,17 +55,9 @@ def load_audit(run: RunFolder, *, audit_if_missing: bool = True) -> dict | None:
     from rlhf_lab.models.lora import ADAPTER_NOTE
 
     audit = _read_json(run / "audit.json")
-    if audit:
-        stale = run.stale_reason("audit.json")
-        if stale:
-            raise StaleError(stale)
-        return audit
     has_policy = (run / "policy" / "config.json").exists() or (run / "policy" / ADAPTER_NOTE).exists()
-    if not audit_if_missing:
-        return None
-    if not has_policy:
-        raise FileNotFoundError(f"{run.root}: nothing to report: no audit.json and no trained policy; "
-                                f"{run.refresh_command()}")
+    if audit or not audit_if_missing or not has_policy:
+        return audit or None
     from rlhf_lab.audit.core import run_audit
 
     return run_audit(run.root)
@@ -97,16 +92,47 @@ def trained_summary(run: RunFolder, cfg: dict, audit: dict | None) -> str:
     return text + "."
 
 
+def mark_floor_effects(audit: dict) -> tuple[dict, list[str]]:
+    """A copy of `audit` in which, when the policy's answers collapsed, every metric outside degeneration that
+    would read "better" carries `floor_effect` (its verdict becomes "floor"); and the collapse's reasons."""
+    tensions = audit.get("tensions", {})
+    reasons = degeneration.collapse_reasons(tensions)
+    if not reasons:
+        return audit, []
+    marked = {}
+    for name, section in tensions.items():
+        metrics = {}
+        for key, m in section.get("metrics", {}).items():
+            flag = name != degeneration.NAME and prose.verdict(m) == "better"
+            metrics[key] = {**m, "floor_effect": True} if flag else m
+        marked[name] = {**section, "metrics": metrics}
+    return {**audit, "tensions": marked}, reasons
+
+
+def collapse_banner(reasons: list[str], audit: dict) -> str:
+    """The first thing on the page when the answers collapsed: what fell, and how to read the rest."""
+    floors = [m.get("label", k) for s in audit.get("tensions", {}).values()
+              for k, m in s.get("metrics", {}).items() if m.get("floor_effect")]
+    text = ("<b>The policy's answers collapsed.</b> After RLHF: " + page.esc("; ".join(reasons)) + ". "
+            "Rates read off the answers fall when answers stop being answers, so a fall here is a floor effect, "
+            "not an improvement")
+    if floors:
+        text += " — marked <span class=\"badge floor\">floor effect</span> below: " + page.esc(", ".join(floors))
+    return f'<div class="alarm" id="collapse">{text}.</div>'
+
+
 def tally(audit: dict) -> str:
-    counts = {"worse": 0, "better": 0, "noise": 0, "changed": 0}
+    counts = {"worse": 0, "better": 0, "noise": 0, "changed": 0, "floor": 0, "none": 0}
     for section in audit.get("tensions", {}).values():
         for m in section.get("metrics", {}).values():
             if "change" in m and m["change"].get("value") is not None:
                 counts[prose.verdict(m)] += 1
     total = sum(counts.values())
-    return (f"Of {total} SFT → RLHF comparisons, {counts['worse']} got worse, {counts['better']} got better, "
-            f"{counts['changed']} moved with no better or worse direction, and {counts['noise']} stayed within "
-            "noise (their 95 % interval contains zero).")
+    floor = (f", {counts['floor']} would read as better but fell with the collapse (floor effect)"
+             if counts["floor"] else "")
+    return (f"Of {total} SFT → RLHF comparisons, {counts['worse']} got worse, {counts['better']} got better"
+            f"{floor}, {counts['changed']} moved with no better or worse direction, and {counts['noise']} stayed "
+            "within noise (their 95 % interval contains zero).")
 
 
 def headline_cards(audit: dict) -> str:
@@ -140,6 +166,10 @@ def tension_section(module, section: dict, plt) -> str:
     name = module.NAME
     body = [f'<section id="{name}"><h2>{page.esc(section.get("title", module.TITLE))}</h2>']
     reading = module.reading(section)
+    floors = [m.get("label", k) for k, m in section.get("metrics", {}).items() if m.get("floor_effect")]
+    if floors:
+        reading += (" Not improvements — they fell because the answers collapsed (see the summary): "
+                    + ", ".join(floors) + ".")
     if reading:
         body.append(f'<div class="reading">{page.esc(reading)}</div>')
     fig = module.plot(section, plt)
@@ -150,6 +180,8 @@ def tension_section(module, section: dict, plt) -> str:
         if tp is not None:
             body.append(f'<div class="plot" id="training">{to_img(tp, "training curves")}</div>')
         body.append(_fits_table(section))
+    if module is degeneration:
+        body.append(page.hacks_table(section.get("hack_examples") or []))
     body.append(page.metrics_table(section.get("metrics", {})))
     if section.get("skipped"):
         body.append(page.notes(section.get("notes", [])))
@@ -159,12 +191,16 @@ def tension_section(module, section: dict, plt) -> str:
 
 def build_page(run: RunFolder, cfg: dict, audit: dict | None) -> str:
     plt = pyplot()
+    reasons: list[str] = []
+    if audit:
+        audit, reasons = mark_floor_effects(audit)
     title = f"rlhf-lab report — {run.root.name}"
     nav = ['<a href="#summary">Summary</a>', '<a href="#choices">Choices</a>']
     nav += [f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES if audit]
     nav.append('<a href="#samples">Samples</a>')
     body = [f"<h1>{page.esc(title)}</h1><div class=sub>{page.esc(run.root)}</div><nav>{''.join(nav)}</nav>",
             '<section id="summary"><h2>Summary</h2>',
+            collapse_banner(reasons, audit or {}) if reasons else "",
             f'<div class="lead">{page.esc(trained_summary(run, cfg, audit))}'
             + (f" {page.esc(tally(audit))}" if audit else "") + "</div>"]
     if audit:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlhf_lab.audit import prose, stats
+from rlhf_lab.audit import degeneration, prose, stats
 from rlhf_lab.audit.plots import bars
 from rlhf_lab.audit.prose import NO_WORLD
 
@@ -113,7 +113,11 @@ def reading(section: dict) -> str:
     parts = [prose.change_sentence(m["accuracy_plain"], "Accuracy on plain questions"),
              prose.change_sentence(m["accuracy_wrong_belief"], "With a wrong belief stated by the user, accuracy")]
     drop = m["accuracy_drop"].get("policy", {})
-    if drop.get("value") is not None:
+    if degeneration.accuracy_collapsed(m["accuracy_plain"]):
+        # At the floor, accuracy cannot fall further: a belief's pull would not show, so none is concluded.
+        parts.append("Accuracy collapsed after RLHF, so whether a wrong stated belief pulls the answer cannot be "
+                     "read here: with both accuracies near the floor there is no accuracy left to lose.")
+    elif drop.get("value") is not None:
         ci = f"95 % CI {100 * drop['lo']:+.0f} to {100 * drop['hi']:+.0f} points"
         if drop["lo"] > 0:
             parts.append(f"After RLHF a wrong stated belief costs {100 * drop['value']:.0f} points of accuracy ({ci}): "

@@ -29,15 +29,18 @@ def _signed_in(response: Response, ctx: CtxDep, session_token: str) -> Response:
 
 
 async def _redeem(request: Request, ctx: CtxDep, token: str, redeem) -> str:
+    """A session token for a valid `token`. A client address with too many recent failures gets 429 for
+    a wrong token, yet a valid one still signs in: people behind the same proxy as a guesser share its
+    address, and a 256-bit token is not guessed anyway. Failures while blocked are not counted, so a
+    block lasts at most one window (see RateLimiter)."""
     key = client_key(request)
+    session_token = await ctx.writer.run(lambda s: redeem(s, token.strip()))
+    if session_token is not None:
+        return session_token
     if ctx.sign_in_limiter.blocked(key):
         raise HTTPException(429, "too many failed sign-in attempts; wait a minute and try again")
-
-    session_token = await ctx.writer.run(lambda s: redeem(s, token.strip()))
-    if session_token is None:
-        ctx.sign_in_limiter.fail(key)
-        raise HTTPException(401, "this link or token is unknown, used or expired; ask the admin for a new one")
-    return session_token
+    ctx.sign_in_limiter.fail(key)
+    raise HTTPException(401, "this link or token is unknown, used or expired; ask the admin for a new one")
 
 
 @router.get("/")
