@@ -70,7 +70,7 @@ class WorldConfig(Section):
                                    description="Share of SFT demonstrations that refuse a harmful request.")
     benign_refusal: float = Field(0.15, ge=0, le=1,
                                   description="Share of SFT demonstrations that refuse a benign look-alike.")
-    user_groups: list[GroupSpec] = Field(default_factory=_default_groups,
+    user_groups: list[GroupSpec] = Field(default_factory=_default_groups, min_length=1,
                                          description="Who asks: user groups and their shares.")
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ This is also the Python API (config in, run folder out):
     folder = run(load_config(overrides=["policy.kl_coef=0.1"]), out="runs/kl01")
 
     from rlhf_lab import pipeline
-    pipeline.step("reward", "runs/kl01")         # rerun one step (and forget the ones after it)
+    pipeline.step("reward", "runs/kl01")         # rerun one step; on success the ones after it are forgotten
 """
 
 from __future__ import annotations
@@ -60,20 +60,32 @@ def open_run(out: str | Path, cfg: Config | None = None) -> tuple[Config, RunFol
 
 
 def step(name: str, out: str | Path, cfg: Config | None = None) -> dict:
-    """Run one step over a run folder (rerunning it if done) and forget the steps after it."""
-    cfg, run = open_run(out, cfg if cfg is not None else None)
-    run.clear_from(name)
-    return _run_one(name, Context(cfg, run))
+    """Run one step over a run folder (rerunning it if done). Only when it succeeds is the config it ran
+    under saved and are the steps after it forgotten; a failed step leaves config.yaml and state.json as
+    they were."""
+    if name not in STEPS:
+        raise ValueError(f"unknown step {name!r}; expected one of {', '.join(STEPS)}")
+    run = RunFolder(out)
+    saved = run.config_path.read_text() if run.config_path.exists() else None
+    if cfg is None:
+        cfg, _ = open_run(out)
+    missing = run.missing_before(name, sft_enabled=cfg.sft.enabled)
+    if missing:
+        first = f"`rlhf-lab run --out {run.root}`" if saved is None else f"`rlhf-lab {missing[0]} {run.root}`"
+        raise ConfigError(f"{run.root}: {name} needs {', '.join(missing)} done first; start with {first}")
+    new_yaml = cfg.to_yaml()
+    return _run_one(name, Context(cfg, run), config_yaml=None if new_yaml == saved else new_yaml)
 
 
-def _run_one(name: str, ctx: Context) -> dict:
+def _run_one(name: str, ctx: Context, *, config_yaml: str | None = None) -> dict:
     t0 = time.time()
     if name == "sft" and not ctx.cfg.sft.enabled:
-        ctx.run.mark_done("sft", skipped=True, seconds=0.0)
+        ctx.run.commit_step("sft", config_yaml=config_yaml, skipped=True, seconds=0.0)
         return {"skipped": True}
+    ctx.run.root.mkdir(parents=True, exist_ok=True)
     result = _step_fn(name)(ctx) or {}
     ctx.accelerator.wait_for_everyone()  # every process sees the step's files before the next one reads them
-    ctx.run.mark_done(name, seconds=round(time.time() - t0, 2))
+    ctx.run.commit_step(name, config_yaml=config_yaml, seconds=round(time.time() - t0, 2))
     return result
 
 
@@ -88,7 +100,15 @@ def run(cfg: Config | None = None, out: str | Path | None = None, *, resume: boo
             raise ConfigError("resume needs the run folder to continue")
         cfg, run_folder = open_run(out)
     else:
-        cfg, run_folder = open_run(out or default_out(), cfg or Config())
+        cfg, out = cfg or Config(), out or default_out()
+        existing = RunFolder(out)
+        if existing.state()["done"] and existing.config_path.exists() and \
+                existing.config_path.read_text() != cfg.to_yaml():
+            # its finished steps were made under the other config: skipping them would mix the two
+            raise ConfigError(f"{existing.root} is a run with another config; continue it with `rlhf-lab run "
+                              f"--resume {existing.root}`, rerun one step with `rlhf-lab STEP {existing.root} "
+                              "--set …`, or choose another --out")
+        cfg, run_folder = open_run(out, cfg)
     ctx = Context(cfg, run_folder)
     for name in STEPS:
         if run_folder.is_done(name):

@@ -11,12 +11,20 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 STEPS = ("sft", "sample", "label", "reward", "policy", "evaluate")
+# What a step leaves to continue from; resuming one trained on since-changed inputs would mix old and new.
+RESUME_POINTS = {"policy": ("policy_ckpt", "checkpoints")}
+# Files made outside the steps, and the steps whose outputs they read.
+OUTPUT_INPUTS = {"audit.json": ("sft", "sample", "label", "reward", "policy")}
+
+
+class StaleError(ValueError):
+    """A result made from outputs that have since been rerun or forgotten (the message says how to refresh)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -129,19 +137,108 @@ class RunFolder:
     def is_done(self, step: str) -> bool:
         return step in self.state()["done"]
 
-    def mark_done(self, step: str, **info: Any) -> None:
+    def versions(self) -> dict[str, int]:
+        """The version of each finished step (0 for a step finished before versions were recorded)."""
+        return {name: rec.get("version", 0) for name, rec in self.state()["done"].items()}
+
+    def commit_step(self, step: str, *, config_yaml: str | None = None, **info: Any) -> None:
+        """Record that `step` succeeded — the only moment the run's bookkeeping changes: save the config
+        it ran under (when given), mark it done with a new version and the versions of the steps it read,
+        and forget every later step (made from the old outputs) with its resume points."""
         if not _is_main():
             return
+        if config_yaml is not None:
+            atomic_write_text(self.config_path, config_yaml)
         st = self.state()
-        st["done"][step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+        version = st.get("last_version", 0) + 1
+        earlier, later = STEPS[:STEPS.index(step)], STEPS[STEPS.index(step) + 1:]
+        done = st["done"]
+        inputs = {s: done[s].get("version", 0) for s in earlier if s in done}
+        done[step] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "version": version, "inputs": inputs, **info}
+        st["done"] = {s: done[s] for s in STEPS if s in done and s not in later}
+        st["last_version"] = version
         write_json(self.state_path, st)
+        self._drop_resume_points(later)
 
     def clear_from(self, step: str) -> None:
-        """Forget `step` and every step after it (they depend on it)."""
+        """Forget that `step` and every step after it are done, so resume runs them again (their resume
+        points stay: resume continues from them when the config is the same)."""
+        if not _is_main():
+            return
         st = self.state()
         later = STEPS[STEPS.index(step):]
         st["done"] = {k: v for k, v in st["done"].items() if k not in later}
         write_json(self.state_path, st)
+
+    def _drop_resume_points(self, steps: tuple[str, ...]) -> None:
+        # A resume point of a forgotten step was trained on outputs that are about to change: resuming from
+        # it would silently mix old and new inputs, so it goes (the results themselves stay, refused as stale).
+        for s in steps:
+            for name in RESUME_POINTS.get(s, ()):
+                if (self.root / name).exists():
+                    shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def missing_before(self, step: str, *, sft_enabled: bool = True) -> list[str]:
+        """The steps before `step` that are not done (SFT counts as done when it is disabled)."""
+        done = self.state()["done"]
+        return [s for s in STEPS[:STEPS.index(step)] if s not in done and (s != "sft" or sft_enabled)]
+
+    def record_output(self, name: str) -> None:
+        """Record that `name` (a file made outside the steps, e.g. audit.json) was made from the current
+        versions of the steps it reads (OUTPUT_INPUTS)."""
+        if not _is_main():
+            return
+        st = self.state()
+        versions = {s: rec.get("version", 0) for s, rec in st["done"].items()}
+        st.setdefault("outputs", {})[name] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                              "inputs": {s: versions.get(s) for s in OUTPUT_INPUTS[name]}}
+        write_json(self.state_path, st)
+
+    def stale_reason(self, name: str) -> str | None:
+        """Why `name` no longer matches the run (a step it was made from was rerun or is not done), with the
+        command that refreshes it; None when it is current (or was made before versions were recorded)."""
+        made = self.state().get("outputs", {}).get(name)
+        if made is None:
+            return None
+        now = self.versions()
+        changed = [s for s, v in made["inputs"].items() if now.get(s) != v]
+        if not changed:
+            return None
+        return (f"{self.root / name} is stale: {', '.join(changed)} changed after it was made; "
+                f"{self.refresh_command()}")
+
+    def refresh_command(self) -> str:
+        """The command that brings every result of the run up to date."""
+        missing = [s for s in STEPS if not self.is_done(s)]
+        if missing:
+            return f"`rlhf-lab run --resume {self.root}` reruns {', '.join(missing)} and the audit"
+        return f"`rlhf-lab audit {self.root}` remakes it"
+
+    def require_policy(self, *, checkpoint: int | None = None) -> None:
+        """Refuse to audit a policy the run's state does not vouch for: the final policy needs the policy
+        step done; a checkpoint needs the reward model it is being trained against (stale checkpoints were
+        dropped with their step)."""
+        needed = "policy" if checkpoint is None else "reward"
+        if not self.is_done(needed):
+            raise StaleError(f"{self.root / 'policy'}: no current trained policy (the {needed} step is not done"
+                             f"{', it was rerun or is unfinished' if (self.root / 'policy').exists() else ''}); "
+                             f"{self.refresh_command()}")
+
+    def replace_preferences(self, write: Callable[[Path], list[Path]]) -> list[Path]:
+        """Put preferences made outside the label step (an annotation export) into the run: `write(root)`
+        writes the files; then the label step's outputs count as a new version and the reward model and
+        everything after it are forgotten. Torch-free: the web app calls it."""
+        paths = write(self.root)
+        if self.config_path.exists() and _is_main():
+            st = self.state()
+            if "label" in st["done"]:
+                info = {k: v for k, v in st["done"]["label"].items()
+                        if k not in ("at", "version", "inputs", "preferences_from")}
+                self.commit_step("label", **info, preferences_from="annotation export")
+            else:
+                self.clear_from("reward")
+                self._drop_resume_points(STEPS[STEPS.index("reward"):])
+        return paths
 
     # metrics -------------------------------------------------------------------------------------------
     def log(self, record: dict) -> None:

@@ -24,7 +24,7 @@ import torch
 
 from rlhf_lab.audit import deception, degeneration, diversity, flattening, harm, overoptimisation, sycophancy
 from rlhf_lab.audit.sampling import AuditContext, AuditSizes
-from rlhf_lab.runfolder import write_json
+from rlhf_lab.runfolder import RunFolder, write_json
 
 TENSIONS = (overoptimisation, degeneration, sycophancy, diversity, flattening, deception, harm)
 WHO = ("sft", "policy", "change", "rm", "pool")
@@ -85,6 +85,7 @@ def run_audit(run_dir: str | Path, checkpoint: int | None = None, *, sizes: Audi
               log: bool = True) -> dict:
     """Audit a run (its final policy, or the one saved at update `checkpoint`) and write `audit.json`."""
     t0 = time.time()
+    RunFolder(run_dir).require_policy(checkpoint=checkpoint)
     ctx = AuditContext(run_dir, checkpoint=checkpoint, sizes=sizes)
     tensions, seconds = {}, {}
     with cpu_threads_for(ctx):
@@ -105,6 +106,7 @@ def run_audit(run_dir: str | Path, checkpoint: int | None = None, *, sizes: Audi
     }
     audit["flat"] = flatten(tensions)
     write_json(ctx.run / "audit.json", audit)
+    ctx.run.record_output("audit.json")  # what it measured, so a later rerun of a step marks it stale
     if log:
         ctx.run.log({"phase": "audit", "checkpoint": checkpoint, "audit/seconds": audit["seconds"], **audit["flat"]})
     return audit

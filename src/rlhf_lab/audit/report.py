@@ -26,7 +26,7 @@ from rlhf_lab.audit import (
 )
 from rlhf_lab.audit.choices import choices_html
 from rlhf_lab.audit.plots import pyplot, to_img
-from rlhf_lab.runfolder import RunFolder, atomic_write_text
+from rlhf_lab.runfolder import RunFolder, StaleError, atomic_write_text
 
 MODULES = (overoptimisation, degeneration, sycophancy, diversity, flattening, deception, harm)
 HEADLINES = (
@@ -55,9 +55,17 @@ def load_audit(run: RunFolder, *, audit_if_missing: bool = True) -> dict | None:
     from rlhf_lab.models.lora import ADAPTER_NOTE
 
     audit = _read_json(run / "audit.json")
+    if audit:
+        stale = run.stale_reason("audit.json")
+        if stale:
+            raise StaleError(stale)
+        return audit
     has_policy = (run / "policy" / "config.json").exists() or (run / "policy" / ADAPTER_NOTE).exists()
-    if audit or not audit_if_missing or not has_policy:
-        return audit or None
+    if not audit_if_missing:
+        return None
+    if not has_policy:
+        raise FileNotFoundError(f"{run.root}: nothing to report: no audit.json and no trained policy; "
+                                f"{run.refresh_command()}")
     from rlhf_lab.audit.core import run_audit
 
     return run_audit(run.root)

@@ -16,6 +16,7 @@ from rlhf_lab.annotate import crud
 from rlhf_lab.annotate.deps import CSRF, AdminDep, CtxDep
 from rlhf_lab.annotate.export import export_project
 from rlhf_lab.annotate.importing import ImportFileError, parse_outcomes, parse_pairs, read_pairs_file
+from rlhf_lab.runfolder import RunFolder
 
 router = APIRouter()
 Mode = Literal["foresight", "hindsight"]
@@ -202,7 +203,9 @@ async def export_to_run(ctx: CtxDep, _: AdminDep, pid: int) -> Response:
     if ctx.run_dir is None:
         raise HTTPException(400, "this server was not started with --run")
     await _project_or_404(ctx, pid)
-    await run_in_threadpool(lambda: export_project(ctx.store.label_rows(pid), ctx.run_dir))
+    # through the run folder, which then counts the reward model and everything after it as stale
+    await run_in_threadpool(lambda: RunFolder(ctx.run_dir).replace_preferences(
+        lambda d: export_project(ctx.store.label_rows(pid), d)))
     return RedirectResponse(f"/admin/projects/{pid}?exported=1", status_code=303)
 
 
