@@ -43,7 +43,7 @@ def bpe_run(tmp_path_factory):
     set_quiet(True)
     root = tmp_path_factory.mktemp("bpe")
     cfg = build_config(overrides=[f"model.path={root / 'base'}", "sft.enabled=false", "sample.n_prompts=12",
-                                  "sample.k=2", "sample.max_new_tokens=6", "sample.batch_size=24", "seed=3"])
+                                  "sample.k=2", "generation.max_new_tokens=6", "sample.batch_size=24", "seed=3"])
     corpus = list(World(cfg.world, language="english").corpus())[:3000]
     tok = _bpe_base_model(root / "base", corpus)
     ctx = Context(cfg, RunFolder(root / "run"))
@@ -132,3 +132,21 @@ def test_preference_files_share_one_schema(tmp_path):
     back = read_preferences(tmp_path / "sim" / "preferences.jsonl")[0]
     assert back["chosen_ids"] == [7, 1] and back["rejected"] == "" and back["chosen"] == " hello ."
     assert json.loads(back["meta"]) == pair["meta"]
+
+
+def test_publish_pairs_checks_pairs_as_import_does(tmp_path):
+    """`label.source: human` publishes through the same check as a pair-file import: an empty response is
+    kept (the model said nothing), a missing side is refused with file and line, and nothing is created."""
+    from rlhf_lab.annotate.store import AnnotationStore
+    from rlhf_lab.steps.label import publish_pairs
+
+    good = {"pair_id": "q/0-1", "prompt": "user : hi ? assistant :", "response_a": "hello .", "response_b": "",
+            "meta": {"id": "q"}}
+    bad = {**good, "pair_id": "q/0-2", "response_b": None}
+    store = AnnotationStore(f"sqlite:///{tmp_path / 'labels.sqlite'}")
+    with pytest.raises(ValueError, match=r"pairs\.jsonl:2: 'response_b' must be text"):
+        publish_pairs(store, [good, bad], overlap=1, feedback_mode="foresight", source="human")
+    assert store.project("run") is None
+    pid = publish_pairs(store, [good], overlap=1, feedback_mode="foresight", source="human")
+    assert [it.response_b for it in store.items(pid)] == [""]
+    store.close()

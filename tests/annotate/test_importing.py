@@ -58,3 +58,32 @@ def test_outcomes_file():
 def test_missing_file(tmp_path):
     with pytest.raises(ImportFileError, match="no such file"):
         read_pairs_file(tmp_path / "nope.jsonl")
+
+
+def test_an_empty_completion_is_an_answer_shown_as_no_answer(tmp_path):
+    """A run's pairs.jsonl holds pairs where the model said nothing (EOS first): they import, and the
+    annotator sees "(no answer)" on that side, never a blank card. A missing side is still an error."""
+    from rlhf_lab.annotate import queue
+    from rlhf_lab.annotate.store import AnnotationStore
+
+    rows = pair_rows(2)
+    rows[1]["response_b"] = ""
+    items = parse_pairs(jsonl(rows), name="pairs.jsonl")
+    from rlhf_lab.data import NO_ANSWER
+    assert items[1]["response_b"] == ""  # stored as said: the text is the model's, the placeholder the app's
+    store = AnnotationStore(f"sqlite:///{tmp_path / 'l.sqlite'}")
+    pid = store.create_project("run").id
+    store.add_items(pid, items)
+    ann = store.add_annotator(pid, "a").id
+    with store.session() as s:
+        shown = []
+        for _ in items:
+            nxt = queue.next_assignment(s, annotator_id=ann, project_id=pid, hints=queue.FrontierHints())
+            shown.append((nxt["left"], nxt["right"]))
+            queue.submit_label(s, annotator_id=ann, project_id=pid, assignment_id=nxt["assignment_id"],
+                               client_id=f"c{len(shown)}", choice="left", strength=None, rationale=None,
+                               time_spent_ms=5)
+    store.close()
+    assert sum(NO_ANSWER in pair for pair in shown) == 1 and all(all(t.strip() for t in p) for p in shown)
+    with pytest.raises(ImportFileError, match=r"pairs\.jsonl:2: 'response_b' must be text"):
+        parse_pairs(jsonl([rows[0], {**rows[1], "response_b": None}]), name="pairs.jsonl")

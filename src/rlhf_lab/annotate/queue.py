@@ -29,6 +29,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select,
 from sqlalchemy.orm import Session
 
 from rlhf_lab.annotate.store import STRENGTHS, Assignment, Item, Label, Project, utcnow
+from rlhf_lab.data import shown
 
 LEASE = dt.timedelta(hours=1)  # a pending assignment older than this no longer holds a slot
 SCREEN_CHOICES = ("left", "right", "tie")
@@ -165,6 +166,7 @@ def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_m
     """What the annotator's screen shows, in screen order. Never says whether the item is gold."""
     item = conn.execute(_ITEM, {"iid": item_id}).one()
     left, right = (item.response_a, item.response_b) if left_is_a else (item.response_b, item.response_a)
+    left, right = shown(left), shown(right)  # an empty response is an answer to judge, never a blank side
     hindsight = feedback_mode == "hindsight"
     return {"assignment_id": assignment_id, "prompt": item.prompt, "left": left, "right": right,
             "outcome": item.outcome if hindsight else None, "feedback_mode": feedback_mode}

@@ -34,7 +34,8 @@ def run_sample(ctx: Context) -> dict:
     p_ids = ctx.prompt_ids(prompts)
     repeated = [ids for ids in p_ids for _ in range(cfg.k)]
     with progress("Sampling", len(repeated)) as advance:
-        resp = generate(model, repeated, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        resp = generate(model, repeated, max_new_tokens=ctx.cfg.generation.max_new_tokens,
+                        temperature=ctx.cfg.generation.temperature,
                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, batch_size=cfg.batch_size,
                         generator=gen, progress=advance, backend=ctx.cfg.model.generation_backend,
                         cuda_graph=ctx.cfg.model.cuda_graphs)
@@ -61,6 +62,8 @@ def run_sample(ctx: Context) -> dict:
         write_jsonl(ctx.run / "pairs.jsonl", pairs)
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    # an empty completion (EOS first) is kept: "said nothing" is an answer annotators judge (rlhf_lab.data)
+    n_empty = sum(not t for s in samples for t in s["completions"])
     info(f"Sampling: {len(prompts)} prompts × {cfg.k} completions → {len(pairs)} pairs "
-         f"({n_identical} identical pairs skipped)")
-    return {"pairs": len(pairs), "prompts": len(prompts), "identical_skipped": n_identical}
+         f"({n_identical} identical pairs skipped; {n_empty} empty completions)")
+    return {"pairs": len(pairs), "prompts": len(prompts), "identical_skipped": n_identical, "empty": n_empty}
