@@ -53,3 +53,33 @@ def test_comparison_renders_in_chromium(micro_run, tmp_path):
     errors, requests, _, images, overflow = _open(out, Path("/tmp/rlhf_lab_comparison.png"))
     assert errors == [] and all(u.startswith(("file:", "data:")) for u in requests)
     assert len(images) >= 6 and overflow <= 0
+
+
+def test_hostile_fields_run_nothing_in_chromium(tmp_path):
+    """The XSS corpus in every field of audit.json and config.yaml: Chromium opens no dialog, builds no
+    script, frame or handler, and shows the payload as text. The collapse is said on the first screen."""
+    from rlhf_lab.audit import write_comparison, write_report
+    from tests.audit.test_report_xss import RUN_NAME, hostile_run
+
+    run = hostile_run(tmp_path / RUN_NAME)
+    pages = [write_report(run, audit_if_missing=False), write_comparison([run, run], tmp_path / "cmp.html")]
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        for path in pages:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            dialogs = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(path.resolve().as_uri())
+            page.wait_for_load_state("load")
+            bad = page.evaluate("document.querySelectorAll('script,iframe,svg,object,embed,textarea,"
+                                "[onerror],[onload],[srcdoc],a[href^=\"javascript\"]').length")
+            text = page.evaluate("document.body.innerText")
+            assert dialogs == [] and bad == 0, (path, dialogs, bad)
+            assert "<script>alert(1)</script>" in text
+            if path.name == "report.html":
+                box = page.locator("#collapse").bounding_box()
+                assert box is not None and box["y"] + box["height"] <= 900  # on the first screen
+                assert "answers collapsed" in page.locator("#collapse").inner_text()
+            page.close()
+        browser.close()
