@@ -68,8 +68,8 @@ def test_hostile_fields_run_nothing_in_chromium(tmp_path):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         for path in pages:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            dialogs = []
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            dialogs: list[str] = []
+            page.on("dialog", lambda d, seen=dialogs: (seen.append(d.message), d.dismiss()))
             page.goto(path.resolve().as_uri())
             page.wait_for_load_state("load")
             bad = page.evaluate("document.querySelectorAll('script,iframe,svg,object,embed,textarea,"

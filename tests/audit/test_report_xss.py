@@ -2,7 +2,6 @@
 compare.html: parsed back, the pages hold only the elements and attributes the report itself writes
 (issue 15, security 5: the fit table's key was written unescaped)."""
 
-import json
 from html.parser import HTMLParser
 
 import yaml

@@ -160,10 +160,10 @@ def _fits_table(section: dict) -> str:
                 continue
             d_star = overoptimisation.fitted_peak(form, fit)
             formula = "d(α − β ln d)" if form == "rl" else "d(α − βd)"
-            rows.append(f"<tr><td>{name}</td><td>{target}</td><td>{formula}</td><td class=num>{fit['alpha']:.3f}</td>"
-                        f"<td class=num>{fit['beta']:.3f}</td><td class=num>{prose.num(fit.get('r2'))}</td>"
-                        f"<td class=num>{fit['n']}</td><td class=num>"
-                        f"{'—' if d_star is None else f'{d_star:.2f} (KL {d_star ** 2:.1f})'}</td></tr>")
+            cells = (name, target, formula, f"{fit['alpha']:.3f}", f"{fit['beta']:.3f}", prose.num(fit.get("r2")),
+                     fit.get("n"), "—" if d_star is None else f"{d_star:.2f} (KL {d_star ** 2:.1f})")
+            rows.append("<tr>" + "".join(f"<td{' class=num' if i > 2 else ''}>{page.esc(c)}</td>"
+                                         for i, c in enumerate(cells)) + "</tr>")
     if not rows:
         return ""
     return ("<table><tr><th>curve</th><th>reward</th><th>fit of R(d) − R(0)</th><th>α</th><th>β</th><th>R²</th>"
