@@ -69,7 +69,9 @@ def step(name: str, out: str | Path, cfg: Config | None = None) -> dict:
     saved = run.config_path.read_text() if run.config_path.exists() else None
     if cfg is None:
         cfg, _ = open_run(out)
-    missing = run.missing_before(name, sft_enabled=cfg.sft.enabled)
+    # no SFT model when SFT is off; no pairs needed when the preferences are imported
+    not_needed = (() if cfg.sft.enabled else ("sft",)) + (("sample",) if cfg.label.source == "import" else ())
+    missing = run.missing_before(name, not_needed=not_needed)
     if missing:
         first = f"`rlhf-lab run --out {run.root}`" if saved is None else f"`rlhf-lab {missing[0]} {run.root}`"
         raise ConfigError(f"{run.root}: {name} needs {', '.join(missing)} done first; start with {first}")

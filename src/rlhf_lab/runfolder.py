@@ -178,10 +178,10 @@ class RunFolder:
                 if (self.root / name).exists():
                     shutil.rmtree(self.root / name, ignore_errors=True)
 
-    def missing_before(self, step: str, *, sft_enabled: bool = True) -> list[str]:
-        """The steps before `step` that are not done (SFT counts as done when it is disabled)."""
+    def missing_before(self, step: str, *, not_needed: tuple[str, ...] = ()) -> list[str]:
+        """The steps before `step` that are not done, leaving out those the config does not need."""
         done = self.state()["done"]
-        return [s for s in STEPS[:STEPS.index(step)] if s not in done and (s != "sft" or sft_enabled)]
+        return [s for s in STEPS[:STEPS.index(step)] if s not in done and s not in not_needed]
 
     def record_output(self, name: str) -> None:
         """Record that `name` (a file made outside the steps, e.g. audit.json) was made from the current
