@@ -10,15 +10,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.exc import IntegrityError
 
-from rlhf_lab.annotate.store import Label
+from rlhf_lab.annotate.security import CONTENT_SECURITY_POLICY
+from rlhf_lab.annotate.store import AnnotationStore, Annotator, Label
+from rlhf_lab.annotate.writer import GroupCommitWriter
 from tests.annotate.conftest import World
 
 
@@ -182,3 +187,77 @@ def test_a_configured_proxy_is_believed(sqlite_url, tmp_path):
     finally:
         _stop(proc)
     assert guesser == [401] * 10 + [429] and neighbour == 401
+
+
+def test_one_failing_write_is_undone_alone_and_its_batch_commits_once(any_url):
+    """A request whose write fails must not roll back its batch and make every neighbour commit alone."""
+    store = AnnotationStore(any_url)
+    writer = GroupCommitWriter(store)
+    outside = create_engine(any_url)
+    pid = store.create_project("p").id
+    store.add_annotator(pid, "taken")
+    commits = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    gate = threading.Event()
+    blocker = writer.submit(lambda s: (s.execute(select(1)), gate.wait(10))[1])  # holds the writer meanwhile
+    while writer.batches < 1:
+        time.sleep(0.001)
+
+    def add(name: str, *, then_fail: bool = False):
+        def op(s):
+            s.add(Annotator(project_id=pid, name=name))
+            s.flush()
+            if then_fail:  # a second write that breaks a unique constraint, after a first that worked
+                s.add(Annotator(project_id=pid, name="taken"))
+                s.flush()
+            with outside.connect() as c:  # nothing of the batch may be visible before its one commit
+                return c.scalar(select(func.count(Annotator.id)).where(Annotator.name.like("a%")))
+        return op
+
+    futures = [writer.submit(add(f"a{i}", then_fail=i == 4)) for i in range(9)]
+    gate.set()
+    assert blocker.result(10) is True
+    for i, fut in enumerate(futures):
+        if i == 4:
+            assert isinstance(fut.exception(10), IntegrityError)
+        else:
+            assert fut.result(10) == 0, f"the batch was committed before write {i}"
+    assert writer.batches == 2 and len(commits) == 2  # the blocker's batch, then all nine in one
+    names = {a.name for a in store.annotators(pid)}
+    assert names == {"taken"} | {f"a{i}" for i in range(9) if i != 4}
+    writer.close()
+    store.close()
+    outside.dispose()
+
+
+def _has_security_headers(r) -> bool:
+    return (r.headers.get("content-security-policy") == CONTENT_SECURITY_POLICY
+            and r.headers.get("x-frame-options") == "DENY" and r.headers.get("x-content-type-options") == "nosniff")
+
+
+def test_out_of_range_ids_are_refused_at_the_edge(world):
+    huge, aid = "99999999999999999999", _annotator_id(world, "alice")
+    for path in (f"/api/admin/projects/{huge}", f"/api/admin/projects/{huge}/labels", f"/admin/projects/{huge}",
+                 f"/admin/projects/{huge}/export.zip", f"/api/admin/projects/{2**31}", "/api/admin/projects/0"):
+        r = world.admin.get(path)
+        assert r.status_code == 422 and _has_security_headers(r), (path, r.status_code)
+    r = world.admin.post_form(f"/admin/projects/{world.pid}/annotators/{2**63}/disable", {"disabled": "true"})
+    assert r.status_code == 422 and _has_security_headers(r)
+    r = world.admin.post_form(f"/admin/projects/{huge}/invites", {"name": "x"})
+    assert r.status_code == 422 and _has_security_headers(r)
+    for big in (2**63, 2**31, 2**64 + 1, -1):
+        label = {"assignment_id": big, "client_id": uuid.uuid4().hex, "choice": "tie"}
+        skip = {"assignment_id": big}
+        for r in (world.alice.post_json("/api/labels", label), world.alice.post_json("/api/skip", skip)):
+            assert r.status_code == 422 and "assignment_id" in r.text and _has_security_headers(r), big
+    assert world.admin.post_form(f"/admin/projects/{world.pid}/annotators/{aid}/disable",
+                                 {"disabled": "false"}).status_code == 303
+
+
+def test_an_internal_error_still_carries_the_security_headers(world):
+    with world.store.engine.begin() as conn:  # a broken store: every label query fails
+        conn.execute(text("DROP TABLE labels"))
+    # a client that receives the server error instead of raising it
+    admin = TestClient(world.app, raise_server_exceptions=False, cookies=dict(world.admin.http.cookies))
+    r = admin.get(f"/api/admin/projects/{world.pid}/labels")
+    assert r.status_code == 500 and _has_security_headers(r) and "internal error" in r.json()["detail"]

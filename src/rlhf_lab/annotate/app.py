@@ -47,6 +47,16 @@ def render_markdown(text: str) -> Markup:
     return Markup(_markdown.render(text or ""))
 
 
+class _App(FastAPI):
+    """FastAPI with SecurityMiddleware (settings in `security`) outside Starlette's error middleware, so a
+    500 answer carries the security headers too; `add_middleware` would put it inside."""
+
+    security: dict
+
+    def build_middleware_stack(self):
+        return SecurityMiddleware(super().build_middleware_stack(), **self.security)
+
+
 def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cookies: bool = False,
                max_body: int = MAX_BODY, max_upload: int = MAX_UPLOAD, sign_in_failures: int = 10,
                sign_in_window_s: float = 60.0, principal_cache_s: float = PRINCIPAL_CACHE_S) -> FastAPI:
@@ -68,16 +78,17 @@ def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cook
         ctx.writer.close()
         store.close()
 
-    app = FastAPI(title="rlhf-lab annotate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = _App(title="rlhf-lab annotate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
+
     async def admin_only(scope) -> tuple[int, str] | None:
         who = await principal_for(ctx, Request(scope).cookies.get(SESSION_COOKIE))
         if who is None:
             return 401, "not signed in"
         return None if who.role == "admin" else (403, "this page is for the admin only")
 
-    app.add_middleware(SecurityMiddleware, max_body=max_body, max_upload=max_upload, upload_routes=UPLOAD_ROUTES,
-                       authorize_upload=admin_only, secure_cookies=secure_cookies)
+    app.security = dict(max_body=max_body, max_upload=max_upload, upload_routes=UPLOAD_ROUTES,
+                        authorize_upload=admin_only, secure_cookies=secure_cookies)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(auth.router)
     app.include_router(annotator.router)
@@ -96,6 +107,10 @@ def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cook
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected) -> Response:
         return error(request, exc.status, exc.detail)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> Response:  # logged by uvicorn with its traceback
+        return error(request, 500, "internal error: the server's log has the details")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

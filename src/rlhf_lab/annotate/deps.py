@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
+import annotated_types
 from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,11 @@ from rlhf_lab.annotate.security import (
 )
 from rlhf_lab.annotate.store import AnnotationStore, utcnow
 from rlhf_lab.annotate.writer import GroupCommitWriter
+
+# A store id in a path or a body. The tables' ids are INTEGER columns, 32-bit on PostgreSQL; a larger
+# number is refused here (422) rather than by the database driver (a 500, or a failed write batch).
+MAX_ID = 2**31 - 1
+StoreId = Annotated[int, annotated_types.Ge(1), annotated_types.Le(MAX_ID)]
 
 PRINCIPAL_CACHE_S = 5.0  # how long a looked-up session is trusted without asking the store again
 

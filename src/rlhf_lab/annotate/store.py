@@ -262,6 +262,17 @@ class AnnotationStore:
         finally:
             s.close()
 
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A transaction for a batch of writes with a savepoint per write (the group-commit writer). On
+        SQLite it takes the write lock at once (BEGIN IMMEDIATE): pysqlite would begin the transaction only
+        at the first INSERT or UPDATE, so a SAVEPOINT before that would begin one of its own, and its
+        RELEASE would commit it."""
+        with self.session() as s:
+            if self.engine.dialect.name == "sqlite":
+                s.execute(text("BEGIN IMMEDIATE"))
+            yield s
+
     # -- projects and items ------------------------------------------------------------------------------
 
     def create_project(self, name: str, *, guidelines: str = "", overlap: int = 1, gold_rate: float = 0.0,

@@ -6,9 +6,10 @@ every request hands its write to the writer and waits; the writer takes whatever
 it in one transaction, commits, and only then answers each request. A label is still acknowledged only
 after the commit that holds it, so a crash loses nothing that was acknowledged.
 
-An operation is a function of an open Session. It may raise `queue.Rejected` only before it writes
-(validation first); any other error rolls the batch back, and then each operation is retried in a
-transaction of its own, so one bad request cannot fail its neighbours.
+An operation is a function of an open Session. Each runs inside a savepoint of the batch's transaction:
+an operation that raises (`queue.Rejected`, or any error of a bad request) is rolled back to its
+savepoint and answered with its error, while its neighbours stay in the batch and share its commit. Only
+when the commit itself fails is each operation retried in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from rlhf_lab.annotate.queue import Rejected
 from rlhf_lab.annotate.store import AnnotationStore
 
 T = TypeVar("T")
@@ -83,11 +83,12 @@ class GroupCommitWriter:
         self.ops += len(batch)
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with self.store.session() as s:
+            with self.store.write_session() as s:
                 for op, _ in batch:
                     try:
-                        outcomes.append((True, op(s)))
-                    except Rejected as e:
+                        with s.begin_nested():
+                            outcomes.append((True, op(s)))
+                    except Exception as e:  # this request's writes are undone; the batch goes on
                         outcomes.append((False, e))
         except Exception:
             for entry in batch:

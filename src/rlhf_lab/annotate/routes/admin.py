@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from rlhf_lab.annotate import crud
-from rlhf_lab.annotate.deps import CSRF, AdminDep, CtxDep
+from rlhf_lab.annotate.deps import CSRF, AdminDep, CtxDep, StoreId
 from rlhf_lab.annotate.export import export_project
 from rlhf_lab.annotate.importing import ImportFileError, parse_outcomes, parse_pairs, read_pairs_file
 from rlhf_lab.runfolder import RunFolder
@@ -91,7 +91,7 @@ async def create_project(ctx: CtxDep, _: AdminDep, name: Annotated[str, Form(min
 
 
 @router.get("/admin/projects/{pid}")
-async def project_page(request: Request, ctx: CtxDep, _: AdminDep, pid: int) -> Response:
+async def project_page(request: Request, ctx: CtxDep, _: AdminDep, pid: StoreId) -> Response:
     try:
         view = await _read(ctx, lambda s: crud.overview(s, pid))
     except LookupError as e:
@@ -100,7 +100,7 @@ async def project_page(request: Request, ctx: CtxDep, _: AdminDep, pid: int) -> 
 
 
 @router.post("/admin/projects/{pid}/settings", dependencies=[CSRF])
-async def save_settings(ctx: CtxDep, _: AdminDep, pid: int,
+async def save_settings(ctx: CtxDep, _: AdminDep, pid: StoreId,
                         overlap: Annotated[int, Form(ge=1, le=32)],
                         gold_rate: Annotated[float, Form(ge=0.0, lt=1.0)],
                         feedback_mode: Annotated[Mode, Form()],
@@ -117,7 +117,7 @@ async def save_settings(ctx: CtxDep, _: AdminDep, pid: int,
 
 
 @router.post("/admin/projects/{pid}/items", dependencies=[CSRF])
-async def add_items(ctx: CtxDep, _: AdminDep, pid: int, file: Annotated[UploadFile, File()]) -> Response:
+async def add_items(ctx: CtxDep, _: AdminDep, pid: StoreId, file: Annotated[UploadFile, File()]) -> Response:
     """More pairs (gold checks among them, with `gold_choice`), all or nothing."""
     upload = await _uploaded(file)
     try:
@@ -137,7 +137,7 @@ async def add_items(ctx: CtxDep, _: AdminDep, pid: int, file: Annotated[UploadFi
 
 
 @router.post("/admin/projects/{pid}/outcomes", dependencies=[CSRF])
-async def add_outcomes(ctx: CtxDep, _: AdminDep, pid: int, file: Annotated[UploadFile, File()]) -> Response:
+async def add_outcomes(ctx: CtxDep, _: AdminDep, pid: StoreId, file: Annotated[UploadFile, File()]) -> Response:
     """Outcome texts for hindsight mode, by pair id, all or nothing."""
     upload = await _uploaded(file)
     try:
@@ -151,7 +151,7 @@ async def add_outcomes(ctx: CtxDep, _: AdminDep, pid: int, file: Annotated[Uploa
 
 
 @router.post("/admin/projects/{pid}/invites", dependencies=[CSRF])
-async def invite(request: Request, ctx: CtxDep, _: AdminDep, pid: int,
+async def invite(request: Request, ctx: CtxDep, _: AdminDep, pid: StoreId,
                  name: Annotated[str, Form(min_length=1, max_length=200)]) -> Response:
     """A one-time invite link, shown once. The token sits after '#', so it never reaches the server's log."""
     try:
@@ -166,7 +166,7 @@ async def invite(request: Request, ctx: CtxDep, _: AdminDep, pid: int,
 
 
 @router.post("/admin/projects/{pid}/annotators/{aid}/disable", dependencies=[CSRF])
-async def disable(ctx: CtxDep, _: AdminDep, pid: int, aid: int,
+async def disable(ctx: CtxDep, _: AdminDep, pid: StoreId, aid: StoreId,
                   disabled: Annotated[bool, Form()] = True) -> Response:
     try:
         await ctx.writer.run(lambda s: crud.set_disabled(s, project_id=pid, annotator_id=aid, disabled=disabled))
@@ -189,7 +189,7 @@ def _export_zip(ctx, pid: int) -> bytes:
 
 
 @router.get("/admin/projects/{pid}/export.zip")
-async def export_zip(ctx: CtxDep, _: AdminDep, pid: int) -> Response:
+async def export_zip(ctx: CtxDep, _: AdminDep, pid: StoreId) -> Response:
     """preferences (per annotator), preferences_majority, labels.jsonl and agreement.json, zipped."""
     await _project_or_404(ctx, pid)
     data = await run_in_threadpool(_export_zip, ctx, pid)
@@ -198,7 +198,7 @@ async def export_zip(ctx: CtxDep, _: AdminDep, pid: int) -> Response:
 
 
 @router.post("/admin/projects/{pid}/export-to-run", dependencies=[CSRF])
-async def export_to_run(ctx: CtxDep, _: AdminDep, pid: int) -> Response:
+async def export_to_run(ctx: CtxDep, _: AdminDep, pid: StoreId) -> Response:
     """Write the export into the served run folder, where the pipeline's next steps read it."""
     if ctx.run_dir is None:
         raise HTTPException(400, "this server was not started with --run")
@@ -218,7 +218,7 @@ async def api_projects(ctx: CtxDep, _: AdminDep) -> dict:
 
 
 @router.get("/api/admin/projects/{pid}")
-async def api_project(ctx: CtxDep, _: AdminDep, pid: int) -> dict:
+async def api_project(ctx: CtxDep, _: AdminDep, pid: StoreId) -> dict:
     """Settings, progress, per-annotator rows and agreement (the dashboard's data)."""
     try:
         return await _read(ctx, lambda s: crud.overview(s, pid))
@@ -227,5 +227,5 @@ async def api_project(ctx: CtxDep, _: AdminDep, pid: int) -> dict:
 
 
 @router.get("/api/admin/projects/{pid}/labels")
-async def api_labels(ctx: CtxDep, _: AdminDep, pid: int) -> dict:
+async def api_labels(ctx: CtxDep, _: AdminDep, pid: StoreId) -> dict:
     return {"labels": await run_in_threadpool(ctx.store.label_rows, pid)}

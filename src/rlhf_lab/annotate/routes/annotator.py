@@ -14,14 +14,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from rlhf_lab.annotate import crud, queue
-from rlhf_lab.annotate.deps import CSRF, AnnotatorDep, CtxDep
+from rlhf_lab.annotate.deps import CSRF, AnnotatorDep, CtxDep, StoreId
 from rlhf_lab.annotate.store import Project
 
 router = APIRouter()
 
 
 class LabelIn(BaseModel):
-    assignment_id: int
+    assignment_id: StoreId
     client_id: str = Field(min_length=8, max_length=100, description="client-generated; a retry reuses it")
     choice: Literal["left", "right", "tie"]
     strength: Literal["slightly", "much"] | None = None
@@ -30,7 +30,7 @@ class LabelIn(BaseModel):
 
 
 class SkipIn(BaseModel):
-    assignment_id: int
+    assignment_id: StoreId
 
 
 def _next_and_progress(s, who: crud.Principal, ctx, *, after_write: bool = False, closed: bool = False) -> dict:
