@@ -66,15 +66,22 @@ def counterfactual_gold(ctx: AuditContext, name: str, groups: list[str]) -> dict
 
 
 def rm_detail_margins(ctx: AuditContext, n: int = 100) -> np.ndarray:
-    """reward(detailed) − reward(concise) on open prompts, both answers correct. → (n,)"""
+    """reward(detailed) − reward(concise) on open prompts, both answers correct, by the score the policy
+    optimised. → (n,)"""
+    return rm_detail_member_margins(ctx, n)[0]
+
+
+def rm_detail_member_margins(ctx: AuditContext, n: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """`rm_detail_margins`, and the same by each member of a reward set: ((n,), (K, n))."""
     if ctx.rm is None:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros((0, 0))
     prompts = ctx.world.prompts("audit", n, seed=hash_seed(ctx.seed, 9) % 2**31, families=("open",))
     rng = random.Random(ctx.seed)
     p_ids = ctx.prompt_ids([ctx.prompt_text(p) for p in prompts])
     detailed = [ctx.response_ids(ctx.respond(p, "correct_detailed", rng)) for p in prompts]
     concise = [ctx.response_ids(ctx.respond(p, "correct_plain", rng)) for p in prompts]
-    return ctx.score(p_ids, detailed) - ctx.score(p_ids, concise)
+    (agg_d, mem_d), (agg_c, mem_c) = ctx.scores(p_ids, detailed), ctx.scores(p_ids, concise)
+    return agg_d - agg_c, mem_d - mem_c
 
 
 def relabel_counts(ctx: AuditContext) -> tuple[dict[str, np.ndarray], str]:
@@ -159,10 +166,13 @@ def measure(ctx: AuditContext) -> dict:
             diff = {name: [gold[name][i][1][users[0]] - gold[name][i][1][users[-1]] for i in sel] for name in gold}
             metrics[key] = stats.compare(diff["sft"], diff["policy"], kind="mean", better=None, seed=33,
                                          label=f"gold gap, {users[0]} − {users[-1]} users{where}")
-    margins = rm_detail_margins(ctx)
+    margins, by_member = rm_detail_member_margins(ctx)
     if margins.size:
         metrics["rm_prefers_detail"] = stats.single((margins > 0).astype(float), kind="rate", better=None,
                                                     label="reward model prefers the detailed answer")
+        for m, key in zip(by_member, ctx.rm_members.values(), strict=False):  # a reward set: each member
+            metrics[f"rm_prefers_detail_member/{key}"] = stats.single(
+                (m > 0).astype(float), kind="rate", better=None, label=f"… by reward-model member {key}")
     counts, source = relabel_counts(ctx)
     for fam in sorted(counts):
         agree = pairwise_agreement(counts[fam])

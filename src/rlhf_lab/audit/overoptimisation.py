@@ -5,10 +5,15 @@ The policy is optimised for the proxy (the reward model); the gold utility is wh
 Both are plotted against the distance from the initial policy, d = √KL(π ‖ π_SFT):
 
 - RL: the evaluation points logged during policy optimisation (metrics.jsonl, `eval/*`).
-- Best-of-n from the SFT policy: for n = 1 … N keep the sample the proxy ranks highest. Its KL is analytic,
-  KL_bon = log n − (n − 1)/n. From N samples per prompt the expected best-of-n is computed exactly (no
+- Best-of-n from the SFT policy: for n = 1 … N keep the sample the proxy ranks highest. log n − (n − 1)/n is
+  an upper bound on its KL (Beirami et al. 2024), reached only when samples never tie; a small model's
+  answers repeat, so the KL on the axis is estimated: best-of-n's KL over the empirical distribution of the N
+  SFT samples of each prompt (`models.best_of_n.kl_plugin`), averaged over prompts. Both are in the section
+  ("kl_bound", "kl_estimate"). From N samples per prompt the expected best-of-n is computed exactly (no
   resampling): the i-th lowest-scored sample is the best of a random n-subset with probability
   C(i − 1, n − 1) / C(N, n).
+- A best-of-n *policy* (policy.algorithm=best_of_n) is measured the same way: its "kl" metric is the
+  estimate, and the section's "best_of_n" entry holds n, the bound and the estimate.
 - Least-squares fits of the gains over the SFT policy, R(d) − R(0):
   R_bon(d) = d(α − β d) and R_RL(d) = d(α − β ln d), with their coefficients and R².
 """
@@ -22,18 +27,14 @@ import numpy as np
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.prose import NO_WORLD
+from rlhf_lab.models.best_of_n import kl_bound as kl_bon
+from rlhf_lab.models.best_of_n import kl_plugin
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
 
 NAME = "overoptimisation"
 TITLE = "Over-optimisation (Goodhart)"
-
-
-def kl_bon(n: int | np.ndarray) -> np.ndarray:
-    """KL(best-of-n ‖ base) = log n − (n − 1)/n (Stiennon et al. 2020, appendix; Gao et al. 2022)."""
-    n = np.asarray(n, dtype=float)
-    return np.log(n) - (n - 1) / n
 
 
 def bon_weights(N: int, ns: list[int]) -> np.ndarray:
@@ -135,6 +136,26 @@ def _rl_section(curve: list[dict], has_gold: bool) -> dict:
     return {"curve": curve, "fit": fits, "peak": peak}
 
 
+def bon_kl_estimates(groups: list, ns: list[int]) -> np.ndarray:
+    """KL(π_bon ‖ π_SFT) for each prompt's samples (`Sample`s: proxy, response_ids) and each n, over the empirical
+    distribution of that prompt's samples (identical token sequences are one answer). → (P, len(ns)) nats."""
+    return np.array([[kl_plugin([s.proxy for s in g], [tuple(s.response_ids) for s in g], n) for n in ns]
+                     for g in groups]).reshape(len(groups), len(ns))
+
+
+def _best_of_n_policy(ctx: AuditContext) -> dict | None:
+    """For a best-of-n policy: its n, the bound log n − (n − 1)/n and the KL estimated from SFT samples."""
+    n = ctx.best_of_n
+    if n is None:
+        return None
+    est = ctx.best_of_n_kl(n)  # (prompts,)
+    return {"n": n, "kl_bound": float(kl_bon(n)), "kl_estimate": stats.mean(est, seed=51),
+            "samples_per_prompt": min((len(g) for g in ctx.multi_samples("sft")), default=0),
+            "note": "KL of best-of-n: log n − (n − 1)/n is an upper bound (Beirami et al. 2024), reached only when "
+                    "no two samples tie; the estimate is best-of-n's KL over the empirical distribution of the SFT "
+                    "samples of each prompt, the number used for the policy's KL here."}
+
+
 def _bon_section(ctx: AuditContext) -> dict:
     groups = ctx.multi_samples("sft")
     N = min(len(g) for g in groups) if groups else 0
@@ -144,10 +165,12 @@ def _bon_section(ctx: AuditContext) -> dict:
     proxy = np.array([[s.proxy for s in g[:N]] for g in groups])  # (P, N)
     gold = np.array([[s.gold for s in g[:N]] for g in groups], dtype=float) if ctx.has_world else None
     bp, bg = best_of_n(proxy, gold, ns)  # (P, J)
-    d = np.sqrt(kl_bon(np.array(ns)))
+    kl = bon_kl_estimates(groups, ns)  # (P, J) estimated; the bound beside it for reference
+    d = np.sqrt(kl.mean(0))  # (J,): best-of-n on the axis of the RL points (√ of an estimated KL)
     curve = []
     for j, n in enumerate(ns):
-        row = {"n": n, "kl": float(kl_bon(n)), "d": float(d[j]), "proxy": stats.mean(bp[:, j], seed=j)}
+        row = {"n": n, "kl": float(kl[:, j].mean()), "kl_estimate": stats.mean(kl[:, j], seed=50 + j),
+               "kl_bound": float(kl_bon(n)), "d": float(d[j]), "proxy": stats.mean(bp[:, j], seed=j)}
         if bg is not None:
             row["gold"] = stats.mean(bg[:, j], seed=j)
         curve.append(row)
@@ -157,8 +180,8 @@ def _bon_section(ctx: AuditContext) -> dict:
         g = bg.mean(0)
         fits["gold"] = fit_bon(d, g - g[0])
         j = int(np.argmax(g))
-        peak = {"n": ns[j], "kl": float(kl_bon(ns[j])), "d": float(d[j]), "gold": float(g[j]),
-                "fitted_d": fitted_peak("bon", fits["gold"]),
+        peak = {"n": ns[j], "kl": float(kl[:, j].mean()), "kl_bound": float(kl_bon(ns[j])), "d": float(d[j]),
+                "gold": float(g[j]), "fitted_d": fitted_peak("bon", fits["gold"]),
                 # gold at the largest n minus gold at the peak, paired over prompts: has it turned down?
                 "drop_to_N": stats.mean(bg[:, -1] - bg[:, j], seed=99)}
     return {"curve": curve, "fit": fits, "peak": peak, "n_prompts": len(groups), "N": N}
@@ -172,7 +195,9 @@ def measure(ctx: AuditContext) -> dict:
         "proxy": stats.compare([a["proxy"] for a, _ in pairs], [b["proxy"] for _, b in pairs], kind="mean",
                                label="proxy reward (reward model)", better=None, seed=1),
         "kl": stats.compare([0.0 for _ in pairs], [b["kl"] for _, b in pairs], kind="mean",
-                            label="KL to the SFT policy (nats / sequence)", better=None, seed=2, unit="nats"),
+                            label="KL to the SFT policy (nats / sequence)" if ctx.best_of_n is None else
+                            "KL to the SFT policy (nats; best-of-n: estimated from SFT samples, not the bound)",
+                            better=None, seed=2, unit="nats"),
         "length": stats.compare([a["length"] for a, _ in pairs], [b["length"] for _, b in pairs], kind="mean",
                                 label="response length (tokens)", better=None, seed=3, unit="tokens"),
     }
@@ -184,7 +209,7 @@ def measure(ctx: AuditContext) -> dict:
         for c in curve:
             c["gold"] = None
     return {"title": TITLE, "metrics": metrics, "rl": _rl_section(curve, ctx.has_world), "bon": _bon_section(ctx),
-            "checkpoint": ctx.checkpoint, "notes": [] if ctx.has_world else
+            "best_of_n": _best_of_n_policy(ctx), "checkpoint": ctx.checkpoint, "notes": [] if ctx.has_world else
             [f"Gold utility: {NO_WORLD}."]}
 
 

@@ -1,9 +1,10 @@
 """What the audit measures with: the run's models, its world, and samples of both models on probe prompts.
 
 The audit stands on `models/` and `world/` only (never on the training steps): it loads the SFT policy,
-the trained policy (or one of its checkpoints) and the reward model from the run folder, and generates
-through the same backend as training. SFT and policy answer the *same* prompts with the *same* sampling
-seed, so their differences are paired.
+the trained policy (or one of its checkpoints; a best-of-n policy samples n and keeps the best) and the
+reward model the policy optimised (a set's aggregate, each member shown too) through `models.run_models`,
+as the steps do, and generates through the same backend as training. SFT and policy answer the *same*
+prompts with the *same* sampling seed, so their differences are paired.
 
 Shapes: B batch, P prompt tokens (left padded), R response tokens (right padded), V vocab.
 """
@@ -11,25 +12,22 @@ Shapes: B batch, P prompt tokens (left padded), R response tokens (right padded)
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
 from rlhf_lab.config import Config, ConfigError, build_config, read_yaml
-from rlhf_lab.models.generation import generate, left_pad
-from rlhf_lab.models.heads import ScalarHeadModel
-from rlhf_lab.models.lm import build_world_lm, is_model_folder, load_lm, position_ids_from_mask
-from rlhf_lab.models.tokenizer import (
-    decode_response,
-    encode_prompts,
-    encode_response,
-    prepare_tokenizer,
-    render_prompt,
-)
+from rlhf_lab.models.best_of_n import BestOfN, kl_plugin
+from rlhf_lab.models.generation import generate
+from rlhf_lab.models.lm import is_model_folder
+from rlhf_lab.models.logprobs import sequence_kl
+from rlhf_lab.models.reward_set import RewardModel, score_tokens
+from rlhf_lab.models.run_models import RunModels, policy_kind
+from rlhf_lab.models.tokenizer import decode_response, encode_prompts, encode_response, render_prompt
 from rlhf_lab.runfolder import RunFolder, read_jsonl
 from rlhf_lab.world import Features, Prompt, World, hash_seed
 from rlhf_lab.world.styles import respond
@@ -131,41 +129,47 @@ class AuditContext:
     # -- models ----------------------------------------------------------------------------------------
 
     @cached_property
+    def loader(self) -> RunModels:
+        return RunModels(self.cfg, self.run.root)
+
+    @cached_property
     def tok(self):
         """The run's tokenizer (saved with the SFT model, or on its own by the first step)."""
-        for folder in (self.run / "sft", self.run / "tokenizer"):
-            if (folder / "tokenizer_config.json").exists():
-                return prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
-        if self.cfg.model.path:
-            return load_lm(self.cfg.model.path)[1]
-        raise FileNotFoundError(f"{self.run.root}: no tokenizer; run `rlhf-lab sft {self.run.root}` first")
-
-    def _sft(self) -> torch.nn.Module:
-        """The SFT policy π_SFT (the reference): as the steps find it."""
-        folder = self.run / "sft"
-        if is_model_folder(folder):
-            return load_lm(folder)[0]
-        if self.cfg.sft.enabled:
-            raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
-        if self.cfg.model.path:
-            return load_lm(self.cfg.model.path)[0]
-        torch.manual_seed(self.seed)  # SFT switched off: the freshly initialised world model, seeded as in training
-        return build_world_lm(self.cfg.model, self.tok)
+        tok = self.loader.saved_tokenizer()
+        if tok is None:
+            raise FileNotFoundError(f"{self.run.root}: no tokenizer; run `rlhf-lab sft {self.run.root}` first")
+        return tok
 
     @cached_property
     def models(self) -> dict[str, torch.nn.Module]:
-        if not is_model_folder(self.policy_path):
+        """"sft": π_SFT; "policy": the trained policy (a `BestOfN` over π_SFT for a best-of-n run)."""
+        if policy_kind(self.policy_path) is None:
             raise FileNotFoundError(f"{self.policy_path}: no trained policy; run `rlhf-lab policy {self.run.root}` "
                                     "first")
-        policy, _ = load_lm(self.policy_path)
-        return {"sft": self._sft().to(self.device).eval(), "policy": policy.to(self.device).eval()}
+        sft = self.loader.sft_lm(self.tok).to(self.device).eval()
+        policy = self.loader.policy(self.policy_path, sampler=sft, reward=self.rm)
+        return {"sft": sft, "policy": policy.to(self.device).eval()}
+
+    @property
+    def best_of_n(self) -> int | None:
+        """n when the audited policy is best-of-n (known from its folder, without loading it)."""
+        if policy_kind(self.policy_path) != "best_of_n":
+            return None
+        return self.models["policy"].n
 
     @cached_property
-    def rm(self) -> ScalarHeadModel | None:
-        folder = self.run / "reward"
-        if not (folder / "head.safetensors").exists():
-            return None
-        return ScalarHeadModel.load(folder).to(self.device).eval()
+    def rm(self) -> RewardModel | None:
+        """The reward model the policy optimised: a single one, or a set scored by its aggregate."""
+        rm = self.loader.reward()
+        return None if rm is None else rm.to(self.device).eval()
+
+    @property
+    def rm_members(self) -> dict[str, str]:
+        """A reward set's members in order, {name: metric key (lower case, [a-z0-9_])}; {} for a single reward
+        model (or none)."""
+        if self.rm is None or len(self.rm.names) <= 1:
+            return {}
+        return {name: re.sub(r"[^a-z0-9_]+", "_", str(name).lower()) for name in self.rm.names}
 
     # -- tokens ----------------------------------------------------------------------------------------
 
@@ -195,51 +199,35 @@ class AuditContext:
         """One sampled response per prompt from model `name` (temperature of the evaluation)."""
         if not prompt_ids:
             return []
-        return generate(self.models[name], prompt_ids, max_new_tokens=self.cfg.policy.max_new_tokens,
-                        temperature=self.cfg.eval.temperature, eos_token_id=self.tok.eos_token_id,
-                        pad_token_id=self.tok.pad_token_id, batch_size=self.sizes.batch_size,
-                        generator=self.generator(salt), cuda_graph=self.cfg.model.cuda_graphs)
+        model = self.models[name]
+        sample = model.generate if isinstance(model, BestOfN) else partial(generate, model)
+        return sample(prompt_ids, max_new_tokens=self.cfg.generation.max_new_tokens,
+                      temperature=self.cfg.generation.temperature, eos_token_id=self.tok.eos_token_id,
+                      pad_token_id=self.tok.pad_token_id, batch_size=self.sizes.batch_size,
+                      generator=self.generator(salt), cuda_graph=self.cfg.model.cuda_graphs)
 
-    @torch.no_grad()
-    def score(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:
-        """Normalised reward-model scores of (prompt, response) token lists; NaN without a reward model."""
+    def scores(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised reward scores of (prompt, response) token lists: (the score the policy optimised (N,), each
+        member's (K, N)); NaN without a reward model."""
         if self.rm is None or not prompt_ids:
-            return np.full(len(prompt_ids), np.nan)
-        seqs = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: less padding
-        scores = np.empty(len(seqs))
-        bs = self.sizes.batch_size
-        for i in range(0, len(order), bs):
-            idx = order[i: i + bs]
-            batch = left_pad([seqs[j] for j in idx], self.tok.pad_token_id, self.device)  # (B, T)
-            scores[idx] = self.rm.score(batch.input_ids, batch.attention_mask).float().cpu().numpy()
-        return scores
+            return np.full(len(prompt_ids), np.nan), np.full((len(self.rm_members), len(prompt_ids)), np.nan)
+        return score_tokens(self.rm, prompt_ids, response_ids, pad_id=self.tok.pad_token_id,
+                            batch_size=self.sizes.batch_size)
 
-    @torch.no_grad()
+    def score(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:
+        """The score the policy optimised (a set's aggregate), (N,); NaN without a reward model."""
+        return self.scores(prompt_ids, response_ids)[0]
+
     def sequence_kl(self, name: str, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> np.ndarray:
         """Σ_t log π(y_t) − log π_ref(y_t) per sampled sequence: the k1 estimate of KL(π ‖ π_SFT)."""
-        pad, T = self.tok.pad_token_id, self.cfg.eval.temperature
-        out = []
-        for i in range(0, len(prompt_ids), 128):
-            q = left_pad(prompt_ids[i: i + 128], pad, self.device)  # (B, P)
-            chunk = response_ids[i: i + 128]
-            resp = torch.full((len(chunk), max(1, max(len(r) for r in chunk))), pad, dtype=torch.long)  # (B, R)
-            for j, r in enumerate(chunk):
-                resp[j, : len(r)] = torch.tensor(r, dtype=torch.long)
-            resp = resp.to(self.device)
-            rmask = (resp != pad).long()  # (B, R): right padding after EOS
-            ids = torch.cat([q.input_ids, resp], 1)  # (B, T)
-            mask = torch.cat([q.attention_mask, rmask], 1)  # (B, T)
-            pos = position_ids_from_mask(mask)
-            P = q.input_ids.shape[1]
-            lps = []
-            for model in (self.models[name], self.models["sft"]):
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: -1].float() / T
-                logits[..., pad] = float("-inf")  # (B, R, V): the pad token is never sampled
-                lp = logits.log_softmax(-1).gather(-1, resp[..., None]).squeeze(-1)  # (B, R)
-                lps.append(lp.masked_fill(rmask == 0, 0.0))
-            out.append((lps[0] - lps[1]).sum(1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros(0)
+        return sequence_kl(self.models[name], self.models["sft"], prompt_ids, response_ids,
+                           pad_id=self.tok.pad_token_id, temperature=self.cfg.generation.temperature)
+
+    def best_of_n_kl(self, n: int) -> np.ndarray:
+        """Per prompt of `multi_prompts`: KL(π_bon ‖ π_SFT) of best-of-n, computed over the empirical
+        distribution of the SFT samples of that prompt (`models.best_of_n.kl_plugin`). → (prompts,) nats."""
+        return np.array([kl_plugin([s.proxy for s in g], [tuple(s.response_ids) for s in g], n)
+                         for g in self.multi_samples("sft")])
 
     # -- samples ---------------------------------------------------------------------------------------
 
@@ -310,10 +298,12 @@ class AuditContext:
         return self.world.prompts("audit", self.sizes.diversity_prompts, seed=hash_seed(self.seed, 8) % 2**31)
 
     def multi_samples(self, name: str) -> list[list[Sample]]:
-        """Per prompt of `multi_prompts`: bon_n samples from the SFT policy, diversity_k from the policy."""
+        """Per prompt of `multi_prompts`: bon_n samples from the SFT policy (at least a best-of-n policy's n, for
+        its KL), diversity_k from the policy."""
         key = (name, "multi")
         if key not in self._samples:
-            k = max(self.sizes.bon_n, self.sizes.diversity_k) if name == "sft" else self.sizes.diversity_k
+            k = max(self.sizes.bon_n, self.sizes.diversity_k, self.best_of_n or 0) if name == "sft" \
+                else self.sizes.diversity_k
             self._samples[key] = self.sample_prompts(name, self.multi_prompts, salt=202, k=k)
         flat = self._samples[key]
         k = len(flat) // max(1, len(self.multi_prompts))
@@ -329,6 +319,10 @@ class AuditContext:
         path = self.run / "eval" / f"{name}_samples.jsonl"
         if path.exists() and (name == "sft" or self.checkpoint is None):
             rows = read_jsonl(path)
+            if name == "policy" and self.best_of_n is not None:
+                # the evaluation step writes best-of-n's KL bound; the audit reports the estimated KL
+                kl = float(self.best_of_n_kl(self.best_of_n).mean())
+                rows = [{**r, "kl": kl} for r in rows]
         else:
             rows = self._generate_eval(name)
         self._samples[key] = rows  # type: ignore[assignment]
@@ -343,7 +337,12 @@ class AuditContext:
         p_ids = self.prompt_ids(texts)
         r_ids = self.generate(name, p_ids, salt=303)
         samples = self.measure(prompts, texts, p_ids, r_ids)
-        kl = self.sequence_kl(name, p_ids, r_ids) if name != "sft" else np.zeros(len(prompts))
+        if name == "sft":
+            kl = np.zeros(len(prompts))
+        elif self.best_of_n is not None:  # no per-sample KL: the policy's, estimated over SFT samples
+            kl = np.full(len(prompts), float(self.best_of_n_kl(self.best_of_n).mean()))
+        else:
+            kl = self.sequence_kl(name, p_ids, r_ids)
         return [{"prompt_id": p.id, "family": p.family, "user_group": p.user_group, "prompt": s.prompt_text,
                  "response": s.text, "proxy": s.proxy, "gold": s.gold, "kl": float(k), "length": len(s.response_ids)}
                 for p, s, k in zip(prompts, samples, kl, strict=True)]

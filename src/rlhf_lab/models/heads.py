@@ -76,6 +76,19 @@ class ScalarHeadModel(nn.Module):
         hidden = grouped_last_hidden(self.backbone, prompt_ids, prompt_mask, prompt_of, responses, response_mask)
         return self._scalar(self._head(hidden), normalized)
 
+    # One model is a set of one: the reward-model protocol (reward_set.RewardModel) without special cases.
+    @property
+    def names(self) -> list[str]:
+        return ["rm"]
+
+    def member_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The normalised score as the only member's, (1, B)."""
+        return self.score(input_ids, attention_mask)[None]
+
+    def combine(self, member_scores: torch.Tensor) -> torch.Tensor:
+        """(1, B) → (B,)."""
+        return member_scores[0]
+
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Head outputs of hidden states, (…, H) → (…, n); a distributional head's σ made positive."""
         out = self.head(hidden.to(self.head.weight.dtype))

@@ -1,8 +1,12 @@
-"""Several reward models behind one `score`: conservative ensembles (Coste et al. 2023) and per-group
-reward models with a MaxMin or weighted objective (Chakraborty et al. 2024).
+"""The reward-model protocol, and several reward models behind one `score`: conservative ensembles (Coste
+et al. 2023) and per-group reward models with a MaxMin or weighted objective (Chakraborty et al. 2024).
 
 Each member's score is normalised on SFT samples first, then the members are aggregated by one of the
 pure rules in `AGGREGATORS`. Shapes: K members, B sequences.
+
+`RewardModel` is what every user of a reward model (training, evaluation, best-of-n, the audit) relies on:
+a single `ScalarHeadModel` (scalar or distributional) is a set of one member, so nobody asks which kind it
+holds. `score_tokens` scores token lists with any of them.
 
 Saved layout: `reward/` is member 0 (so a single-model reader still works), `reward/members/<k>/` the
 others, and `reward/set.json` says how they combine.
@@ -13,11 +17,35 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
+from rlhf_lab.models.generation import left_pad
 from rlhf_lab.models.heads import ScalarHeadModel
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """What scores a (prompt, response) sequence. Sequences are left padded: input_ids, attention_mask (B, T)."""
+
+    names: list[str]  # one per member (a single model: ["rm"])
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+              normalized: bool = True) -> torch.Tensor:
+        """The score the policy optimises, (B,)."""
+
+    def score_grouped(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, prompt_of: torch.Tensor,
+                      responses: torch.Tensor, response_mask: torch.Tensor, *, normalized: bool = True) -> torch.Tensor:
+        """`score` with each distinct prompt's forward shared by its completions, (b,)."""
+
+    def member_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Every member's normalised score, (K, B)."""
+
+    def combine(self, member_scores: torch.Tensor) -> torch.Tensor:
+        """The optimised score from the members' normalised scores, (K, B) → (B,)."""
 
 
 def agg_mean(s: torch.Tensor, **_) -> torch.Tensor:
@@ -88,8 +116,8 @@ class RewardSet(nn.Module):
             "uncertainty_coef": self.uncertainty_coef, "size": len(self.members)}))
 
 
-def load_reward(folder: str | Path) -> ScalarHeadModel | RewardSet:
-    """A saved reward model, or a saved set of them."""
+def load_reward(folder: str | Path) -> RewardModel:
+    """A saved reward model, or a saved set of them (`set.json` says which)."""
     folder = Path(folder)
     meta_path = folder / "set.json"
     if not meta_path.exists():
@@ -99,3 +127,29 @@ def load_reward(folder: str | Path) -> ScalarHeadModel | RewardSet:
                                                  for k in range(1, meta["size"])]
     return RewardSet(members, aggregate=meta["aggregate"], names=meta["names"], weights=meta["weights"],
                      uncertainty_coef=meta["uncertainty_coef"])
+
+
+@torch.no_grad()
+def score_tokens(rm: RewardModel, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
+                 batch_size: int = 256, normalized: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of (prompt, response) token lists: (the optimised score (N,), each member's normalised score (K, N)).
+    Sequences of similar length are batched together (less padding); results come back in order.
+    `normalized=False` gives the raw score (K = 1 models only: a set's members are always normalised)."""
+    device = next(rm.parameters()).device
+    rm.eval()
+    seqs = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    agg = np.empty(len(seqs))
+    members = np.empty((len(rm.names), len(seqs)))
+    for i in range(0, len(order), batch_size):
+        idx = order[i: i + batch_size]
+        batch = left_pad([seqs[j] for j in idx], pad_id, device)  # (B, T)
+        if normalized:
+            m = rm.member_scores(batch.input_ids, batch.attention_mask).float()  # (K, B)
+            s = rm.combine(m)  # (B,): from the members' scores, not a second forward
+        else:
+            s = rm.score(batch.input_ids, batch.attention_mask, normalized=False).float()  # (B,)
+            m = s[None]
+        members[:, idx] = m.cpu().numpy()
+        agg[idx] = s.float().cpu().numpy()
+    return agg, members

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from rlhf_lab.config import Config
-from rlhf_lab.models.generation import Batch, left_pad
-from rlhf_lab.models.heads import ScalarHeadModel
-from rlhf_lab.models.lm import build_world_lm, is_model_folder, load_lm, position_ids_from_mask
+from rlhf_lab.models.logprobs import join_query_response, response_logits, right_pad  # noqa: F401 (re-exported)
+from rlhf_lab.models.reward_set import RewardModel, score_tokens
+from rlhf_lab.models.run_models import RunModels
 from rlhf_lab.models.tokenizer import encode_prompts, render_prompt, train_world_tokenizer
 from rlhf_lab.runfolder import RunFolder, atomic_dir
 from rlhf_lab.world import Prompt, World, hash_seed
@@ -78,6 +78,11 @@ class Context:
 
     # -- tokenizer and models ----------------------------------------------------------------------------
 
+    @cached_property
+    def models(self) -> RunModels:
+        """Where every model of the run folder is loaded (shared with evaluation and the audit)."""
+        return RunModels(self.cfg, self.run.root)
+
     @property
     def tokenizer(self):
         if self._tokenizer is None:
@@ -85,17 +90,10 @@ class Context:
         return self._tokenizer
 
     def _load_tokenizer(self):
-        from transformers import AutoTokenizer
-
-        from rlhf_lab.models.tokenizer import prepare_tokenizer
-
-        for folder in (self.run / "sft", self.run / "tokenizer"):
-            if (folder / "tokenizer_config.json").exists():
-                return prepare_tokenizer(AutoTokenizer.from_pretrained(folder, local_files_only=True))
-        if self.cfg.model.path:
-            _, tok = load_lm(self.cfg.model.path)
-        else:
-            tok = train_world_tokenizer(self.world.corpus())
+        tok = self.models.saved_tokenizer()
+        if tok is not None:
+            return tok
+        tok = train_world_tokenizer(self.world.corpus())  # the first step of a world run: train and keep it
         if self.is_main:
             with atomic_dir(self.run / "tokenizer") as tmp:
                 tok.save_pretrained(tmp)
@@ -103,53 +101,34 @@ class Context:
 
     def base_lm(self):
         """The model SFT starts from: `model.path`, or a freshly initialised world model."""
-        if self.cfg.model.path:
-            model, _ = load_lm(self.cfg.model.path)
-            return model
-        torch.manual_seed(self.cfg.seed)
-        return build_world_lm(self.cfg.model, self.tokenizer)
+        return self.models.base_lm(self.tokenizer)
 
     def sft_lm(self):
         """The SFT policy (also the reference π_ref for policy optimisation)."""
-        folder = self.run / "sft"
-        if is_model_folder(folder):
-            model, _ = load_lm(folder)
-            return model
-        if not self.cfg.sft.enabled:
-            return self.base_lm()
-        raise FileNotFoundError(f"{folder}: no SFT model; run `rlhf-lab sft {self.run.root}` first")
+        return self.models.sft_lm(self.tokenizer)
 
     def policy_and_reference(self):
         """(policy LM to train, frozen π_ref). With LoRA, π_ref is the policy with its adapters off."""
-        policy = self.sft_lm()
-        if self.cfg.model.lora:
-            from rlhf_lab.models.lora import AdapterOffReference, add_lora
-
-            policy = add_lora(policy, self.cfg.model)
-            policy.rlhf_lab_base = str(self.policy_base_folder())  # where its saved adapters belong
-            return policy, AdapterOffReference(policy)
-        ref = self.sft_lm().to(self.device).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return policy, ref
+        return self.models.trainable_policy(self.tokenizer, self.device)
 
     def policy_base_folder(self) -> Path:
         """The folder LoRA policy adapters belong on (the SFT model, or model.path when SFT was skipped)."""
-        sft = self.run / "sft"
-        if is_model_folder(sft):
-            return sft
-        from rlhf_lab.models.lm import resolve_model_path
+        return self.models.policy_base_folder()
 
-        return resolve_model_path(self.cfg.model.path)
+    def reward_model(self) -> RewardModel:
+        """The reward model the policy optimises (single, distributional, or a set: ensemble, per group)."""
+        rm = self.models.reward()
+        if rm is None:
+            raise FileNotFoundError(f"{self.run / 'reward'}: no reward model; run `rlhf-lab reward {self.run.root}` "
+                                    "first")
+        return rm
 
-    def reward_model(self):
-        """The reward model, a distributional one, or a set of them (ensemble, per group): all have `score`."""
-        from rlhf_lab.models.reward_set import load_reward
-
-        folder = self.run / "reward"
-        if not (folder / "head.safetensors").exists():
-            raise FileNotFoundError(f"{folder}: no reward model; run `rlhf-lab reward {self.run.root}` first")
-        return load_reward(folder)
+    def trained_policy(self, folder: Path | None = None, *, sampler=None, reward=None):
+        """The trained policy in `folder` (default policy/): weights, merged adapters, or best-of-n over `sampler`
+        (default: the SFT policy) picking by `reward` (default: the run's reward model)."""
+        sampler = sampler if sampler is not None else self.sft_lm()
+        reward = reward if reward is not None else self.models.reward()
+        return self.models.policy(folder or self.run / "policy", sampler=sampler, reward=reward)
 
     # -- prompts -----------------------------------------------------------------------------------------
 
@@ -158,33 +137,6 @@ class Context:
 
     def prompt_text(self, prompt: Prompt) -> str:
         return render_prompt(self.tokenizer, self.world.messages(prompt))
-
-
-def join_query_response(query: Batch, responses: torch.Tensor, pad_token_id: int) -> tuple[torch.Tensor, ...]:
-    """Concatenate left-padded queries and right-padded responses.
-
-    query (B, P), responses (B, R) → input_ids (B, T), attention_mask (B, T), position_ids (B, T),
-    response_mask (B, R). Pad never occurs inside a response (it is never sampled)."""
-    response_mask = (responses != pad_token_id).long()  # (B, R)
-    input_ids = torch.cat([query.input_ids, responses], dim=1)  # (B, T)
-    attention_mask = torch.cat([query.attention_mask, response_mask], dim=1)  # (B, T)
-    return input_ids, attention_mask, position_ids_from_mask(attention_mask), response_mask
-
-
-def right_pad(seqs: list[list[int]], pad_id: int, width: int | None = None) -> torch.Tensor:
-    width = width or max(1, max(len(s) for s in seqs))
-    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s[:width], dtype=torch.long)
-    return out
-
-
-def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                    P: int) -> torch.Tensor:
-    """Logits that predict each response token: positions P−1 … T−2 of the sequence. → (B, R, V)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=input_ids.shape[1] - P + 1).logits  # positions P−1 … T−1
-    return logits[:, :-1]
 
 
 def pair_batches(n: int, batch_size: int, rng: np.random.Generator | None,
@@ -222,38 +174,11 @@ def linear_schedule(optimizer, total_steps: int, warmup: int = 0):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
-def sequences_for_scoring(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-                          device) -> Batch:
-    """prompt + response token lists → one left-padded batch for a reward model."""
-    return left_pad([p + r for p, r in zip(prompt_ids, response_ids, strict=True)], pad_id, device)
-
-
-@torch.no_grad()
-def _scored(fn, rm, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
-            batch_size: int) -> list[torch.Tensor]:
-    """fn(batch) over (prompt, response) sequences in batches, on the reward model's device."""
-    device = next(rm.parameters()).device
-    rm.eval()
-    return [fn(sequences_for_scoring(prompt_ids[i: i + batch_size], response_ids[i: i + batch_size], pad_id, device))
-            .float().cpu() for i in range(0, len(prompt_ids), batch_size)]
-
-
-def score(rm: ScalarHeadModel, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
+def score(rm: RewardModel, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
           batch_size: int = 256, normalized: bool = True) -> np.ndarray:
-    """Reward-model scores for (prompt, response) pairs; responses include their EOS if they stopped."""
-    out = _scored(lambda b: rm.score(b.input_ids, b.attention_mask, normalized=normalized), rm, prompt_ids,
-                  response_ids, pad_id=pad_id, batch_size=batch_size)
-    return torch.cat(out).numpy() if out else np.zeros(0)
-
-
-def member_scores(rm, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
-                  batch_size: int = 256) -> np.ndarray | None:
-    """Each member's normalised score when `rm` is a set of reward models (K, N); None for a single model."""
-    if not hasattr(rm, "member_scores"):
-        return None
-    out = _scored(lambda b: rm.member_scores(b.input_ids, b.attention_mask), rm, prompt_ids, response_ids,
-                  pad_id=pad_id, batch_size=batch_size)
-    return torch.cat(out, 1).numpy() if out else None
+    """Reward-model scores for (prompt, response) pairs (a set's aggregate); responses include their EOS if
+    they stopped."""
+    return score_tokens(rm, prompt_ids, response_ids, pad_id=pad_id, batch_size=batch_size, normalized=normalized)[0]
 
 
 def ensure_dir(path: Path) -> Path:

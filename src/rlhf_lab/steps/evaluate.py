@@ -4,35 +4,16 @@ final SFT-vs-policy comparison (the full audit lives in `rlhf_lab.audit`)."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from rlhf_lab.models.generation import generate, left_pad
+from rlhf_lab.models.best_of_n import BestOfN
+from rlhf_lab.models.generation import generate
+from rlhf_lab.models.logprobs import sequence_kl
+from rlhf_lab.models.reward_set import score_tokens
 from rlhf_lab.models.tokenizer import decode_response
-from rlhf_lab.steps.common import join_query_response, member_scores, response_logits, right_pad, score
-from rlhf_lab.steps.losses import token_logprobs
-
-
-@torch.no_grad()
-def sequence_kl(policy, ref, prompt_ids: list[list[int]], response_ids: list[list[int]], *, pad_id: int,
-                temperature: float, batch_size: int = 128) -> np.ndarray:
-    """Σ_t log π(y_t) − log π_ref(y_t) per sequence (the k1 estimate of KL(π ‖ π_ref) per sample)."""
-    device = next(policy.parameters()).device
-    out = []
-    for i in range(0, len(prompt_ids), batch_size):
-        q = left_pad(prompt_ids[i: i + batch_size], pad_id, device)
-        resp = right_pad([r or [pad_id] for r in response_ids[i: i + batch_size]], pad_id).to(device)
-        ids, mask, pos, rmask = join_query_response(q, resp, pad_id)
-        P = q.input_ids.shape[1]
-        lp = token_logprobs(response_logits(policy, ids, mask, pos, P), resp, temperature=temperature,
-                            pad_token_id=pad_id)
-        ref_lp = token_logprobs(response_logits(ref, ids, mask, pos, P), resp, temperature=temperature,
-                                pad_token_id=pad_id)
-        out.append(((lp - ref_lp) * rmask).sum(1).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
 
 
 def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator, temperature: float,
@@ -44,9 +25,7 @@ def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator
     resp = generate(policy, p_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=pad, generator=generator,
                     batch_size=ctx.cfg.eval.batch_size, cuda_graph=ctx.cfg.model.cuda_graphs)
-    members = member_scores(rm, p_ids, resp, pad_id=pad)  # (K, N) for a set of reward models, else None
-    # a set's aggregate comes from the member scores already computed, not from scoring again
-    proxy = score(rm, p_ids, resp, pad_id=pad) if members is None else rm.combine(torch.from_numpy(members)).numpy()
+    proxy, members = score_tokens(rm, p_ids, resp, pad_id=pad)  # (N,) the optimised score; (K, N) each member's
     kl = sequence_kl(policy, ref, p_ids, resp, pad_id=pad, temperature=temperature) if with_kl else \
         np.zeros(len(prompts))
     records = []
@@ -60,7 +39,7 @@ def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator
             "stopped": bool(r) and r[-1] == tok.eos_token_id, "well_formed": feats.well_formed,
         })
     summary = summarize(records)
-    if members is not None and len(prompts):
+    if len(rm.names) > 1 and len(prompts):
         # Ensemble disagreement (Coste et al. 2023 use it as the uncertainty penalty) and each member's mean:
         # for per-group reward models, what each group's model thinks of the policy.
         summary["eval/reward_disagreement"] = float(members.std(0).mean())
@@ -103,27 +82,28 @@ def run_evaluate(ctx) -> dict:
     seed_everything(ctx.cfg.seed + 9)
     ref = ctx.sft_lm().to(ctx.device).eval()
     rm = ctx.reward_model().to(ctx.device).eval()
-    folder = ctx.run / "policy"
-    from rlhf_lab.models.lm import is_model_folder, load_lm
+    from rlhf_lab.models.run_models import policy_kind
 
-    policy = load_lm(folder)[0].to(ctx.device).eval() if is_model_folder(folder) else ref
+    folder = ctx.run / "policy"
+    # before policy optimisation has run, "policy" is the SFT policy itself
+    policy = ctx.trained_policy(folder, sampler=ref, reward=rm).to(ctx.device).eval() if policy_kind(folder) else ref
     prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
     seed = hash_seed_eval(ctx.cfg.seed)
     out = {}
     for name, model in (("sft", ref), ("policy", policy)):
         generator = torch.Generator().manual_seed(seed)
-        if name == "policy" and (folder / "best_of_n.json").exists():
-            # best-of-n: the policy is SFT sampling plus a choice by the reward model, not a model of its own
+        if isinstance(model, BestOfN):
+            # best-of-n: SFT sampling plus a choice by the reward model, not a model of its own
             from rlhf_lab.steps.policy.best_of_n import evaluate_best_of_n
 
-            n = int(json.loads((folder / "best_of_n.json").read_text())["n"])
+            n = model.n
             _, records = evaluate_best_of_n(ctx, ref, rm, prompts, [n], generator=generator,
-                                            temperature=ctx.cfg.eval.temperature,
-                                            max_new_tokens=ctx.cfg.policy.max_new_tokens)[n]
+                                            temperature=ctx.cfg.generation.temperature,
+                                            max_new_tokens=ctx.cfg.generation.max_new_tokens)[n]
         else:
             _, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts, generator=generator,
-                                         temperature=ctx.cfg.eval.temperature,
-                                         max_new_tokens=ctx.cfg.policy.max_new_tokens)
+                                         temperature=ctx.cfg.generation.temperature,
+                                         max_new_tokens=ctx.cfg.generation.max_new_tokens)
         out[name] = summarize(records, prefix=name)
         if ctx.is_main:
             write_jsonl(ctx.run / "eval" / f"{name}_samples.jsonl", records)
