@@ -64,3 +64,18 @@ def test_access_log_drops_query_strings():
                                ("127.0.0.1:5", "GET", "/join?token=SECRET", "1.1", 200), None)
     StripQueryFilter().filter(record)
     assert "SECRET" not in record.getMessage() and "/join" in record.getMessage()
+
+
+def test_a_run_folder_named_with_url_syntax_keeps_its_store_inside(tmp_path):
+    """`?`, `%` and `#` in a folder name are path characters, not a query string or an escape."""
+    for name in ("run?mode=ro", "run%41x", "a#b%2Fc?d=1"):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "pairs.jsonl").write_text(jsonl(pair_rows(2, prefix=f"{len(name)}_")))
+        r = runner.invoke(annotate_app, ["import", str(run / "pairs.jsonl"), "--run", str(run), "--project", "q"])
+        assert r.exit_code == 0, r.output
+        assert (run / "labels.sqlite").is_file()
+        store = AnnotationStore(resolve_store_url(run=run))
+        assert [len(store.items(p.id)) for p in store.projects()] == [2]
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a#b%2Fc?d=1", "run%41x", "run?mode=ro"]

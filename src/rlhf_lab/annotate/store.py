@@ -35,6 +35,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.schema import CreateColumn
@@ -215,7 +216,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def url_for_run(run_dir: str | Path) -> str:
-    return f"sqlite:///{Path(run_dir).resolve() / 'labels.sqlite'}"
+    """The URL of the run folder's labels.sqlite. Built from its parts, so a folder named with `?`, `%` or
+    `#` is quoted rather than read as a query string or an escape."""
+    path = Path(run_dir).resolve() / "labels.sqlite"
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
 
 
 class AnnotationStore:
