@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from rlhf_lab.annotate.export import export_project
+from rlhf_lab.annotate.export import FORMATS, export_project, run_pairs
 from rlhf_lab.annotate.importing import ImportFileError, read_pairs_file
 from rlhf_lab.annotate.server import resolve_store_url
 from rlhf_lab.annotate.server import serve as serve_app
@@ -82,8 +82,13 @@ def import_pairs(file: Annotated[Path, typer.Argument(help="JSONL: prompt, respo
 def export(run: RunOpt = None, db: DbOpt = None,
            project: Annotated[str, typer.Option(help="Project name.")] = "run",
            out: Annotated[Path | None, typer.Option(help="Folder to write into (default: the run folder).")] = None,
+           fmt: Annotated[str, typer.Option("--format", help="standard: TRL's prompt/chosen/rejected text; "
+                                            "conversational: also preferences_conversational.jsonl (messages).")]
+           = "standard",
            ) -> None:
     """Write preferences (per annotator and majority), labels.jsonl and agreement.json."""
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
     folder = out or run
     if folder is None:
         raise typer.BadParameter("with --db, say where to write with --out DIR")
@@ -94,8 +99,9 @@ def export(run: RunOpt = None, db: DbOpt = None,
             typer.echo(f"error: no project named {project!r}", err=True)
             raise typer.Exit(2)
         rows = store.label_rows(p.id)
+        pairs = run_pairs(run)
         # into a run folder, new preferences make its reward model and everything after it stale
-        paths = RunFolder(folder).replace_preferences(lambda d: export_project(rows, d))
+        paths = RunFolder(folder).replace_preferences(lambda d: export_project(rows, d, pairs=pairs, fmt=fmt))
     finally:
         store.close()
     typer.echo("Wrote " + ", ".join(str(path) for path in paths))

@@ -13,10 +13,25 @@ import json
 from pathlib import Path
 
 from rlhf_lab.annotate import agreement
-from rlhf_lab.data import conversational, majority_rows, preference_rows, write_preferences
+from rlhf_lab.data import (
+    conversational,
+    jsonl_records,
+    majority_rows,
+    preference_rows,
+    read_file_bytes,
+    write_preferences,
+)
 from rlhf_lab.runfolder import atomic_write_text
 
 FORMATS = ("standard", "conversational")
+
+
+def run_pairs(run: str | Path | None) -> dict[str, dict] | None:
+    """{pair_id: pair} from a run folder's pairs.jsonl (its sampled token ids join the export), or None."""
+    path = Path(run) / "pairs.jsonl" if run is not None else None
+    if path is None or not path.is_file():
+        return None
+    return {p["pair_id"]: p for _, p in jsonl_records(read_file_bytes(path), name=str(path)) if "pair_id" in p}
 
 
 def agreement_report(labels: list[dict]) -> dict:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rlhf_lab.annotate import crud
 from rlhf_lab.annotate.deps import CSRF, AdminDep, CtxDep, StoreId
-from rlhf_lab.annotate.export import export_project
+from rlhf_lab.annotate.export import export_project, run_pairs
 from rlhf_lab.annotate.importing import ImportFileError, parse_outcomes, parse_pairs, read_pairs_file
 from rlhf_lab.runfolder import RunFolder
 
@@ -205,7 +205,7 @@ async def export_to_run(ctx: CtxDep, _: AdminDep, pid: StoreId) -> Response:
     await _project_or_404(ctx, pid)
     # through the run folder, which then counts the reward model and everything after it as stale
     await run_in_threadpool(lambda: RunFolder(ctx.run_dir).replace_preferences(
-        lambda d: export_project(ctx.store.label_rows(pid), d)))
+        lambda d: export_project(ctx.store.label_rows(pid), d, pairs=run_pairs(ctx.run_dir))))
     return RedirectResponse(f"/admin/projects/{pid}?exported=1", status_code=303)
 
 
