@@ -261,3 +261,17 @@ def test_an_internal_error_still_carries_the_security_headers(world):
     admin = TestClient(world.app, raise_server_exceptions=False, cookies=dict(world.admin.http.cookies))
     r = admin.get(f"/api/admin/projects/{world.pid}/labels")
     assert r.status_code == 500 and _has_security_headers(r) and "internal error" in r.json()["detail"]
+
+
+def test_a_restart_voids_the_admin_token_printed_before(sqlite_url, tmp_path):
+    proc, _, first = _serve(sqlite_url, tmp_path / "first.log")
+    _stop(proc)
+    proc, base, second = _serve(sqlite_url, tmp_path / "second.log")
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            csrf = {"X-CSRF-Token": c.get("/api/csrf").json()["csrf_token"]}
+            stale = c.post("/api/login", json={"token": first}, headers=csrf).status_code
+            fresh = c.post("/api/login", json={"token": second}, headers=csrf).status_code
+    finally:
+        _stop(proc)
+    assert (stale, fresh) == (401, 200)

@@ -47,9 +47,12 @@ class Principal:
 
 
 def issue_admin_token(store: AnnotationStore) -> str:
-    """A fresh one-time admin token (shown once; only its digest is stored)."""
+    """A fresh one-time admin token (shown once; only its digest is stored). Earlier unused ones stop
+    working: `serve` issues one at each start, and a token printed by an earlier start may sit in an old
+    terminal or log."""
     token = new_token()
     with store.session() as s:
+        s.execute(delete(AdminToken).where(AdminToken.used_at.is_(None)))
         s.add(AdminToken(token_hash=hash_token(token), expires_at=utcnow() + ADMIN_TOKEN_TTL))
     return token
 
