@@ -30,20 +30,21 @@ def config(spec: dict, algo: str):
     bf16 = spec["precision"] == "bf16"
     policy = {
         "algorithm": {"ppo_shared": "ppo", "rm": "ppo"}.get(algo, algo), "updates": spec["updates"],
-        "batch_size": spec["batch"], "max_new_tokens": spec["new_tokens"], "lr": LR,
+        "batch_size": spec["batch"], "lr": LR,
         "kl_coef": KL_COEF.get(algo.split("_")[0], 0.05),
         "eval_every": 10**6, "checkpoint_every": 10**6, "sample_table_every": 10**6,
     }
     if algo in ("ppo", "ppo_shared"):
         mb = spec["batch"] // spec["minibatches"]
-        policy.update(ppo_epochs=spec["ppo_epochs"], minibatches=spec["minibatches"], microbatch_size=mb,
+        policy.update(epochs=spec["ppo_epochs"], minibatches=spec["minibatches"], microbatch_size=mb,
                       value_model="separate" if algo == "ppo" else "shared")
     elif algo in ("grpo", "rloo"):  # TRL's defaults: one pass, one optimiser step per batch
-        policy.update(samples_per_prompt=spec["k"], ppo_epochs=1, minibatches=1, microbatch_size=spec["batch"])
+        policy.update(k=spec["k"], epochs=1, minibatches=1, microbatch_size=spec["batch"])
     elif algo == "dpo":
-        policy.update(dpo_batch_size=spec["dpo_batch"], microbatch_size=2 * spec["dpo_batch"])
+        policy.update(batch_size=spec["dpo_batch"], microbatch_size=2 * spec["dpo_batch"])
     return build_config({
         "model": {"dtype": "bfloat16" if bf16 else "float32"},
+        "generation": {"max_new_tokens": spec["new_tokens"]},
         "policy": policy,
         "reward": {"batch_size": spec["rm_batch"], "epochs": 1, "eval_share": 0.05},
         "eval": {"n_prompts": 8, "batch_size": 8},

@@ -155,7 +155,7 @@ def test_critic_free_microbatch_invariance(tmp_path, name):
     from rlhf_lab.steps.policy.rloo import RLOO
 
     algo = {"rloo": RLOO, "grpo": GRPO}[name]
-    ctx = tiny_ctx(tmp_path, max_new_tokens=6, batch_size=8, samples_per_prompt=4)
+    ctx = tiny_ctx(tmp_path, algorithm=name, max_new_tokens=6, batch_size=8, k=4)
     lm, ref, rm = tiny_models(ctx)
     with torch.no_grad():
         for p in lm.parameters():
@@ -169,7 +169,7 @@ def test_critic_free_microbatch_invariance(tmp_path, name):
 
     def delta(micro: int) -> torch.Tensor:
         cfg = ctx.cfg.model_copy(update={"policy": ctx.cfg.policy.model_copy(update={
-            "microbatch_size": micro, "ppo_epochs": 1, "minibatches": 1, "max_grad_norm": 1e6})})
+            "microbatch_size": micro, "epochs": 1, "minibatches": 1, "max_grad_norm": 1e6})})
         model = copy.deepcopy(lm)
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -192,7 +192,7 @@ def test_rloo_in_one_forward_equals_a_separate_old_logprob_forward(tmp_path):
     from rlhf_lab.steps.policy.prefix import GroupedLM
     from rlhf_lab.steps.policy.rloo import RLOO
 
-    ctx = tiny_ctx(tmp_path, max_new_tokens=5, batch_size=8, samples_per_prompt=4, ppo_epochs=1, minibatches=1,
+    ctx = tiny_ctx(tmp_path, algorithm="rloo", max_new_tokens=5, batch_size=8, k=4, epochs=1, minibatches=1,
                    microbatch_size=8, max_grad_norm=1e6)
     lm, ref, rm = tiny_models(ctx)
     with torch.no_grad():
@@ -356,7 +356,12 @@ def _rerun_policy(micro_run, out, algorithm: str, *extra: str):
                                                                   "samples_table.jsonl", "report.html"))
     folder = RunFolder(out)
     write_jsonl(folder.metrics_path, [r for r in folder.metrics() if r.get("phase") not in ("policy", "evaluate")])
-    open_run(out, load_config(overrides=[*MICRO, f"policy.algorithm={algorithm}", *extra]))
+    from rlhf_lab.config import POLICY_CONFIGS
+
+    # the micro settings of step 4 that this algorithm has (best-of-n has no updates, say)
+    micro = [s for s in MICRO if not s.startswith("policy.") or
+             s.split("=")[0].split(".")[1] in POLICY_CONFIGS[algorithm].model_fields]
+    open_run(out, load_config(overrides=[*micro, f"policy.algorithm={algorithm}", *extra]))
     folder.clear_from("policy")
     run(out=out, resume=True)
     return [r for r in folder.metrics() if r.get("phase") == "policy"]
@@ -404,8 +409,8 @@ def test_resume_from_checkpoint_gives_the_same_result(micro_run, tmp_path, algor
     from rlhf_lab import run
     from rlhf_lab.runfolder import RunFolder
 
-    extra = {"dpo": ("policy.checkpoint_every=1", "policy.dpo_batch_size=4"),
-             "grpo": ("policy.ppo_epochs=1", "policy.minibatches=1")}[algorithm]
+    extra = {"dpo": ("policy.checkpoint_every=1", "policy.batch_size=4"),
+             "grpo": ()}[algorithm]
     whole = tmp_path / "whole"
     records = _rerun_policy(micro_run, whole, algorithm, *extra)
     final = [r for r in records if "eval/proxy_reward" in r][-1]

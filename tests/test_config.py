@@ -76,3 +76,62 @@ def test_cli_help_lists_the_steps():
     assert r.returncode == 0
     for cmd in ("run", "sft", "sample", "label", "reward", "policy", "report"):
         assert cmd in r.stdout
+
+
+# -- a config per algorithm ------------------------------------------------------------------------------------
+
+
+def test_each_algorithm_has_its_own_defaults():
+    """RLOO and GRPO optimise each batch once, as TRL does — not PPO's 4 epochs × 2 minibatches."""
+    ppo = build_config().policy
+    assert (ppo.algorithm, ppo.epochs, ppo.minibatches) == ("ppo", 4, 2)
+    for algorithm in ("rloo", "grpo"):
+        cfg = build_config({}, [f"policy.algorithm={algorithm}"]).policy
+        assert (cfg.algorithm, cfg.epochs, cfg.minibatches, cfg.k) == (algorithm, 1, 1, 4)
+    assert build_config({}, ["policy.algorithm=dpo"]).policy.epochs == 1
+    assert build_config({}, ["policy.algorithm=best_of_n"]).policy.n == 4
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["policy.algorithm=grpo", "policy.vf_coef=0.5"], "policy.vf_coef: unknown key for policy.algorithm=grpo"),
+    (["policy.gamma=0.9", "policy.algorithm=rloo"], "policy.gamma: unknown key for policy.algorithm=rloo"),
+    (["policy.k=8"], "policy.k: unknown key for policy.algorithm=ppo"),
+    (["policy.algorithm=best_of_n", "policy.updates=3"], "policy.updates: unknown key"),
+    (["policy.algorithm=dpo", "policy.epochs=0"], "policy.epochs"),
+    (["policy.algorithm=sarsa"], "policy.algorithm: unknown algorithm 'sarsa'"),
+    (["policy.algorithm=rloo", "policy.batch_size=6"], "policy.batch_size"),
+    (["policy.max_new_tokens=10"], "policy.max_new_tokens: unknown key"),
+])
+def test_a_key_the_algorithm_does_not_read_is_refused_by_name(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        build_config({}, overrides)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_algorithm_override_works_in_any_order_and_on_a_saved_config():
+    a = build_config({}, ["policy.k=8", "policy.algorithm=grpo", "policy.batch_size=16"])
+    b = build_config({}, ["policy.algorithm=grpo", "policy.batch_size=16", "policy.k=8"])
+    assert a == b and (a.policy.k, a.policy.batch_size, a.policy.epochs) == (8, 16, 1)
+    # a saved (fully resolved) PPO config switched to GRPO: GRPO's defaults, the values chosen there kept
+    saved = build_config({}, ["policy.lr=1e-4", "policy.updates=7"]).model_dump(mode="json")
+    grpo = build_config(saved, ["policy.algorithm=grpo"]).policy
+    assert (grpo.epochs, grpo.minibatches, grpo.lr, grpo.updates) == (1, 1, 1e-4, 7)
+    assert build_config(saved, ["policy.algorithm=dpo"]).policy.algorithm == "dpo"  # PPO's gamma dropped
+
+
+def test_one_generation_section_for_sampling_policy_and_evaluation():
+    cfg = build_config({}, ["generation.max_new_tokens=12", "generation.temperature=0.7"])
+    assert (cfg.generation.max_new_tokens, cfg.generation.temperature) == (12, 0.7)
+    for old in ("sample.max_new_tokens=5", "eval.temperature=0.5"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            build_config({}, [old])
+
+
+def test_config_docs_list_each_algorithms_fields():
+    r = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "config", "docs"], capture_output=True, text=True)
+    assert r.returncode == 0
+    rows = dict(line.split(" = ", 1) for line in r.stdout.splitlines() if " = " in line and line[0] != " ")
+    assert rows["policy.epochs"].startswith("ppo: 4, rloo: 1, grpo: 1")
+    assert "[rloo, grpo]" in r.stdout.split("policy.k = ", 1)[1].splitlines()[1]
+    assert "[ppo]" in r.stdout.split("policy.vf_coef = ", 1)[1].splitlines()[1]
+    assert "generation.max_new_tokens" in rows and "policy.max_new_tokens" not in rows

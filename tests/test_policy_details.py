@@ -40,8 +40,10 @@ def world_tokenizer():
 
 
 def tiny_ctx(tmp_path, **policy) -> Context:
-    """A context over an empty run folder with the world tokenizer and a tiny model config."""
-    cfg = build_config({"model": TINY, "policy": policy})
+    """A context over an empty run folder with the world tokenizer and a tiny model config; `max_new_tokens`
+    and `temperature` go to the generation section, the rest to the policy section."""
+    generation = {k: policy.pop(k) for k in ("max_new_tokens", "temperature") if k in policy}
+    cfg = build_config({"model": TINY, "generation": generation, "policy": policy})
     return Context(cfg, RunFolder(tmp_path), _tokenizer=world_tokenizer())
 
 
@@ -307,7 +309,7 @@ def test_microbatch_invariance(ppo_setup):
     """policy.microbatch_size: batch 8 × accumulation 1 gives the same gradient as batch 1 × accumulation 8,
     with responses of different lengths (the losses are means over the minibatch's tokens)."""
     ctx, pv, ro = ppo_setup
-    kw = dict(ppo_epochs=1, minibatches=1, max_grad_norm=1e6)
+    kw = dict(epochs=1, minibatches=1, max_grad_norm=1e6)
     whole = _update_delta(ctx, pv, ro, microbatch_size=8, **kw)
     split = _update_delta(ctx, pv, ro, microbatch_size=1, **kw)
     three = _update_delta(ctx, pv, ro, microbatch_size=3, **kw)
@@ -319,7 +321,7 @@ def test_microbatch_invariance(ppo_setup):
 def test_gradient_clipping(ppo_setup):
     """policy.max_grad_norm: the global gradient norm of an optimiser step never exceeds it."""
     ctx, pv, ro = ppo_setup
-    kw = dict(ppo_epochs=1, minibatches=1)
+    kw = dict(epochs=1, minibatches=1)
     free = _update_delta(ctx, pv, ro, max_grad_norm=1e6, **kw)
     assert float(free.norm()) > 1e-2
     clipped = _update_delta(ctx, pv, ro, max_grad_norm=0.1, **kw)
@@ -328,7 +330,7 @@ def test_gradient_clipping(ppo_setup):
 
 
 def test_minibatches_reshuffle_every_epoch():
-    """policy.minibatches / ppo_epochs: each epoch covers the batch once, in a fresh order, split into
+    """policy.minibatches / epochs: each epoch covers the batch once, in a fresh order, split into
     minibatches → microbatches of at most microbatch_size."""
     cfg = build_config(overrides=["policy.minibatches=3", "policy.microbatch_size=2"]).policy
     rng = np.random.default_rng(0)

@@ -7,8 +7,9 @@ saved as `config.yaml` in the run folder. Unknown keys, wrong types and out-of-r
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -130,11 +131,10 @@ class SampleConfig(Section):
     """Step 1: the SFT model produces k completions per prompt; pairs are formed from them."""
 
     n_prompts: int = Field(1200, ge=1, description="Training prompts to sample for.")
-    k: int = Field(4, ge=2, le=16, description="Completions per prompt.")
+    k: int = Field(4, ge=2, le=16, description="Completions per prompt in the preference data (pairs are formed "
+                   "among them); the online algorithms' group is policy.k, best-of-n's policy.n.")
     pairing: Literal["all", "adjacent"] = Field(
         "all", description="all: every pair of the k completions; adjacent: (1,2), (3,4), …")
-    max_new_tokens: int = Field(40, ge=1, description="Longest completion in tokens.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature T.")
     batch_size: int = Field(256, ge=1, description="Sequences per generation batch.")
     drop_identical: bool = Field(True, description="Skip pairs whose two completions are the same text.")
 
@@ -205,80 +205,142 @@ class RewardConfig(Section):
                                  "q-quantile μ + Φ⁻¹(q)·σ of each response's utility (q < 0.5 is risk-averse).")
 
 
-class PolicyConfig(Section):
-    """Step 4: policy optimisation against the reward model (or, for DPO, directly on the preferences).
+class GenerationConfig(Section):
+    """How completions are sampled — the same for the preference data (step 1), the policy's rollouts (step 4)
+    and evaluation, so that every logprob, KL and score is taken under the distribution that was sampled."""
 
-    β (`kl_coef`) is the same quantity for every algorithm: the coefficient of the KL term in the objective
-    E[r] − β·KL(π ‖ π_ref). docs/algorithms.md says which field each algorithm reads."""
+    max_new_tokens: int = Field(40, ge=1, description="Longest completion in tokens (a completion cut here never "
+                                "emitted EOS).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature T; logprobs use logits / T.")
 
-    algorithm: Literal["ppo", "dpo", "rloo", "grpo", "best_of_n"] = Field(
-        "ppo", description="ppo (Ziegler et al. 2019; Ouyang et al. 2022) | dpo (Rafailov et al. 2023, offline on "
-        "the preferences) | rloo (Ahmadian et al. 2024) | grpo (Shao et al. 2024) | best_of_n (no training: the best "
-        "of n SFT samples under the reward model).")
-    updates: int = Field(80, ge=1, description="Rollout + optimisation iterations (PPO, RLOO, GRPO).")
-    batch_size: int = Field(64, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
-                            "prompts × k completions for RLOO and GRPO.")
-    samples_per_prompt: int = Field(4, ge=2, le=256, description="Completions per prompt: RLOO's k, GRPO's group "
-                                    "size G, best-of-n's n.")
-    ppo_epochs: int = Field(4, ge=1, description="Optimisation passes over each rollout batch (PPO's K epochs, "
-                            "GRPO's μ; also RLOO).")
-    minibatches: int = Field(2, ge=1, description="Minibatches per epoch, one optimiser step each (reshuffled every "
-                             "epoch).")
+
+# -- Step 4: one config per algorithm, picked by `policy.algorithm` (a discriminated union) -------------------
+# Each class holds only the fields its algorithm reads; a field shared by several is declared once, in the
+# base they share. Per-algorithm defaults of a shared field come from one helper that carries its description.
+
+
+def _epochs(default: int):
+    return Field(default, ge=1, description="Optimisation passes over each rollout batch (PPO's K epochs, "
+                 "GRPO's μ); TRL's RLOO and GRPO default to one.")
+
+
+def _minibatches(default: int):
+    return Field(default, ge=1, description="Minibatches per epoch, one optimiser step each (reshuffled every "
+                 "epoch).")
+
+
+class _Trainer(Section):
+    """What every algorithm that trains reads (PPO, RLOO, GRPO, DPO)."""
+
     microbatch_size: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation); "
                                  "never changes the result, only the memory.")
     lr: float = Field(5e-4, gt=0, description="Learning rate (AdamW).")
     anneal_lr: bool = Field(True, description="Decay the learning rate linearly to 0 over the updates.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping: largest global L2 norm of the gradient.")
-    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature T; logprobs use logits / T.")
-    max_new_tokens: int = Field(40, ge=1, description="Longest completion in tokens.")
-    kl_coef: float = Field(0.02, ge=0, description="β: KL coefficient (initial, if adaptive). PPO: per-token "
-                           "penalty in the reward; RLOO: sequence penalty in the reward; GRPO: k3 term in the loss "
-                           "(0 turns it off); DPO: β in σ(β·h).")
+    kl_coef: float = Field(0.02, ge=0, description="β: coefficient of the KL term in E[r] − β·KL(π ‖ π_ref) "
+                           "(initial, if adaptive). PPO: per-token penalty in the reward; RLOO: sequence penalty in "
+                           "the reward; GRPO: k3 term in the loss (0 turns it off); DPO: β in σ(β·h).")
+    eval_every: int = Field(10, ge=1, description="Evaluate (proxy, gold, KL on held-out prompts) every N updates "
+                            "(DPO: optimiser steps).")
+    checkpoint_every: int = Field(20, ge=1, description="Save a resumable checkpoint every N updates (DPO: "
+                                  "optimiser steps).")
+
+
+class _Online(_Trainer):
+    """What the online algorithms read (PPO, RLOO, GRPO): rollouts from the policy, scored by the reward model."""
+
+    updates: int = Field(80, ge=1, description="Rollout + optimisation iterations.")
+    batch_size: int = Field(64, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
+                            "prompts × k completions for RLOO and GRPO.")
     kl_controller: Literal["fixed", "adaptive"] = Field(
-        "fixed", description="fixed β, or adaptive β steering toward target_kl (Ziegler et al. 2019); PPO, RLOO, GRPO.")
+        "fixed", description="fixed β, or adaptive β steering toward target_kl (Ziegler et al. 2019).")
     target_kl: float = Field(6.0, gt=0, description="Adaptive controller: target KL (nats per sequence).")
     kl_horizon: int = Field(10000, gt=0, description="Adaptive controller: horizon (sequences).")
     kl_estimator: Literal["k1", "k3"] = Field("k1", description="Per-token KL estimator in rewards and logs "
                                               "(Schulman 2020); GRPO's loss always uses k3, as in its paper.")
-    gamma: float = Field(1.0, ge=0, le=1, description="γ: discount (PPO).")
-    lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016; PPO).")
     cliprange: float = Field(0.2, gt=0, description="ε: policy ratio clip (PPO per token, GRPO per token, RLOO per "
                              "sequence).")
-    cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values (PPO).")
-    value_model: Literal["shared", "separate"] = Field(
-        "shared", description="PPO. shared: a value head on the policy's trunk (one forward for logprobs and values); "
-        "separate: a value model of its own, initialised from the reward model.")
-    vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient c1 (PPO).")
-    whiten_rewards: bool = Field(False, description="Whiten per-token rewards before GAE (PPO).")
     missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a completion "
-                                       "that never emits the stop token (PPO, RLOO, GRPO).")
-    dpo_loss: Literal["sigmoid", "robust"] = Field(
-        "sigmoid", description="DPO loss: sigmoid = −log σ(β·h) (Rafailov et al. 2023; with label_smoothing > 0 it "
-        "is conservative DPO, Mitchell 2023); robust = the unbiased loss under flipped labels (Chowdhury et al. "
-        "2024).")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε: assumed share of flipped preference labels "
-                                   "(DPO).")
-    dpo_epochs: int = Field(1, ge=1, description="DPO: passes over the training preferences.")
-    dpo_batch_size: int = Field(64, ge=1, description="DPO: preference pairs per optimiser step.")
-    eval_every: int = Field(10, ge=1, description="Evaluate (proxy, gold, KL on held-out prompts) every N updates "
-                            "(DPO: optimiser steps).")
+                                       "that never emits the stop token.")
     sample_table_every: int = Field(10, ge=1, description="Log a table of sample completions every N updates.")
-    checkpoint_every: int = Field(20, ge=1, description="Save a resumable checkpoint every N updates (DPO: "
-                                  "optimiser steps).")
+
+
+class PPOConfig(_Online):
+    """PPO with a per-token KL penalty (Ziegler et al. 2019; Ouyang et al. 2022; Huang et al. 2024's details)."""
+
+    algorithm: Literal["ppo"] = Field("ppo", description="ppo (Ziegler et al. 2019; Ouyang et al. 2022) | rloo "
+                                      "(Ahmadian et al. 2024) | grpo (Shao et al. 2024) | dpo (Rafailov et al. 2023, "
+                                      "offline on the preferences) | best_of_n (no training: the best of n SFT "
+                                      "samples under the reward model). Each has its own fields and defaults.")
+    epochs: int = _epochs(4)
+    minibatches: int = _minibatches(2)
+    gamma: float = Field(1.0, ge=0, le=1, description="γ: discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016).")
+    cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values.")
+    value_model: Literal["shared", "separate"] = Field(
+        "shared", description="shared: a value head on the policy's trunk (one forward for logprobs and values); "
+        "separate: a value model of its own, initialised from the reward model.")
+    vf_coef: float = Field(0.1, ge=0, description="Value loss coefficient c1.")
+    whiten_rewards: bool = Field(False, description="Whiten per-token rewards before GAE.")
+
+
+class _Grouped(_Online):
+    """The critic-free algorithms: k completions of each prompt, advantages within each group."""
+
+    k: int = Field(4, ge=2, le=256, description="Completions per prompt in a rollout: RLOO's k, GRPO's group size "
+                   "G. (sample.k is the preference data's, a separate choice.)")
+    epochs: int = _epochs(1)
+    minibatches: int = _minibatches(1)
 
     @model_validator(mode="after")
-    def _check(self) -> PolicyConfig:
-        if self.algorithm in ("rloo", "grpo") and self.batch_size % self.samples_per_prompt:
-            raise ValueError(f"policy.batch_size ({self.batch_size}) must be a multiple of policy.samples_per_prompt "
-                             f"({self.samples_per_prompt}) for {self.algorithm}: each prompt gets k completions")
+    def _check(self):
+        if self.batch_size % self.k:
+            raise ValueError(f"policy.batch_size ({self.batch_size}) must be a multiple of policy.k ({self.k}) for "
+                             f"{self.algorithm}: each prompt gets k completions")
         return self
 
 
+class RLOOConfig(_Grouped):
+    """REINFORCE with a leave-one-out baseline (Ahmadian et al. 2024)."""
+
+    algorithm: Literal["rloo"]
+
+
+class GRPOConfig(_Grouped):
+    """Group relative policy optimisation (Shao et al. 2024)."""
+
+    algorithm: Literal["grpo"]
+
+
+class DPOConfig(_Trainer):
+    """Direct preference optimisation (Rafailov et al. 2023), offline on the training preferences."""
+
+    algorithm: Literal["dpo"]
+    loss: Literal["sigmoid", "robust"] = Field(
+        "sigmoid", description="sigmoid = −log σ(β·h) (Rafailov et al. 2023; with label_smoothing > 0 it is "
+        "conservative DPO, Mitchell 2023); robust = the unbiased loss under flipped labels (Chowdhury et al. 2024).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="ε: assumed share of flipped preference labels.")
+    epochs: int = Field(1, ge=1, description="Passes over the training preferences.")
+    batch_size: int = Field(64, ge=1, description="Preference pairs per optimiser step.")
+
+
+class BestOfNConfig(Section):
+    """Best-of-n: no training (Stiennon et al. 2020; Gao et al. 2022)."""
+
+    algorithm: Literal["best_of_n"]
+    n: int = Field(4, ge=1, le=256, description="Completions to choose the best of (under the reward model).")
+
+
+POLICY_CONFIGS: dict[str, type[Section]] = {"ppo": PPOConfig, "rloo": RLOOConfig, "grpo": GRPOConfig,
+                                            "dpo": DPOConfig, "best_of_n": BestOfNConfig}
+PolicyConfig = Annotated[PPOConfig | RLOOConfig | GRPOConfig | DPOConfig | BestOfNConfig,
+                         Field(discriminator="algorithm")]
+
+
 class EvalConfig(Section):
-    """Evaluation on held-out prompts (SFT policy vs trained policy)."""
+    """Evaluation on held-out prompts (SFT policy vs trained policy), sampled as `generation` says."""
 
     n_prompts: int = Field(256, ge=1, description="Held-out prompts per evaluation.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for evaluation.")
     batch_size: int = Field(256, ge=1)
 
 
@@ -288,12 +350,21 @@ class Config(Section):
     seed: int = Field(0, description="Seed of the run (sampling, initialisation, data order).")
     world: WorldConfig = Field(default_factory=WorldConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     label: LabelConfig = Field(default_factory=LabelConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    policy: PolicyConfig = Field(default_factory=PPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_algorithm(cls, data: Any) -> Any:
+        """A policy section that names no algorithm is PPO's."""
+        if isinstance(data, dict) and isinstance(data.get("policy"), dict) and "algorithm" not in data["policy"]:
+            data = {**data, "policy": {"algorithm": "ppo", **data["policy"]}}
+        return data
 
     def annotator_groups(self) -> list[GroupSpec]:
         return self.label.annotator_groups or self.world.user_groups
@@ -308,14 +379,21 @@ class Config(Section):
 
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    loc = [str(p) for p in first["loc"]]
     msg = first["msg"]
+    where = ""
+    if loc[:1] == ["policy"] and len(loc) > 1 and loc[1] in POLICY_CONFIGS:
+        where = f" for policy.algorithm={loc.pop(1)}"  # the union's tag, not a key the user wrote
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = f"unknown key{where}"
+    elif first["type"] == "union_tag_invalid":
+        loc.append("algorithm")
+        msg = f"unknown algorithm {first['ctx']['tag']!r} (expected one of {', '.join(POLICY_CONFIGS)})"
     elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
-        msg = f"{msg} (got {first['input']!r})"
+        msg = f"{msg} (got {first['input']!r}){where}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+    loc_s = ".".join(loc)
+    return f"{loc_s}: {msg}{more}" if loc_s else f"{msg}{more}"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -343,11 +421,27 @@ def _apply(data: dict, parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _switch_algorithm(policy: dict, algorithm: Any) -> dict:
+    """The policy section carried over to another algorithm: only the keys that algorithm has and whose value
+    was chosen (differs from the old algorithm's default). Everything else takes the new algorithm's defaults,
+    so that `--set policy.algorithm=grpo` on a saved PPO config gives GRPO's epochs, not PPO's."""
+    old_cls, new_cls = POLICY_CONFIGS.get(policy.get("algorithm", "ppo")), POLICY_CONFIGS.get(algorithm)
+    if old_cls is None or new_cls is None:
+        return policy  # validation names the bad algorithm
+    defaults = old_cls(algorithm=policy.get("algorithm", "ppo")).model_dump(mode="json")
+    return {k: v for k, v in policy.items() if k in new_cls.model_fields and k != "algorithm" and v != defaults.get(k)}
+
+
 def build_config(data: dict | None = None, overrides: list[str] | None = None) -> Config:
-    """Validate `data` (a dict as from YAML) with `overrides` applied on top."""
-    data = dict(data or {})
-    for item in overrides or []:
-        parts, value = parse_override(item)
+    """Validate `data` (a dict as from YAML) with `overrides` applied on top, in any order. An override of
+    `policy.algorithm` to another algorithm starts its section from that algorithm's defaults (keeping the
+    values chosen in `data` that it also has)."""
+    data = copy.deepcopy(dict(data or {}))
+    parsed = [parse_override(item) for item in overrides or []]
+    switch = [value for parts, value in parsed if parts == ["policy", "algorithm"]]
+    if switch and isinstance(data.get("policy"), dict) and data["policy"].get("algorithm", "ppo") != switch[-1]:
+        data["policy"] = _switch_algorithm(data["policy"], switch[-1])
+    for parts, value in parsed:
         _apply(data, parts, value)
     try:
         return Config.model_validate(data)
@@ -381,19 +475,46 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
+def _default_repr(info) -> str:
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):
+        default = default.model_dump()
+    elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
+        default = [d.model_dump() for d in default]
+    return repr(default)
+
+
 def field_docs(section: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, default, description) for every field, for `rlhf-lab config --docs` and docs/config.md."""
+    """(key, default, description) for every field, for `rlhf-lab config docs`. The policy section lists every
+    algorithm's fields once, each with the algorithms that read it and their defaults."""
     rows = []
     for name, info in section.model_fields.items():
         key = f"{prefix}{name}"
         ann = info.annotation
+        if section is Config and name == "policy":
+            rows.extend(_policy_docs(key + "."))
+            continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.extend(field_docs(ann, key + "."))
             continue
-        default = info.get_default(call_default_factory=True)
-        if isinstance(default, BaseModel):
-            default = default.model_dump()
-        elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
-            default = [d.model_dump() for d in default]
-        rows.append((key, repr(default), info.description or ""))
+        rows.append((key, _default_repr(info), info.description or ""))
+    return rows
+
+
+def _policy_docs(prefix: str) -> list[tuple[str, str, str]]:
+    fields: dict[str, dict[str, Any]] = {}  # field → {algorithm: FieldInfo}
+    for algo, cls in POLICY_CONFIGS.items():
+        for name, info in cls.model_fields.items():
+            fields.setdefault(name, {})[algo] = info
+    rows = [(prefix + "algorithm", "'ppo'", PPOConfig.model_fields["algorithm"].description or "")]
+    for name, per_algo in fields.items():
+        if name == "algorithm":
+            continue
+        defaults = {algo: _default_repr(info) for algo, info in per_algo.items()}
+        shown = next(iter(defaults.values())) if len(set(defaults.values())) == 1 else \
+            ", ".join(f"{a}: {d}" for a, d in defaults.items())
+        by_desc: dict[str, list[str]] = {}  # one description may serve several algorithms
+        for algo, info in per_algo.items():
+            by_desc.setdefault(info.description or "", []).append(algo)
+        rows.append((prefix + name, shown, " ".join(f"[{', '.join(a)}] {d}" for d, a in by_desc.items())))
     return rows

@@ -93,7 +93,8 @@ def test_sequence_kl_matches_the_training_code(run_copy):
     ours = ctx.sequence_kl("policy", p_ids, r_ids)
     policy, _ = load_lm(run_copy / "policy")
     ref, _ = load_lm(run_copy / "sft")
-    theirs = sequence_kl(policy, ref, p_ids, r_ids, pad_id=ctx.tok.pad_token_id, temperature=ctx.cfg.eval.temperature)
+    theirs = sequence_kl(policy, ref, p_ids, r_ids, pad_id=ctx.tok.pad_token_id,
+                         temperature=ctx.cfg.generation.temperature)
     assert np.allclose(ours, theirs, atol=1e-4)
 
 

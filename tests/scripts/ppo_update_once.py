@@ -21,7 +21,7 @@ from rlhf_lab.steps.policy.loop import global_masked_moments, policy_reference_r
 from rlhf_lab.steps.policy.ppo import Rollout, compute_rewards, ppo_update, rollout
 
 run_dir, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cfg = load_config(f"{run_dir}/config.yaml", ["policy.minibatches=1", "policy.ppo_epochs=2", "policy.microbatch_size=2"])
+cfg = load_config(f"{run_dir}/config.yaml", ["policy.minibatches=1", "policy.epochs=2", "policy.microbatch_size=2"])
 ctx = Context(cfg, RunFolder(run_dir))
 acc = ctx.accelerator
 torch.manual_seed(0)

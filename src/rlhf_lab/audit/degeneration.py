@@ -115,7 +115,7 @@ def measure(ctx: AuditContext) -> dict:
         return {"title": TITLE, "metrics": {}, "notes": ["No held-out answers to measure."]}
     both = ([a for a, _ in pairs], [b for _, b in pairs])
     texts = [[r["response"] for r in side] for side in both]
-    cap = ctx.cfg.policy.max_new_tokens
+    cap = ctx.cfg.generation.max_new_tokens
 
     def cmp(key: str, fn, *, kind: str, label: str, better: str | None, seed: int, unit: str = "") -> None:
         metrics[key] = stats.compare([fn(r) for r in both[0]], [fn(r) for r in both[1]], kind=kind, label=label,

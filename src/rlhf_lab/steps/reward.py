@@ -154,7 +154,8 @@ def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
         p_ids = [preference_ids(tok, r)[0] for r in rows[:n]]
     else:
         p_ids = ctx.prompt_ids(ctx.world.prompts("norm", n, seed=ctx.cfg.seed))
-    resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.sample.max_new_tokens, temperature=ctx.cfg.sample.temperature,
+    resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.generation.max_new_tokens,
+                    temperature=ctx.cfg.generation.temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen,
                     backend=ctx.cfg.model.generation_backend, cuda_graph=ctx.cfg.model.cuda_graphs)
     raw = score(rm, p_ids, resp, pad_id=tok.pad_token_id, normalized=False)

@@ -65,12 +65,13 @@ def run_best_of_n(ctx: Context) -> dict:
     cfg = ctx.cfg.policy
     seed_everything(ctx.cfg.seed + 4)
     sft, rm = reference_and_reward(ctx)
-    n = cfg.samples_per_prompt
+    n = cfg.n
     ns = sorted({2**i for i in range(int(math.log2(n)) + 1)} | {n})
     prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
     results = evaluate_best_of_n(ctx, sft, rm, prompts, ns,
                                  generator=torch.Generator().manual_seed(process_seeds(ctx.cfg.seed, 0)["eval"]),
-                                 temperature=ctx.cfg.eval.temperature, max_new_tokens=cfg.max_new_tokens)
+                                 temperature=ctx.cfg.generation.temperature,
+                                 max_new_tokens=ctx.cfg.generation.max_new_tokens)
     for k in ns:
         summary = results[k][0]
         ctx.run.log({"step": k, "phase": "policy", **summary, "best_of_n/n": k,

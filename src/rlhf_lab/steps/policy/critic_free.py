@@ -76,12 +76,12 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, s
     reward that needs it (RLOO's KL), evaluated after the forward; that needs the batch in one microbatch.
     Returns the mean statistics, log π_old (B, R) and the advantages (B,)."""
     cfg, acc, pad = ctx.cfg.policy, ctx.accelerator, ctx.tokenizer.pad_token_id
-    k = cfg.samples_per_prompt
+    k, T = cfg.k, ctx.cfg.generation.temperature
     query = smp.query
     old_logprobs = smp.logprobs if smp.logprobs is not None else torch.zeros_like(smp.ref_logprobs)
     stats: dict[str, list[float]] = {k: [] for k in ("loss", "approxkl", "clipfrac", "ratio", "entropy", "kl")}
     model.train()
-    for _epoch in range(cfg.ppo_epochs):
+    for _epoch in range(cfg.epochs):
         for micros in minibatch_slices(smp.responses.shape[0], cfg, rng, group=k):
             n_mb = sum(len(mc) for mc in micros)
             for micro in micros:
@@ -91,7 +91,7 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, s
                 m = smp.mask[idx, :r_len]
                 logits = model(query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of,
                                smp.responses[idx, :r_len], m)  # (b, r, V)
-                logprobs = token_logprobs(logits, smp.responses[idx, :r_len], temperature=cfg.temperature,
+                logprobs = token_logprobs(logits, smp.responses[idx, :r_len], temperature=T,
                                           pad_token_id=pad)  # (b, r)
                 if smp.logprobs is None:
                     old_logprobs[idx, :r_len] = logprobs.detach()
@@ -103,7 +103,7 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, s
                                     advantages[idx], m, cliprange=cfg.cliprange, beta=beta)
                 acc.backward(loss * len(idx) / n_mb)  # the loss is a mean over completions
                 with torch.no_grad():
-                    ent = entropy_from_logits(logits.detach() / cfg.temperature, pad_token_id=pad)  # (b, r)
+                    ent = entropy_from_logits(logits.detach() / T, pad_token_id=pad)  # (b, r)
                     s["entropy"] = masked_mean(ent, m)
                     s["loss"] = loss.detach()
                 for key in stats:
@@ -118,7 +118,7 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, s
 def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
     """The RLOO / GRPO loop, resumable from its last checkpoint in `run/policy_ckpt`."""
     cfg, acc, run, ns = ctx.cfg.policy, ctx.accelerator, ctx.run, algo.name
-    k = cfg.samples_per_prompt
+    k = cfg.k
     seed_everything(ctx.cfg.seed + 4)
     policy, ref, rm = policy_reference_reward(ctx)  # π (LoRA adapters if configured), π_ref and r: frozen
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
@@ -130,7 +130,7 @@ def run_critic_free(ctx: Context, algo: CriticFree) -> dict:
     policy_grouped, optimizer = acc.prepare(GroupedLM(policy), optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
     # Optimised once (one epoch, one minibatch): π_old = π, so the training forward gives log π_old for free.
-    once = cfg.ppo_epochs * cfg.minibatches == 1
+    once = cfg.epochs * cfg.minibatches == 1
 
     if start == 0:
         evaluate(0)

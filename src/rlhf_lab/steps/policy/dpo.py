@@ -136,8 +136,8 @@ def run_dpo(ctx: Context) -> dict:
     ref_c, ref_r = reference_logps(ctx, ref, train + held, run / REF_CACHE, batch_size=micro)
     ref_c, ref_r = ref_c.to(ctx.device), ref_r.to(ctx.device)
     n = len(train)
-    steps_per_epoch = math.ceil(n / cfg.dpo_batch_size)
-    total = steps_per_epoch * cfg.dpo_epochs
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     start = resume(ctx, model=policy, optimizer=optimizer)
     policy_wrapped, optimizer = acc.prepare(policy, optimizer)
@@ -161,7 +161,7 @@ def run_dpo(ctx: Context) -> dict:
             # 2. the batch: a fresh shuffle every epoch, a pure function of the seed (resume-safe)
             epoch, i = divmod(step - 1, steps_per_epoch)
             order = np.random.default_rng(hash_seed(ctx.cfg.seed, 50 + epoch) % 2**31).permutation(n)
-            batch = shard(list(order[i * cfg.dpo_batch_size: (i + 1) * cfg.dpo_batch_size]), acc.process_index,
+            batch = shard(list(order[i * cfg.batch_size: (i + 1) * cfg.batch_size]), acc.process_index,
                           acc.num_processes)
             set_lr(optimizer, annealed_lr(cfg, step, total))
             # 3. log π of chosen and rejected (one forward per microbatch) and the DPO loss
@@ -170,7 +170,7 @@ def run_dpo(ctx: Context) -> dict:
                 idx = batch[j: j + micro]
                 c, r = sequence_logps(policy_wrapped, [train[b] for b in idx], pad_token_id=pad, device=ctx.device)
                 loss, s = dpo_loss(c, r, ref_c[idx], ref_r[idx], beta=cfg.kl_coef,
-                                   label_smoothing=cfg.label_smoothing, variant=cfg.dpo_loss)
+                                   label_smoothing=cfg.label_smoothing, variant=cfg.loss)
                 weight = len(idx) / len(batch)  # the loss is a mean over pairs
                 acc.backward(loss * weight)
                 for key, v in (("loss", loss.detach()), *s.items()):

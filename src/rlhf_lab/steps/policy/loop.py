@@ -169,7 +169,7 @@ def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids:
                      generator: torch.Generator, with_logprobs: bool, k: int = 1) -> Samples:
     """Sample one completion per entry of `prompt_ids` (k adjacent copies of each prompt), then logprobs under
     π_ref (and π) and scores. The copies of a prompt share its forward (prefix.py)."""
-    cfg, tok = ctx.cfg.policy, ctx.tokenizer
+    cfg, gen_cfg, tok = ctx.cfg.policy, ctx.cfg.generation, ctx.tokenizer
     pad, eos = tok.pad_token_id, tok.eos_token_id
     distinct = left_pad(prompt_ids[::k], pad, ctx.device)  # (N, P)
     each = torch.arange(len(prompt_ids), device=ctx.device) // k  # (B,): the prompt of each completion
@@ -177,8 +177,9 @@ def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids:
     was_training = policy.training
     policy.eval()
     with ctx.accelerator.autocast():
-        responses = sample_loop(policy, distinct, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                eos_token_id=eos, pad_token_id=pad, generator=generator, copies=k,
+        responses = sample_loop(policy, distinct, max_new_tokens=gen_cfg.max_new_tokens,
+                                temperature=gen_cfg.temperature, eos_token_id=eos, pad_token_id=pad,
+                                generator=generator, copies=k,
                                 cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
         ids, mask, _, rmask = join_query_response(query, responses, pad)
         rows, prompt_of, cols = distinct_prompts(torch.arange(len(prompt_ids), device=ctx.device), k,
@@ -187,7 +188,7 @@ def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids:
         def logprobs_under(model):
             logits = grouped_response_logits(model, query.input_ids[rows, cols], query.attention_mask[rows, cols],
                                              prompt_of, responses, rmask)  # (B, R, V)
-            return token_logprobs(logits, responses, temperature=cfg.temperature, pad_token_id=pad)  # (B, R)
+            return token_logprobs(logits, responses, temperature=gen_cfg.temperature, pad_token_id=pad)  # (B, R)
 
         ref_logprobs = logprobs_under(ref)
         logprobs = logprobs_under(policy) if with_logprobs else None
@@ -212,8 +213,8 @@ class EvalPoints:
         ctx = self.ctx
         summary, _records = evaluate_policy(ctx, self.policy, ref=self.ref, rm=self.rm, prompts=self.prompts,
                                             generator=torch.Generator().manual_seed(self.seed),
-                                            temperature=ctx.cfg.eval.temperature,
-                                            max_new_tokens=ctx.cfg.policy.max_new_tokens)
+                                            temperature=ctx.cfg.generation.temperature,
+                                            max_new_tokens=ctx.cfg.generation.max_new_tokens)
         ctx.run.log({"step": update, "phase": "policy", **summary})
         if update > 0 and ctx.is_main:
             with atomic_dir(ctx.run / "checkpoints" / f"step_{update:05d}") as tmp:

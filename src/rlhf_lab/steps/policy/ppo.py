@@ -70,12 +70,12 @@ def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_i
             generator: torch.Generator) -> Rollout:
     """Sample responses and compute everything PPO needs about them, without gradients, in the run's precision
     (bf16 autocast where configured)."""
-    cfg, tok, device = ctx.cfg.policy, ctx.tokenizer, ctx.device
+    cfg, tok, device, T = ctx.cfg.policy, ctx.tokenizer, ctx.device, ctx.cfg.generation.temperature
     pad, eos = tok.pad_token_id, tok.eos_token_id
     query = left_pad(prompt_ids, pad, device)
     with ctx.accelerator.autocast():
         # 1. generate with the current policy (KV cache, left padding; pad never sampled)
-        responses = sample_loop(pv.lm, query, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+        responses = sample_loop(pv.lm, query, max_new_tokens=ctx.cfg.generation.max_new_tokens, temperature=T,
                                 eos_token_id=eos, pad_token_id=pad, generator=generator,
                                 cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
         ids, mask, pos, rmask = join_query_response(query, responses, pad)
@@ -83,11 +83,11 @@ def rollout(ctx: Context, pv: PolicyAndValue, ref, rm: ScalarHeadModel, prompt_i
         # 2. logprobs under π (with the values V of the states before each token, same forward where shared)
         #    and under π_ref, both from logits / T: the distribution that was sampled
         logits, values = pv(ids, mask, pos, keep=R + 1)  # positions P−1 … T−1
-        logprobs = token_logprobs(logits[:, :-1], responses, temperature=cfg.temperature,
+        logprobs = token_logprobs(logits[:, :-1], responses, temperature=T,
                                   pad_token_id=pad)  # (B, R)
         values = values[:, :-1].float()  # (B, R)
         ref_logits = ref(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=R + 1).logits
-        ref_logprobs = token_logprobs(ref_logits[:, :-1], responses, temperature=cfg.temperature,
+        ref_logprobs = token_logprobs(ref_logits[:, :-1], responses, temperature=T,
                                       pad_token_id=pad)  # (B, R)
         # 3. score at the last real token; a response that never stopped gets a fixed penalty
         scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
@@ -110,11 +110,12 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
                returns: torch.Tensor, *, rng: np.random.Generator) -> dict[str, float]:
     """PPO epochs over one rollout: batch → minibatches → microbatches, reshuffled every epoch."""
     cfg, acc, pad = ctx.cfg.policy, ctx.accelerator, ctx.tokenizer.pad_token_id
+    T = ctx.cfg.generation.temperature
     ids, mask, pos, _ = join_query_response(Batch(ro.query_ids, ro.query_mask), ro.responses, pad)
     stats: dict[str, list[float]] = {k: [] for k in ("approxkl", "clipfrac", "pg_loss", "vf_loss", "vf_clipfrac",
                                                       "entropy", "ratio", "vf_error")}
     pv.train()
-    for _epoch in range(cfg.ppo_epochs):
+    for _epoch in range(cfg.epochs):
         for micros in minibatch_slices(ro.responses.shape[0], cfg, rng):
             # Both losses are means over the minibatch's tokens on every process: each microbatch adds its share
             # of them, so any split into microbatches or processes gives the same gradient (DDP averages over
@@ -127,7 +128,7 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
                 m = ro.mask[idx, :r_len]
                 logits, vpred = pv(ids[idx, sl], mask[idx, sl], pos[idx, sl], keep=r_len + 1)  # (b, r+1, …)
                 logits, vpred = logits[:, :-1], vpred[:, :-1]  # (b, r, V), (b, r)
-                new_logprobs = token_logprobs(logits, ro.responses[idx, :r_len], temperature=cfg.temperature,
+                new_logprobs = token_logprobs(logits, ro.responses[idx, :r_len], temperature=T,
                                               pad_token_id=pad)
                 pg_loss, pg_stats = ppo_policy_loss(new_logprobs, ro.logprobs[idx, :r_len],
                                                     advantages[idx, :r_len], m, cliprange=cfg.cliprange)
@@ -136,7 +137,7 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
                 loss = pg_loss + cfg.vf_coef * vf_loss
                 acc.backward(loss * m.sum() * scale)
                 with torch.no_grad():
-                    ent = masked_mean(entropy_from_logits(logits.detach() / cfg.temperature, pad_token_id=pad), m)
+                    ent = masked_mean(entropy_from_logits(logits.detach() / T, pad_token_id=pad), m)
                     pg_loss, vf_loss = pg_loss.detach(), vf_loss.detach()
                 for k, v in (("approxkl", pg_stats["approxkl"]), ("clipfrac", pg_stats["clipfrac"]),
                              ("pg_loss", pg_loss), ("vf_loss", vf_loss), ("vf_clipfrac", vf_stats["clipfrac"]),
