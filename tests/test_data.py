@@ -150,3 +150,53 @@ def test_publish_pairs_checks_pairs_as_import_does(tmp_path):
     pid = publish_pairs(store, [good], overlap=1, feedback_mode="foresight", source="human")
     assert [it.response_b for it in store.items(pid)] == [""]
     store.close()
+
+
+GOOD = '{"prompt": "user : hi ? assistant :", "chosen": " hello .", "rejected": " no ."}'
+HOSTILE = {  # name → (file contents, the line the error names)
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", 1),
+    "empty": (b"", None),
+    "lone_surrogate": (f'{GOOD}\n{{"prompt": "\\ud800", "chosen": "a", "rejected": "b"}}\n'.encode(), 2),
+    "deep": (f'{GOOD}\n{{"prompt": "p", "chosen": "a", "rejected": "b", "x": {"[" * 200_000}{"]" * 200_000}}}\n'
+             .encode(), 2),
+    "long_pair_id": (f'{GOOD}\n{{"pair_id": {"7" * 5001}, "prompt": "p", "chosen": "a", "rejected": "b"}}\n'
+                     .encode(), 2),
+}
+
+
+@pytest.mark.parametrize("case", [*HOSTILE, "directory"])
+def test_hostile_import_files_fail_in_one_line_and_write_nothing(tmp_path, case):
+    """`label.source=import` with a hostile file: exit ≠ 0, one line naming the file (and line), no run folder
+    written, and the label step not marked done."""
+    from typer.testing import CliRunner
+
+    from rlhf_lab.cli import app
+
+    if case == "directory":
+        path, line = tmp_path / "prefs.jsonl", None
+        path.mkdir()
+    else:
+        data, line = HOSTILE[case]
+        path = tmp_path / "prefs.jsonl"
+        path.write_bytes(data)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["label", str(run), "--set", "sft.enabled=false", "--set", "label.source=import",
+                                 "--set", f"label.import_path={path}"])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code != 0 and isinstance(r.exception, SystemExit | None), (r.exit_code, repr(r.exception))
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), r.output
+    if line is not None:
+        assert lines[0].startswith(f"error: {path}:{line}: "), lines[0]
+    assert not (run / "preferences.parquet").exists() and not (run / "preferences.jsonl").exists()
+    state = run / "state.json"
+    assert not state.exists() or "label" not in json.loads(state.read_text()).get("done", {})
+
+
+def test_a_line_separator_inside_a_string_is_text(tmp_path):
+    """U+2028 is legal inside a JSON string; lines end at "\\n" only."""
+    from rlhf_lab.data import read_preferences
+
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(GOOD + '\n{"prompt": "p\u2028q", "chosen": "a\u2029b", "rejected": "c\x85d"}\n', encoding="utf-8")
+    rows = read_preferences(path)
+    assert [r["prompt"] for r in rows] == ["user : hi ? assistant :", "p\u2028q"] and rows[1]["rejected"] == "c\x85d"

@@ -87,3 +87,24 @@ def test_an_empty_completion_is_an_answer_shown_as_no_answer(tmp_path):
     assert sum(NO_ANSWER in pair for pair in shown) == 1 and all(all(t.strip() for t in p) for p in shown)
     with pytest.raises(ImportFileError, match=r"pairs\.jsonl:2: 'response_b' must be text"):
         parse_pairs(jsonl([rows[0], {**rows[1], "response_b": None}]), name="pairs.jsonl")
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b'{"prompt": "p", "response_a": "a", "response_b": "b"}\n\x89PNG\x00\xff', "2: not UTF-8 text"),
+    ('{"prompt": "\\ud800", "response_a": "a", "response_b": "b"}', "1: text holds a lone surrogate"),
+    ('{"prompt": "p", "response_a": "a", "response_b": "b", "x": ' + "[" * 200_000 + "]" * 200_000 + "}",
+     "1: JSON nested too deeply"),
+    ('{"pair_id": ' + "9" * 5001 + ', "prompt": "p", "response_a": "a", "response_b": "b"}', "1: not valid JSON"),
+])
+def test_hostile_pair_files_fail_with_file_and_line(data, reason):
+    with pytest.raises(ImportFileError) as e:
+        parse_pairs(data, name="h.jsonl")
+    assert str(e.value).startswith(f"h.jsonl:{reason}") and "\n" not in str(e.value)
+
+
+def test_line_separators_inside_strings_and_directories(tmp_path):
+    row = {"pair_id": "p", "prompt": "a\u2028b", "response_a": "c\u2029d", "response_b": "e\x85f"}
+    items = parse_pairs(json.dumps(row, ensure_ascii=False) + "\n", name="u.jsonl")
+    assert (items[0]["prompt"], items[0]["response_b"]) == ("a\u2028b", "e\x85f")
+    with pytest.raises(ImportFileError, match="is a directory"):
+        read_pairs_file(tmp_path)
