@@ -34,6 +34,7 @@ def _routes(w: World) -> list[tuple[str, str, dict]]:
         ("POST", "/profile", {"form": {"group": "teachers", "consent": "true"}}),
         ("GET", "/api/next", {}), ("GET", "/api/progress", {}), ("GET", "/api/labels", {}), ("GET", "/api/me", {}),
         ("POST", "/api/labels", {"label": True}), ("POST", "/api/skip", {"skip": True}),
+        ("GET", "/api/labels/last", {}), ("POST", "/api/labels/{label_id}/revise", {"revise": True}),
         # role "admin"
         ("GET", "/admin", {}), ("GET", f"/admin/projects/{w.pid}", {}),
         ("POST", "/admin/projects", {"form": {"name": f"n{uuid.uuid4().hex[:6]}"}, **upload}),
@@ -50,7 +51,7 @@ def _routes(w: World) -> list[tuple[str, str, dict]]:
     ]
 
 
-ANNOTATOR_ROUTES = 10
+ANNOTATOR_ROUTES = 12
 PUBLIC = {("GET", "/"), ("GET", "/login"), ("GET", "/join"), ("GET", "/api/csrf"), ("POST", "/login"),
           ("POST", "/api/login"), ("POST", "/join"), ("POST", "/api/join"), ("POST", "/logout")}
 
@@ -58,6 +59,10 @@ PUBLIC = {("GET", "/"), ("GET", "/login"), ("GET", "/join"), ("GET", "/api/csrf"
 def _call(w: World, who, method: str, path: str, kw: dict, *, csrf: bool = True):
     if method == "GET":
         return who.get(path)
+    if kw.get("revise"):  # alice's own last label (any id when she has none: refused before it is read)
+        mine = w.alice.get("/api/labels/last")
+        last = mine.json()["label"]["label_id"] if mine.status_code == 200 else 1
+        return who.post_json(path.format(label_id=last), {"choice": "left", "strength": "much"}, csrf=csrf)
     if kw.get("label") or kw.get("skip"):
         nxt = w.alice.get("/api/next").json()["assignment"]  # alice's own pending pair
         body = {"assignment_id": nxt["assignment_id"]}
@@ -171,7 +176,7 @@ def test_label_validation(world):
 
 def test_queue_progress_and_skip(world):
     start = world.alice.get("/api/next").json()
-    assert start["progress"] == {"done": 0, "skipped": 0, "remaining": 6, "remaining_capped": False}
+    assert start["progress"] == {"done": 0, "skipped": 0, "remaining": 6}
     out = world.label(world.alice)
     assert out["progress"]["done"] == 1 and out["assignment"] is not None
     skipped = world.alice.post_json("/api/skip", {"assignment_id": out["assignment"]["assignment_id"]}).json()

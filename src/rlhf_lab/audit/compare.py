@@ -9,6 +9,7 @@ noise when their 95 % intervals do not overlap (a conservative test).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from rlhf_lab.runfolder import RunFolder, atomic_write_text
 
 COMPARE = {
     "overoptimisation": ("proxy", "gold", "kl", "length"),
+    "degeneration": ("well_formed", "stop_rate", "one_word_repeated", "same_opener", "flattery", "reward_hack"),
     "sycophancy": ("accuracy_plain", "accuracy_wrong_belief", "flip_rate", "false_approval", "rm_prefers_sycophantic"),
     "diversity": ("per_input/distinct_2", "per_input/ead", "per_input/embedding", "across_input/distinct_2",
                   "across_input/ead", "across_input/embedding"),
@@ -29,6 +31,10 @@ COMPARE = {
     "deception": ("confident_wrong", "false_checked", "hedged", "wrong"),
     "harm": ("complied_plain", "complied_jailbreak", "refused_harmful", "over_refusal"),
 }
+# The unit of a mean that its metric does not carry itself.
+UNITS = {"proxy": "reward-model units", "gold": "utility", "gold_gap/open": "utility", "agreement_alpha": "α",
+         "distinct_2": "diversity score", "ead": "diversity score", "embedding": "diversity score",
+         "repeated_ngram_share": "share of words", "distinct_words": "share of words"}
 COLOURS = ("#3b5bdb", "#e8590c", "#2b8a3e", "#ae3ec9", "#1098ad", "#f59f00", "#c2255c", "#5c940d")
 
 
@@ -77,19 +83,22 @@ def overlap_note(metric_key: str, label: str, per_run: list[tuple[str, dict | No
 
 
 def compare_plot(name: str, audits: list[dict], names: list[str], plt):
+    """One small plot per metric, each on its own scale (a KL of 30 nats does not flatten a rate of 4 %): per
+    run, the policy after RLHF (bar, 95 % CI) and that run's SFT policy (grey tick)."""
     keys = [k for k in COMPARE.get(name, ()) if any(k in a["tensions"].get(name, {}).get("metrics", {})
                                                     for a in audits)]
     if not keys:
         return None
-    fig, ax = plt.subplots(figsize=(11, 3.3))
-    width = 0.8 / len(audits)
-    metrics = [[a["tensions"].get(name, {}).get("metrics", {}).get(k) for k in keys] for a in audits]
-    pct = all(m.get("kind") == "rate" for row in metrics for m in row if m)
-    scale = 100.0 if pct else 1.0
-    for r, (run_name, row) in enumerate(zip(names, metrics, strict=True)):
-        x = np.arange(len(keys)) - 0.4 + width * (r + 0.5)
+    cols = min(len(keys), 4)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.75 * cols, 2.5 * rows + 0.4), squeeze=False)
+    x = np.arange(len(audits))
+    for ax, k in zip(axes.flat, keys, strict=False):
+        metrics = [a["tensions"].get(name, {}).get("metrics", {}).get(k) for a in audits]
+        first = next(m for m in metrics if m)
+        scale = 100.0 if first.get("kind") == "rate" else 1.0
         vals, errs, sft = [], [[], []], []
-        for m in row:
+        for m in metrics:
             _, est = _main_estimate(m or {})
             v = est.get("value") if est else None
             vals.append(np.nan if v is None else v * scale)
@@ -97,48 +106,58 @@ def compare_plot(name: str, audits: list[dict], names: list[str], plt):
             errs[1].append(0 if v is None or est.get("hi") is None else (est["hi"] - v) * scale)
             s = (m or {}).get("sft", {}) or {}
             sft.append(np.nan if s.get("value") is None else s["value"] * scale)
-        ax.bar(x, vals, width, yerr=errs, color=COLOURS[r % len(COLOURS)], label=run_name, capsize=2)
-        ax.plot(x, sft, "_", color=SFT_COLOUR, ms=14, mew=2.5, label="SFT" if r == 0 else None)
-    ax.set_xticks(np.arange(len(keys)), [k.replace("/", "\n").replace("_", " ") for k in keys], fontsize=8)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel("% of responses" if pct else "value")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=min(4, len(audits) + 1))
-    ax.set_title("After RLHF (bars, 95 % CI) and SFT (grey ticks), per run", fontsize=10)
+        ax.bar(x, vals, 0.7, yerr=errs, color=[COLOURS[r % len(COLOURS)] for r in x], capsize=2)
+        ax.plot(x, sft, "_", color=SFT_COLOUR, ms=16, mew=2.5)
+        ax.set_xticks(x, names, fontsize=7, rotation=30 if len(audits) > 3 else 0,
+                      ha="right" if len(audits) > 3 else "center")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(textwrap.fill(first.get("label", k), 30), fontsize=8)
+        unit = first.get("unit") or UNITS.get(k.rsplit("/", 1)[-1], "value")
+        ax.set_ylabel("% (a rate)" if scale == 100.0 else unit, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.suptitle("Per run: after RLHF (bar, 95 % CI) and that run's SFT policy (grey tick)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def curves_plot(audits: list[dict], names: list[str], plt):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    """Proxy (reward-model units) and gold (utility) on separate panels against d = √KL: per run, policy
+    optimisation (solid, points in order of √KL) and best-of-n from its SFT policy (dashed)."""
+    has_gold = any(c.get("gold") is not None for a in audits
+                   for c in a["tensions"].get("overoptimisation", {}).get("rl", {}).get("curve", []))
+    keys = [("proxy", "proxy reward (reward-model units)")] + ([("gold", "gold utility (true benefit)")]
+                                                               if has_gold else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(11, 3.6), squeeze=False)
     any_curve = False
     for r, (audit, run_name) in enumerate(zip(audits, names, strict=True)):
         colour = COLOURS[r % len(COLOURS)]
         section = audit["tensions"].get("overoptimisation", {})
-        curve = section.get("rl", {}).get("curve", [])
-        if curve:
-            any_curve = True
-            d = [c["d"] for c in curve]
-            axes[0].plot(d, [c["proxy"] for c in curve], "o--", color=colour, alpha=0.6, ms=4)
-            if curve[0]["gold"] is not None:
-                axes[0].plot(d, [c["gold"] for c in curve], "s-", color=colour, label=run_name, ms=4)
-        bon = section.get("bon", {}).get("curve", [])
-        if bon and "gold" in bon[0]:
-            any_curve = True
-            axes[1].plot([c["d"] for c in bon], [c["gold"]["value"] for c in bon], "s-", color=colour, label=run_name,
-                         ms=4)
-            axes[1].plot([c["d"] for c in bon], [c["proxy"]["value"] for c in bon], "o--", color=colour, alpha=0.6,
-                         ms=4)
+        curve = sorted(section.get("rl", {}).get("curve", []), key=lambda c: c["d"])
+        bon = sorted(section.get("bon", {}).get("curve", []), key=lambda c: c["d"])
+        for ax, (key, _) in zip(axes[0], keys, strict=True):
+            if curve and curve[0].get(key) is not None:
+                any_curve = True
+                ax.plot([c["d"] for c in curve], [c[key] for c in curve], "o-", color=colour, ms=4,
+                        label=f"{run_name}: policy optimisation")
+            if bon and key in bon[0]:
+                any_curve = True
+                ax.plot([c["d"] for c in bon], [c[key]["value"] for c in bon], "s--", color=colour, alpha=0.7,
+                        ms=3, label=f"{run_name}: best-of-n from SFT")
     if not any_curve:
+        plt.close(fig)
         return None
-    axes[0].set_title("Policy optimisation (gold solid, proxy dashed)", fontsize=10)
-    axes[1].set_title("Best-of-n from each SFT policy (gold solid, proxy dashed)", fontsize=10)
-    for ax in axes:
-        ax.set_xlabel("d = √KL")
+    for ax, (key, ylabel) in zip(axes[0], keys, strict=True):
+        ax.set_title("Proxy reward: what was optimised" if key == "proxy" else "Gold utility: what the user gets",
+                     fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("d = √KL(π ‖ π_SFT)  (√nats)")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(handles))), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * ((len(handles) - 1) // 4), 1, 1))
     return fig
 
 

@@ -67,7 +67,7 @@ def plot(section: dict, plt):
     fig, ax = plt.subplots(figsize=(11, 3.1))
     bars(ax, [("wrong and sure", m["confident_wrong"]), ("'i double checked'\n+ wrong", m["false_checked"]),
               ("hedges", m["hedged"]), ("wrong at all", m["wrong"]), ("false side fact", m["false_side_facts"])],
-         title="Answers to factual prompts")
+         title="Answers to factual prompts", ylabel="% of factual answers")
     fig.tight_layout()
     return fig
 

@@ -192,20 +192,25 @@ def plot(section: dict, plt):
     m = section.get("metrics", {})
     if not m:
         return None
-    panels = [("rm", [(k.split("/", 1)[1], v) for k, v in m.items() if k.startswith("rm_accuracy/")],
+    panels = [("% of the group's held-out labels\nthe reward model agrees with",
+               [(k.split("/", 1)[1], v) for k, v in m.items() if k.startswith("rm_accuracy/")],
                "Reward-model accuracy\nby annotator group"),
-              ("gold", [(k.split("/", 1)[1], v) for k, v in m.items() if k.startswith("gold/")],
+              ("gold utility (true benefit)", [(k.split("/", 1)[1], v) for k, v in m.items() if k.startswith("gold/")],
                "Gold utility\nby user group"),
-              ("agree", [(k.split("/", 1)[1], v) for k, v in m.items() if k.startswith("agreement/")],
+              ("% of label pairs that agree",
+               [(k.split("/", 1)[1], v) for k, v in m.items() if k.startswith("agreement/")],
                "Annotator agreement by prompt family")]
     panels = [p for p in panels if p[1]]
     fig, axes = plt.subplots(1, len(panels), figsize=(11, 3.3),
                              gridspec_kw={"width_ratios": [max(2.5, len(p[1])) for p in panels]})
     axes = np.atleast_1d(axes)
-    for ax, (_, rows, title) in zip(axes, panels, strict=True):
-        bars(ax, rows, title=title)
-        for lbl in ax.get_xticklabels():
-            lbl.set_rotation(30 if len(rows) > 4 else 0)
+    for ax, (ylabel, rows, title) in zip(axes, panels, strict=True):
+        bars(ax, rows, title=title, ylabel=ylabel)
+        if len(rows) > 4:  # anchored at their right end, rotated labels stay under their bar and inside the figure
+            ax.tick_params(axis="x", labelrotation=30)
+            for lbl in ax.get_xticklabels():
+                lbl.set_horizontalalignment("right")
+                lbl.set_rotation_mode("anchor")
     fig.tight_layout()
     return fig
 

@@ -55,7 +55,8 @@ def plot(section: dict, plt):
     fig, ax = plt.subplots(figsize=(11, 3.1))
     bars(ax, [("complies:\nplain harmful", m["complied_plain"]), ("complies:\njailbreak", m["complied_jailbreak"]),
               ("refuses:\nplain harmful", m["refused_harmful"]), ("refuses:\nbenign", m["over_refusal"]),
-              ("helps:\nbenign", m["helped_benign"])], title="Requests that must be refused, and look-alikes")
+              ("helps:\nbenign", m["helped_benign"])], title="Requests that must be refused, and look-alikes",
+         ylabel="% of requests")
     fig.tight_layout()
     return fig
 

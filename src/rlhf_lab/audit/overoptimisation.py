@@ -217,58 +217,66 @@ def measure(ctx: AuditContext) -> dict:
 
 
 def plot(section: dict, plt):
+    """Proxy (reward-model units) and gold (utility) on separate panels, each against d = √KL, with the RL
+    evaluation points and best-of-n from the SFT policy on the same axis; each fit drawn over its data only."""
     rl, bon = section.get("rl", {}), section.get("bon", {})
-    if not rl.get("curve") and not bon.get("curve"):
+    curve, bcurve = rl.get("curve", []), bon.get("curve", [])
+    if not curve and not bcurve:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    ax = axes[0]
-    curve = rl.get("curve", [])
-    if curve:
-        d = np.array([c["d"] for c in curve])
-        grid = np.linspace(0, max(d.max(), 1e-3) * 1.05, 60)
-        for key, colour, marker in (("proxy", "tab:blue", "o"), ("gold", "tab:orange", "s")):
-            if key not in rl.get("fit", {}):
-                continue
+    has_gold = bool(curve and curve[0].get("gold") is not None) or bool(bcurve and "gold" in bcurve[0])
+    keys = [("proxy", "proxy reward (reward-model units;\nSFT samples: mean 0, std 1)",
+             "Proxy reward: what the policy was optimised for")]
+    if has_gold:
+        keys.append(("gold", "gold utility (true benefit\nto the asking user)", "Gold utility: what the user gets"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(11 if len(keys) == 2 else 6.5, 3.8), squeeze=False)
+    for ax, (key, ylabel, title) in zip(axes[0], keys, strict=True):
+        if curve and curve[0].get(key) is not None:
+            d = np.array([c["d"] for c in curve])
             y = np.array([c[key] for c in curve])
-            ax.plot(d, y, marker, color=colour, label=f"{key} (evaluation points)")
-            f = fitted("rl", rl["fit"][key], grid)
+            ax.plot(d, y, "o", color="tab:blue", ms=5, label="policy optimisation (evaluation points)")
+            grid = np.linspace(d.min(), d.max(), 60)  # a fit is drawn over the range of its data only
+            f = fitted("rl", rl.get("fit", {}).get(key, {}), grid)
             if f is not None:
-                ax.plot(grid, f + y[0], "-", color=colour, alpha=0.6,
+                ax.plot(grid, f + y[0], "-", color="tab:blue", alpha=0.6,
                         label=f"fit d(α − β ln d), R² {_r2(rl['fit'][key])}")
-        if section.get("checkpoint") is not None:
-            ax.axvline(next((c["d"] for c in curve if c["step"] == section["checkpoint"]), 0), color="grey", ls=":")
-    ax.set_title("Policy optimisation: reward against d = √KL")
-    _finish(ax)
-    ax = axes[1]
-    bcurve = bon.get("curve", [])
-    if bcurve:
-        d = np.array([c["d"] for c in bcurve])
-        grid = np.linspace(0, d.max() * 1.05, 60)
-        for key, colour, marker in (("proxy", "tab:blue", "o"), ("gold", "tab:orange", "s")):
-            if key not in bcurve[0]:
-                continue
+            if section.get("checkpoint") is not None:
+                ax.axvline(next((c["d"] for c in curve if c["step"] == section["checkpoint"]), 0), color="grey",
+                           ls=":", label="audited checkpoint")
+        if bcurve and key in bcurve[0]:
+            d = np.array([c["d"] for c in bcurve])
             y = np.array([c[key]["value"] for c in bcurve])
             lo = np.array([c[key]["lo"] for c in bcurve])
             hi = np.array([c[key]["hi"] for c in bcurve])
-            ax.errorbar(d, y, yerr=[y - lo, hi - y], fmt=marker, color=colour, capsize=2, ms=4, label=f"{key}")
-            f = fitted("bon", bon["fit"].get(key, {}), grid)
+            ax.errorbar(d, y, yerr=[y - lo, hi - y], fmt="s", color="tab:green", capsize=2, ms=4,
+                        label=f"best-of-n from SFT ({bon.get('n_prompts', 0)} prompts, 95 % CI)")
+            grid = np.linspace(d.min(), d.max(), 60)
+            f = fitted("bon", bon.get("fit", {}).get(key, {}), grid)
             if f is not None:
-                ax.plot(grid, f + y[0], "-", color=colour, alpha=0.6, label=f"fit d(α − βd), R² {_r2(bon['fit'][key])}")
-        top = ax.secondary_xaxis("top", functions=(lambda x: x, lambda x: x))
-        top.set_xticks(d[:: max(1, len(d) // 6)], [str(c["n"]) for c in bcurve][:: max(1, len(d) // 6)])
-        top.set_xlabel("n", fontsize=8)
-    ax.set_title(f"Best-of-n from the SFT policy ({bon.get('n_prompts', 0)} prompts, 95 % CI)", fontsize=10)
-    _finish(ax)
-    fig.tight_layout()
+                ax.plot(grid, f + y[0], "-", color="tab:green", alpha=0.6,
+                        label=f"fit d(α − βd), R² {_r2(bon['fit'][key])}")
+            step = max(1, len(bcurve) // 5)
+            for c in bcurve[::step]:  # which n each best-of-n point is, beside the point (no second axis)
+                ax.annotate(f"n={c['n']}", (c["d"], c[key]["value"]), textcoords="offset points", xytext=(3, -10),
+                            fontsize=7, color="tab:green")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        _finish(ax)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            lab = lab.split(",")[0] if lab.startswith("fit") and len(axes[0]) > 1 else lab  # R² differs per panel
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
 def _finish(ax) -> None:
-    ax.set_xlabel("d = √KL (nats^½)")
+    ax.set_xlabel("d = √KL(π ‖ π_SFT)  (√nats)")
     ax.axhline(0, color="k", lw=0.4) if ax.get_ylim()[0] < 0 < ax.get_ylim()[1] else None
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
 
 
 def _r2(fit: dict) -> str:
@@ -276,29 +284,34 @@ def _r2(fit: dict) -> str:
 
 
 def training_plot(section: dict, plt):
+    """Proxy, gold and KL over the updates, each on its own axis and in its own unit."""
     curve = section.get("rl", {}).get("curve", [])
     if not curve:
         return None
-    fig, ax = plt.subplots(figsize=(11, 2.8))
+    has_gold = curve[0].get("gold") is not None
+    fig, axes = plt.subplots(1, 3 if has_gold else 2, figsize=(11, 2.9))
     steps = [c["step"] for c in curve]
-    ax.plot(steps, [c["proxy"] for c in curve], "o-", label="proxy reward (what was optimised)")
-    if curve[0]["gold"] is not None:
-        ax.plot(steps, [c["gold"] for c in curve], "s-", label="gold utility (true benefit)")
+    ax = axes[0]
+    ax.plot(steps, [c["proxy"] for c in curve], "o-", color="tab:blue", ms=4, label="proxy reward")
     if "disagreement" in curve[0]:  # a set of reward models: where they part ways, the proxy is least trusted
         ax.plot(steps, [c.get("disagreement") for c in curve], "d:", color="tab:red",
-                label="reward models' disagreement (std across members)")
+                label="members' disagreement (std)")
         for name in curve[0].get("members", {}):
             ax.plot(steps, [c.get("members", {}).get(name) for c in curve], "-", lw=0.8, alpha=0.5,
-                    label=f"reward model {name}")
-    ax2 = ax.twinx()
-    ax2.plot(steps, [c["kl"] for c in curve], "^--", color="tab:purple", alpha=0.6, label="KL (right axis)")
-    ax2.set_ylabel("KL (nats)")
-    ax.set_xlabel("policy update")
-    ax.set_title("Over training, on held-out prompts")
-    ax.grid(alpha=0.3)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+                    label=f"member {name}")
+        ax.legend(fontsize=7, frameon=False)
+    ax.set_title("Proxy reward (what was optimised)", fontsize=10)
+    ax.set_ylabel("reward-model units")
+    if has_gold:
+        axes[1].plot(steps, [c["gold"] for c in curve], "s-", color="tab:orange", ms=4)
+        axes[1].set_title("Gold utility (true benefit)", fontsize=10)
+        axes[1].set_ylabel("utility")
+    axes[-1].plot(steps, [c["kl"] for c in curve], "^-", color="tab:purple", ms=4)
+    axes[-1].set_title("KL to the SFT policy", fontsize=10)
+    axes[-1].set_ylabel("nats per answer")
+    for a in axes:
+        a.set_xlabel("policy update")
+        a.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -347,11 +360,12 @@ def reading(section: dict) -> str:
             tail = f"gold utility is highest at n = {bp['n']} ({bp['gold']:+.2f}): no turn down within this n."
         elif falls:
             tail = (f"gold utility peaks at n = {bp['n']} ({bp['gold']:+.2f}) and falls to "
-                    f"{lastb['gold']['value']:+.2f} at n = {lastb['n']} (a drop of {prose.interval(drop)}, paired "
+                    f"{lastb['gold']['value']:+.2f} at n = {lastb['n']} (a drop of "
+                    f"{prose.interval(prose.negated(drop))}, paired "
                     "over prompts): picking harder by the proxy picks worse answers — over-optimisation.")
         else:
             tail = (f"gold utility peaks at n = {bp['n']} ({bp['gold']:+.2f}) and is {lastb['gold']['value']:+.2f} at "
-                    f"n = {lastb['n']}, but that fall ({prose.interval(drop)}, paired over prompts) is within noise.")
+                    f"n = {lastb['n']}, but that change ({prose.interval(drop)}, paired over prompts) is within noise.")
         parts.append(head + tail)
     fits = []
     for name, form, fit in (("RL", "rl", rl.get("fit", {}).get("gold")), ("best-of-n", "bon",

@@ -45,10 +45,13 @@ def bars(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "")
     """Grouped bars, SFT vs policy (or the reward model, or the annotator pool,
     where a metric belongs to it alone), with 95 % CIs.
 
-    rows: (tick label, metric dict). Rates are drawn in percent."""
+    rows: (tick label, metric dict). Rates are drawn in percent; `ylabel` says a share *of what* (a rate of
+    responses, of label pairs, of reward-model comparisons) and, for means, the unit. The legend sits in
+    headroom above the bars, never on them."""
     x = np.arange(len(rows))
     pct = all(m.get("kind") == "rate" for _, m in rows)
     scale = 100.0 if pct else 1.0
+    ends = [0.0]  # every bar starts at 0; the extent of bars and whiskers sets the limits
     for offset, who, colour, name in ((-0.2, "sft", SFT_COLOUR, "SFT"), (0.2, "policy", POLICY_COLOUR, "after RLHF"),
                                       (0.0, "rm", RM_COLOUR, "reward model"),
                                       (0.0, "pool", POOL_COLOUR, "annotator pool")):
@@ -59,14 +62,22 @@ def bars(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "")
         width = 0.4 if offset else 0.5
         ax.bar(i + offset, v * scale, width, yerr=[lo * scale, hi * scale],
                color=colour, label=name, capsize=3, error_kw={"elinewidth": 1})
+        ends += [float(e) for e in np.concatenate([(v - lo) * scale, (v + hi) * scale]) if np.isfinite(e)]
     ax.set_xticks(x, [label for label, _ in rows], fontsize=8)
     if pct:
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 122)
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel(ylabel or "% of responses")
     else:
+        lo_y, hi_y = min(ends), max(ends)
+        span = (hi_y - lo_y) or 1.0
+        ax.set_ylim(lo_y - 0.05 * span, hi_y + 0.3 * span)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=len(handles), frameon=False,
+                  borderaxespad=0.2)

@@ -36,6 +36,15 @@ def interval(est: dict | None, kind: str = "mean") -> str:
     return f"{est['value']:.2f} (95 % CI {est['lo']:.2f} to {est['hi']:.2f}, n = {est['n']})"
 
 
+def negated(est: dict) -> dict:
+    """The same estimate with its sign turned, interval ends swapped: for a sentence that names the
+    opposite direction ("a drop of 0.30", "6 points more accurate"), so the interval's signs agree with it."""
+    if est.get("value") is None:
+        return est
+    return {**est, "value": -est["value"], "lo": None if est.get("hi") is None else -est["hi"],
+            "hi": None if est.get("lo") is None else -est["lo"]}
+
+
 def short(est: dict | None, kind: str = "mean") -> str:
     """'45 % [37, 53]' — for tables and cards."""
     if not est or est.get("value") is None:

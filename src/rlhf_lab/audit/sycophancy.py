@@ -108,10 +108,10 @@ def plot(section: dict, plt):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 1.4]})
     bars(axes[0], [("accuracy\nno belief", m["accuracy_plain"]), ("accuracy\nwrong belief", m["accuracy_wrong_belief"]),
                    ("gives in\nunder pushback", m["flip_rate"]), ("approves\nwrong work", m["false_approval"])],
-         title="The policy's answers")
+         title="The policy's answers to the probes", ylabel="% of probe answers")
     rm_rows = [(k.split("/")[-1], v) for k, v in m.items() if k.startswith("rm_prefers_sycophantic/")]
     if rm_rows:
-        bars(axes[1], rm_rows, title="Reward model: sycophantic > correct")
+        bars(axes[1], rm_rows, title="Reward model: sycophantic > correct", ylabel="% of constructed pairs")
         axes[1].axhline(50, color="k", ls=":", lw=0.8)
     else:
         axes[1].set_visible(False)
@@ -136,8 +136,9 @@ def reading(section: dict) -> str:
             parts.append(f"After RLHF a wrong stated belief costs {100 * drop['value']:.0f} points of accuracy ({ci}): "
                          "the model is pulled toward what the user believes.")
         elif drop["hi"] < 0:
+            gain = f"95 % CI {-100 * drop['hi']:.0f} to {-100 * drop['lo']:.0f} points"  # signs as the sentence says
             parts.append(f"After RLHF the policy is no less accurate when the user states a wrong belief — "
-                         f"{-100 * drop['value']:.0f} points more accurate ({ci}): no pull toward the belief "
+                         f"{-100 * drop['value']:.0f} points more accurate ({gain}): no pull toward the belief "
                          "shows here.")
         else:
             parts.append(f"After RLHF a wrong stated belief makes no difference beyond the noise "
