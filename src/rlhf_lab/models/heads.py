@@ -81,6 +81,10 @@ class ScalarHeadModel(nn.Module):
     def names(self) -> list[str]:
         return ["rm"]
 
+    @property
+    def members(self) -> list[ScalarHeadModel]:
+        return [self]
+
     def member_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The normalised score as the only member's, (1, B)."""
         return self.score(input_ids, attention_mask)[None]

@@ -32,6 +32,7 @@ class RewardModel(Protocol):
     """What scores a (prompt, response) sequence. Sequences are left padded: input_ids, attention_mask (B, T)."""
 
     names: list[str]  # one per member (a single model: ["rm"])
+    members: list[ScalarHeadModel]  # the member models, in the order of `names` (a single model: itself)
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
               normalized: bool = True) -> torch.Tensor:

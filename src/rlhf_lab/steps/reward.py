@@ -170,20 +170,6 @@ def scipy_norm_ppf(q: float) -> float:
     return float(norm.ppf(q))
 
 
-class _Aggregate(torch.nn.Module):
-    """A reward set seen as one scorer of (μ) per token for `accuracy`: its aggregate at the last token."""
-
-    def __init__(self, reward_set):
-        super().__init__()
-        self.set = reward_set
-
-    def forward(self, input_ids, attention_mask, all_outputs: bool = False):
-        s = self.set.score(input_ids, attention_mask)  # (B,)
-        out = torch.zeros(input_ids.shape, dtype=s.dtype, device=s.device)
-        out[torch.arange(len(s)), last_index(attention_mask)] = s
-        return out[..., None] if all_outputs else out
-
-
 def run_reward(ctx: Context) -> dict:
     cfg = ctx.cfg.reward
     rows = read_preferences(ctx.run / "preferences.parquet")
@@ -205,12 +191,14 @@ def run_reward(ctx: Context) -> dict:
         from rlhf_lab.steps.reward_sets import train_reward_set
 
         rm, correct, member_stats = train_reward_set(ctx, train_rows, held_rows, train, held)
-    for m in (rm.members if hasattr(rm, "members") else [rm]):
+    for m in rm.members:
         gain, bias = fit_normalisation(ctx, m)
         m.gain.fill_(gain)
         m.bias.fill_(bias)
-    if hasattr(rm, "members"):  # the set's accuracy is that of the aggregate, after normalisation
-        correct = accuracy(_Aggregate(rm), held, ctx.tokenizer.pad_token_id, ctx.device)
+    if len(rm.members) > 1:  # the set's accuracy is that of the aggregate, after normalisation
+        pad, none = ctx.tokenizer.pad_token_id, [[] for _ in held]
+        c, r = (score(rm, [pair[side] for pair in held], none, pad_id=pad) for side in (0, 1))
+        correct = (c > r) + 0.5 * (c == r)
 
     by_group: dict[str, list[float]] = defaultdict(list)
     by_family: dict[str, list[float]] = defaultdict(list)
