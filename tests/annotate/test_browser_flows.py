@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
-from rlhf_lab.annotate.store import Annotator, Assignment, Label
+from rlhf_lab.annotate.store import Annotator, Assignment, Label, LabelRevision
 from tests.annotate.conftest import XSS_SCRIPT, jsonl, pair_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -183,4 +183,51 @@ def test_new_project_form_suggests_a_free_name(sqlite_url, tmp_path, browser):
         assert names == ["run", "run-2"]
         assert admin.input_value("input[name=name]") == "run-3"
     assert [p.name for p in store.projects()] == ["run", "run-2"]
+    assert errors == [], errors
+
+
+def test_both_bad_and_changing_the_last_label_by_keyboard(sqlite_url, tmp_path, browser):
+    """4 is "both bad"; u brings the last pair back with its answer, Enter (here Ctrl+Enter) stores the
+    change and returns to the current pair; u twice changes nothing. The count of pairs left is exact."""
+    app = create_app(sqlite_url, run_dir=tmp_path)
+    store = app.state.ctx.store
+    pid = store.create_project_with_items("undo", items(6)).id
+    errors: list[str] = []
+    with live(app) as base:
+        page = join(browser, base, store, pid=pid, name="uma", errors=errors)
+        kb = page.keyboard
+        assert page.text_content("#progress-left") == "6"
+        kb.press("4")
+        assert page.is_disabled("input[name=strength][value=much]")
+        kb.press("Enter")
+        expect(page.locator("#progress-done")).to_have_text("1")
+        second = {k: page.text_content(f"#{k}") for k in ("prompt", "left", "right")}
+        kb.press("1")
+        kb.press("m")
+        kb.press("Enter")
+        expect(page.locator("#progress-done")).to_have_text("2")
+        third = page.text_content("#prompt")
+        assert page.text_content("#progress-left") == "4"
+
+        kb.press("u")
+        expect(page.locator("#editing")).to_be_visible()
+        assert {k: page.text_content(f"#{k}") for k in ("prompt", "left", "right")} == second
+        assert page.is_checked("input[name=choice][value=left]") and page.is_checked("input[name=strength][value=much]")
+        kb.press("2")
+        kb.press("s")
+        kb.press("r")
+        kb.type("changed my mind")
+        kb.press("Control+Enter")
+        expect(page.locator("#editing")).to_be_hidden()
+        expect(page.locator("#prompt")).to_have_text(third)
+        assert page.text_content("#progress-done") == "2" and page.text_content("#progress-left") == "4"
+
+        kb.press("u")
+        expect(page.locator("#editing")).to_be_visible()
+        kb.press("u")
+        expect(page.locator("#editing")).to_be_hidden()
+        expect(page.locator("#prompt")).to_have_text(third)
+    assert _screen_labels(store, "uma") == [("both_bad", None, None), ("right", "slightly", "changed my mind")]
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(LabelRevision)) == 1
     assert errors == [], errors

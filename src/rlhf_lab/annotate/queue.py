@@ -5,10 +5,13 @@ Assignment rules:
 2. Gold checks are mixed in on a fixed schedule: position n of an annotator's queue is gold when
    ⌊(n+1)·r + φ⌋ > ⌊n·r + φ⌋ (r the gold rate, φ a per-annotator phase), so any run of N assignments
    holds ⌊N·r⌋ or ⌈N·r⌉ gold items. Each gold item is shown to an annotator at most once.
-3. Otherwise the lowest-id pair that the annotator has never been assigned and that has fewer than
-   `overlap` active assignments (done, or pending for less than LEASE). Filling pairs in id order
-   completes whole pairs first, so agreement and the pipeline's resume have full pairs early.
-4. Left/right order is drawn per assignment and recorded on the assignment and the label.
+3. Otherwise one of the WINDOW lowest-id pairs that the annotator has never been assigned and that have
+   fewer than `overlap` active assignments (done, or pending for less than LEASE): the first in the
+   annotator's own order (blocks of WINDOW ids in id order, shuffled inside by a hash of annotator and
+   pair: random-looking, yet reproducible) whose prompt differs from their previous pair's. Pairs of one
+   prompt sit next to each other in a sampled file, so id order alone showed one prompt many times in a
+   row; staying near the frontier still completes whole pairs early, for agreement and `run --resume`.
+4. Left/right order comes from the same per-annotator hash, and is recorded on the assignment and label.
 
 A skip frees the slot for someone else but stays in the annotator's history, so they never see the
 pair again. Choosing and creating an assignment starts with a write to the project's row, which
@@ -21,19 +24,19 @@ Each raises `Rejected` only before it writes anything.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
+import hashlib
 import threading
 import time
 
 from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from rlhf_lab.annotate.store import STRENGTHS, Assignment, Item, Label, Project, utcnow
+from rlhf_lab.annotate.store import STRENGTHS, Assignment, Item, Label, LabelRevision, Project, utcnow
 from rlhf_lab.data import shown
 
 LEASE = dt.timedelta(hours=1)  # a pending assignment older than this no longer holds a slot
-SCREEN_CHOICES = ("left", "right", "tie")
-REMAINING_CAP = 100  # progress counts open pairs up to this many ("100+")
+SCREEN_CHOICES = ("left", "right", "tie", "both_bad")  # both_bad: stored as a tie flagged both_bad
+WINDOW = 16  # the next pair is drawn from this many open pairs at the frontier
 HINT_TTL_S = 30.0
 
 
@@ -89,15 +92,19 @@ _PENDING = (select(A.c.id, A.c.item_id, A.c.left_is_a)
 _POSITION = select(func.count()).select_from(A).where(A.c.annotator_id == bindparam("aid"))
 _UNSEEN = ~exists().where(A.c.item_id == I.c.id, A.c.annotator_id == bindparam("aid"))
 _GOLD = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN)
-         .order_by(func.random()).limit(1))
+         .order_by(I.c.id).limit(WINDOW))
+_LAST_PROMPT = (select(I.c.prompt).join(A, A.c.item_id == I.c.id).where(A.c.annotator_id == bindparam("aid"))
+                .order_by(A.c.id.desc()).limit(1))
+_PROMPTS = select(I.c.id, I.c.prompt).where(I.c.id.in_(bindparam("ids", expanding=True)))
 # Open pairs are found a chunk at a time in id order (an index range scan), then checked with one grouped
 # lookup; a single query with a correlated count per pair leaves the planner free to count every pair first.
 _CANDIDATES = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
                                     I.c.id >= bindparam("start")).order_by(I.c.id).limit(bindparam("n")))
 _HOLDS_SLOT = or_(A.c.status == "done", and_(A.c.status == "pending", A.c.created_at > bindparam("cutoff")))
 _MINE = A.c.annotator_id == bindparam("aid")
+# by id range, not an IN list: one index range scan, and no statement to re-render for each list of ids
 _SLOTS = (select(A.c.item_id, func.sum(case((_HOLDS_SLOT, 1), else_=0)), func.sum(case((_MINE, 1), else_=0)))
-          .where(A.c.item_id.in_(bindparam("ids", expanding=True))).group_by(A.c.item_id))
+          .where(A.c.item_id >= bindparam("lo"), A.c.item_id <= bindparam("hi")).group_by(A.c.item_id))
 SCAN_CHUNK = 64
 _ITEM = select(I.c.prompt, I.c.response_a, I.c.response_b, I.c.outcome).where(I.c.id == bindparam("iid"))
 _NEW_ASSIGNMENT = insert(A).returning(A.c.id)
@@ -108,6 +115,13 @@ _LABEL_BY_CLIENT_ID = select(L).where(L.c.client_id == bindparam("cid"))
 _NEW_LABEL = insert(L).returning(L.c.id)
 _STATUS_COUNTS = (select(A.c.status, func.count()).where(A.c.annotator_id == bindparam("aid"))
                   .group_by(A.c.status))
+_ACTIVE = (select(func.count()).select_from(A).where(A.c.item_id == I.c.id, _HOLDS_SLOT)
+           .correlate(I).scalar_subquery())
+_OPEN_COUNT = (select(func.count()).select_from(I)
+               .where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False), I.c.id >= bindparam("start"),
+                      _UNSEEN, bindparam("overlap") > _ACTIVE))
+_GOLD_UNSEEN = (select(func.count()).select_from(I)
+                .where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN))
 
 
 def gold_turn(position: int, rate: float, phase: float) -> bool:
@@ -117,6 +131,23 @@ def gold_turn(position: int, rate: float, phase: float) -> bool:
 
 def _phase(annotator_id: int) -> float:
     return (annotator_id * 0.6180339887498949) % 1.0  # golden-ratio spread: annotators' gold items interleave
+
+
+def order_key(annotator_id: int, item_id: int) -> int:
+    """The annotator's own order of pairs: a hash, so every annotator has a different, reproducible order."""
+    return int.from_bytes(hashlib.blake2b(f"{annotator_id}/{item_id}".encode(), digest_size=8).digest(), "big")
+
+
+def _pick(conn, *, annotator_id: int, ids: list[int]) -> int:
+    """The first of `ids` in the annotator's order whose prompt differs from their previous pair's (the
+    first in that order when all share it). The order shuffles pairs within blocks of WINDOW ids and keeps
+    the blocks in id order: no pair waits long behind newer ones, so pairs still complete near the frontier."""
+    ranked = sorted(ids, key=lambda i: (i // WINDOW, order_key(annotator_id, i)))
+    if len(ranked) == 1:
+        return ranked[0]
+    last = conn.execute(_LAST_PROMPT, {"aid": annotator_id}).scalar()
+    prompts = dict(conn.execute(_PROMPTS, {"ids": ranked}).all())
+    return next((i for i in ranked if prompts[i] != last), ranked[0])
 
 
 def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id: int,
@@ -129,8 +160,8 @@ def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id:
         ids = conn.execute(_CANDIDATES, {"pid": project_id, "start": start, "n": SCAN_CHUNK}).scalars().all()
         if not ids:
             break
-        slots = {i: (active, mine) for i, active, mine in conn.execute(_SLOTS, {"ids": ids, "cutoff": cutoff,
-                                                                              "aid": annotator_id})}
+        rows = conn.execute(_SLOTS, {"lo": ids[0], "hi": ids[-1], "cutoff": cutoff, "aid": annotator_id})
+        slots = {i: (active, mine) for i, active, mine in rows}
         for item_id in ids:
             active, mine = slots.get(item_id, (0, 0))
             if active >= overlap:
@@ -189,17 +220,18 @@ def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: Fr
     if project.gold_rate > 0:
         position = conn.execute(_POSITION, {"aid": annotator_id}).scalar_one()
         if gold_turn(position, project.gold_rate, _phase(annotator_id)):
-            item_id = conn.execute(_GOLD, {"pid": project_id, "aid": annotator_id}).scalar()
+            golds = conn.execute(_GOLD, {"pid": project_id, "aid": annotator_id}).scalars().all()
+            item_id = min(golds, key=lambda i: order_key(annotator_id, i)) if golds else None
     # 3. else the first open pair this annotator has not seen
     if item_id is None:
         first_open, unseen = _scan_open(conn, project_id=project_id, overlap=project.overlap,
-                                        start=hints.get(project_id), annotator_id=annotator_id, want=1)
+                                        start=hints.get(project_id), annotator_id=annotator_id, want=WINDOW)
         hints.set(project_id, 2**31 - 1 if first_open is None else first_open)  # 2**31 - 1: all full
         if not unseen:
             return None
-        item_id = unseen[0]
-    # 4. the screen order, drawn per assignment
-    left_is_a = secrets.randbelow(2) == 0
+        item_id = _pick(conn, annotator_id=annotator_id, ids=unseen)
+    # 4. the screen order, from another bit of the annotator's hash
+    left_is_a = order_key(annotator_id, -item_id) % 2 == 0
     asg_id = conn.execute(_NEW_ASSIGNMENT, {"item_id": item_id, "annotator_id": annotator_id, "left_is_a": left_is_a,
                                             "status": "pending", "created_at": utcnow()}).scalar_one()
     return _view(conn, assignment_id=asg_id, item_id=item_id, left_is_a=left_is_a,
@@ -215,7 +247,10 @@ def _own_assignment(conn, annotator_id: int, assignment_id: int):
 
 def label_view(lab) -> dict:
     """A label (ORM object or row) in the annotator's screen terms."""
-    screen = "tie" if lab.choice == "tie" else ("left" if (lab.choice == "a") == bool(lab.left_is_a) else "right")
+    if lab.choice == "tie":
+        screen = "both_bad" if lab.both_bad else "tie"
+    else:
+        screen = "left" if (lab.choice == "a") == bool(lab.left_is_a) else "right"
     return {"label_id": lab.id, "client_id": lab.client_id, "assignment_id": lab.assignment_id,
             "choice": screen, "strength": lab.strength, "rationale": lab.rationale,
             "time_spent_ms": lab.time_spent_ms, "created_at": lab.created_at.isoformat()}
@@ -240,9 +275,10 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
     if asg.status != "pending":
         raise Rejected(409, f"this assignment is already {asg.status}")
     project = _project(s, project_id, lock=True)  # a write transaction: lock now, assignment reuses it
-    stored = "tie" if choice == "tie" else ("a" if (choice == "left") == bool(asg.left_is_a) else "b")
+    stored = _stored_choice(choice, left_is_a=bool(asg.left_is_a))
     values = {"item_id": asg.item_id, "annotator_id": annotator_id, "assignment_id": assignment_id,
-              "choice": stored, "strength": None if stored == "tie" else strength, "rationale": rationale or None,
+              "choice": stored, "both_bad": choice == "both_bad",
+              "strength": None if stored == "tie" else strength, "rationale": rationale or None,
               "feedback_mode": project.feedback_mode, "left_is_a": bool(asg.left_is_a),
               "time_spent_ms": time_spent_ms, "client_id": client_id, "created_at": utcnow()}
     label_id = conn.execute(_NEW_LABEL, values).scalar_one()
@@ -250,6 +286,12 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
     return {"label_id": label_id, "client_id": client_id, "assignment_id": assignment_id, "choice": choice,
             "strength": values["strength"], "rationale": values["rationale"], "time_spent_ms": time_spent_ms,
             "created_at": values["created_at"].isoformat()}, True
+
+
+def _stored_choice(screen: str, *, left_is_a: bool) -> str:
+    if screen in ("tie", "both_bad"):
+        return "tie"
+    return "a" if (screen == "left") == left_is_a else "b"
 
 
 def skip(s: Session, *, annotator_id: int, project_id: int, assignment_id: int, hints: FrontierHints) -> bool:
@@ -266,19 +308,37 @@ def skip(s: Session, *, annotator_id: int, project_id: int, assignment_id: int, 
     return True
 
 
+def future_queue(*, regular: int, gold: int, position: int, rate: float, phase: float) -> int:
+    """How many more assignments the queue will hand out from `position` on, with `regular` open pairs
+    and `gold` unseen gold checks: gold on its turns while any is left, and the queue ends with the
+    regular pairs (as `next_assignment` does)."""
+    total = 0
+    while regular > 0:
+        if gold > 0 and rate > 0 and gold_turn(position, rate, phase):
+            gold -= 1
+        else:
+            regular -= 1
+        position += 1
+        total += 1
+    return total
+
+
 def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints,
              remaining: bool = True) -> dict:
-    """{"done", "skipped"} and, with `remaining`, how many pairs this annotator could still get (their
-    pending one included), counted up to REMAINING_CAP ("remaining_capped" then true)."""
+    """{"done", "skipped"} and, with `remaining`, exactly how many pairs this annotator will still get as
+    things stand (their pending one and their gold checks included; others labelling change it)."""
     conn = s.connection()
     counts = dict(conn.execute(_STATUS_COUNTS, {"aid": annotator_id}).all())
     out = {"done": counts.get("done", 0), "skipped": counts.get("skipped", 0)}
     if remaining:
         project = _project(s, project_id)
-        _, unseen = _scan_open(conn, project_id=project_id, overlap=project.overlap, start=hints.get(project_id),
-                               annotator_id=annotator_id, want=REMAINING_CAP + 1)
-        n = len(unseen)
-        out.update(remaining=min(n, REMAINING_CAP) + counts.get("pending", 0), remaining_capped=n > REMAINING_CAP)
+        args = {"pid": project_id, "aid": annotator_id}
+        regular = conn.execute(_OPEN_COUNT, {**args, "start": hints.get(project_id), "overlap": project.overlap,
+                                             "cutoff": utcnow() - LEASE}).scalar_one()
+        gold = conn.execute(_GOLD_UNSEEN, args).scalar_one() if project.gold_rate > 0 else 0
+        future = future_queue(regular=regular, gold=gold, position=sum(counts.values()), rate=project.gold_rate,
+                              phase=_phase(annotator_id))
+        out["remaining"] = counts.get("pending", 0) + future
     return out
 
 
@@ -286,3 +346,53 @@ def own_labels(s: Session, *, annotator_id: int) -> list[dict]:
     """The annotator's own labels, newest first; nobody else's."""
     rows = s.connection().execute(select(L).where(L.c.annotator_id == annotator_id).order_by(L.c.id.desc()))
     return [label_view(row) for row in rows]
+
+
+# -- undo: changing one's last label ---------------------------------------------------------------------
+
+
+def _last_label(s: Session, annotator_id: int, *, since: dt.datetime) -> Label:
+    """The annotator's newest label, if they may still change it: stored since `since` (the start of their
+    signed-in session, so a label is changed in the sitting it was given in, not days later)."""
+    lab = s.scalar(select(Label).where(Label.annotator_id == annotator_id).order_by(Label.id.desc()).limit(1))
+    if lab is None:
+        raise Rejected(404, "you have no label to change")
+    if lab.created_at < since:
+        raise Rejected(409, "your last label was stored before this sign-in; it can no longer be changed")
+    return lab
+
+
+def last_label(s: Session, *, annotator_id: int, since: dt.datetime) -> dict:
+    """The annotator's last label and its pair, in the screen order they labelled it in."""
+    lab = _last_label(s, annotator_id, since=since)
+    item = s.get(Item, lab.item_id)
+    left, right = (item.response_a, item.response_b) if lab.left_is_a else (item.response_b, item.response_a)
+    return {"label": label_view(lab), "pair": {"prompt": item.prompt, "left": left, "right": right,
+                                               "outcome": item.outcome if lab.feedback_mode == "hindsight" else None}}
+
+
+def revise_label(s: Session, *, annotator_id: int, label_id: int, since: dt.datetime, choice: str,
+                 strength: str | None, rationale: str | None) -> tuple[dict, bool]:
+    """Change the annotator's last label (see `_last_label`); returns (label, changed). The version it
+    replaces is kept as a LabelRevision, so the store keeps every answer ever acknowledged. Sending the
+    stored answer again changes nothing (a retried request is applied once)."""
+    if choice not in SCREEN_CHOICES:
+        raise Rejected(422, f"choice must be one of {', '.join(SCREEN_CHOICES)}")
+    if strength is not None and strength not in STRENGTHS:
+        raise Rejected(422, f"strength must be one of {', '.join(STRENGTHS)} or empty")
+    lab = _last_label(s, annotator_id, since=since)
+    if lab.id != label_id:
+        raise Rejected(409, "only your last label can be changed")
+    stored = _stored_choice(choice, left_is_a=bool(lab.left_is_a))
+    new = {"choice": stored, "both_bad": choice == "both_bad", "strength": None if stored == "tie" else strength,
+           "rationale": rationale or None}
+    if all(getattr(lab, k) == v for k, v in new.items()):
+        return label_view(lab), False
+    previous = s.scalar(select(func.max(LabelRevision.replaced_at)).where(LabelRevision.label_id == lab.id))
+    s.add(LabelRevision(label_id=lab.id, choice=lab.choice, both_bad=lab.both_bad, strength=lab.strength,
+                        rationale=lab.rationale, time_spent_ms=lab.time_spent_ms,
+                        stored_at=previous or lab.created_at, replaced_at=utcnow()))
+    for k, v in new.items():
+        setattr(lab, k, v)
+    s.flush()
+    return label_view(lab), True

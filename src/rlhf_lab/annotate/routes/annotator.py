@@ -8,22 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.deps import CSRF, AnnotatorDep, CtxDep, StoreId
-from rlhf_lab.annotate.store import Project
+from rlhf_lab.annotate.store import Project, WebSession
 
 router = APIRouter()
+LabelId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class LabelIn(BaseModel):
     assignment_id: StoreId
     client_id: str = Field(min_length=8, max_length=100, description="client-generated; a retry reuses it")
-    choice: Literal["left", "right", "tie"]
+    choice: Literal["left", "right", "tie", "both_bad"]
     strength: Literal["slightly", "much"] | None = None
     rationale: str | None = Field(None, max_length=5000)
     time_spent_ms: int | None = Field(None, ge=0, le=86_400_000)
@@ -130,3 +132,31 @@ async def api_own_labels(ctx: CtxDep, who: AnnotatorDep) -> dict:
 async def api_me(ctx: CtxDep, who: AnnotatorDep) -> dict:
     profile = await _read(ctx, lambda s: crud.annotator_profile(s, who.annotator_id))
     return {"name": who.name, "project_id": who.project_id, **profile}
+
+
+class ReviseIn(BaseModel):
+    choice: Literal["left", "right", "tie", "both_bad"]
+    strength: Literal["slightly", "much"] | None = None
+    rationale: str | None = Field(None, max_length=5000)
+
+
+def _since(s, who):
+    return s.scalar(select(WebSession.created_at).where(WebSession.token_hash == who.session_hash))
+
+
+@router.get("/api/labels/last")
+async def api_last_label(ctx: CtxDep, who: AnnotatorDep) -> dict:
+    """Your last label and its pair (as you saw it), while you may still change it (this sign-in)."""
+    return await _read(ctx, lambda s: queue.last_label(s, annotator_id=who.annotator_id, since=_since(s, who)))
+
+
+@router.post("/api/labels/{label_id}/revise", dependencies=[CSRF])
+async def api_revise(ctx: CtxDep, who: AnnotatorDep, label_id: LabelId, body: ReviseIn) -> dict:
+    """Change your last label (undo); the store keeps the version it replaces. Returns your current pair."""
+    def op(s) -> dict:
+        label, changed = queue.revise_label(s, annotator_id=who.annotator_id, label_id=label_id,
+                                            since=_since(s, who), choice=body.choice, strength=body.strength,
+                                            rationale=body.rationale)
+        return {"label": label, "changed": changed, **_next_and_progress(s, who, ctx)}
+
+    return await ctx.writer.run(op)

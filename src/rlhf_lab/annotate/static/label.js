@@ -11,27 +11,46 @@ function newClientId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-const state = { assignmentId: null, clientId: null, shownAt: 0, busy: false };
+// editing: the label id while the annotator is changing their last label (undo), else null
+const state = { assignmentId: null, clientId: null, shownAt: 0, busy: false, editing: null };
 
 function form() { return $("label-form"); }
 function selected(name) { const el = form().querySelector(`input[name="${name}"]:checked`); return el ? el.value : null; }
 function message(text) { $("message").textContent = text || ""; }
 
+function showPair(pair) {
+  $("workspace").hidden = false;
+  $("done").hidden = true;
+  $("prompt").textContent = pair.prompt;
+  $("left").textContent = pair.left;
+  $("right").textContent = pair.right;
+  $("outcome").textContent = pair.outcome || "";
+  $("outcome-box").hidden = !pair.outcome;
+}
+
 function show(assignment) {
+  state.editing = null;
+  $("editing").hidden = true;
   if (!assignment) {
     $("workspace").hidden = true;
     $("done").hidden = false;
     state.assignmentId = null;
     return;
   }
-  $("workspace").hidden = false;
-  $("done").hidden = true;
-  $("prompt").textContent = assignment.prompt;
-  $("left").textContent = assignment.left;
-  $("right").textContent = assignment.right;
-  $("outcome").textContent = assignment.outcome || "";
-  $("outcome-box").hidden = !assignment.outcome;
+  showPair(assignment);
   reset(assignment.assignment_id);
+}
+
+// Undo: the last label's pair comes back as it was shown, its answer filled in; Enter stores the change.
+function showEdit(data) {
+  const assignmentId = state.assignmentId;
+  showPair(data.pair);
+  reset(assignmentId);
+  state.editing = data.label.label_id;
+  choose(data.label.choice);
+  if (data.label.strength) strength(data.label.strength);
+  $("rationale").value = data.label.rationale || "";
+  $("editing").hidden = false;
 }
 
 function reset(assignmentId) {
@@ -54,12 +73,12 @@ function progress(p, hasNext) {
   $("progress-done").textContent = p.done;
   const left = $("progress-left");
   if (p.remaining !== undefined) {
-    left.textContent = p.remaining + (p.remaining_capped ? "+" : "");
+    left.textContent = p.remaining;
   } else if (!hasNext) {
     left.textContent = "0";
   } else {  // after a label or skip the server leaves the count to us: one fewer
     const n = parseInt(left.textContent, 10);
-    left.textContent = Math.max(1, n - 1) + (left.textContent.endsWith("+") ? "+" : "");
+    left.textContent = Math.max(1, n - 1);
   }
 }
 
@@ -67,7 +86,7 @@ function choose(value) {
   form().querySelector(`input[name="choice"][value="${value}"]`).checked = true;
   $("left-card").classList.toggle("chosen", value === "left");
   $("right-card").classList.toggle("chosen", value === "right");
-  $("strength-set").disabled = value === "tie";
+  $("strength-set").disabled = value === "tie" || value === "both_bad";
   message("");
 }
 
@@ -95,7 +114,7 @@ async function post(url, body) {
 }
 
 async function send(url, body) {
-  if (state.busy || state.assignmentId === null) return;
+  if (state.busy || (state.assignmentId === null && state.editing === null)) return;
   state.busy = true;
   try {
     const r = await post(url, body);
@@ -113,16 +132,49 @@ async function send(url, body) {
 function submit() {
   const choice = selected("choice");
   const str = selected("strength");
-  if (!choice) { message("Choose left (1), right (2) or tie (3) first."); return; }
-  if (choice !== "tie" && !str) { message("How much better? Press s (slightly) or m (much)."); return; }
+  if (!choice) { message("Choose left (1), right (2), tie (3) or both bad (4) first."); return; }
+  const even = choice === "tie" || choice === "both_bad";
+  if (!even && !str) { message("How much better? Press s (slightly) or m (much)."); return; }
+  if (state.editing !== null) {
+    send(`/api/labels/${state.editing}/revise`, {choice, strength: even ? null : str,
+      rationale: $("rationale").value.trim() || null});
+    return;
+  }
   send("/api/labels", {
     assignment_id: Number(state.assignmentId), client_id: state.clientId, choice,
-    strength: choice === "tie" ? null : str, rationale: $("rationale").value.trim() || null,
+    strength: even ? null : str, rationale: $("rationale").value.trim() || null,
     time_spent_ms: Math.round(performance.now() - state.shownAt),
   });
 }
 
-function skip() { send("/api/skip", {assignment_id: Number(state.assignmentId)}); }
+function skip() {
+  if (state.editing === null) send("/api/skip", {assignment_id: Number(state.assignmentId)});
+}
+
+async function get(url) {
+  const r = await fetch(url, {credentials: "same-origin"});
+  return [r, await r.json()];
+}
+
+async function undo() {
+  if (state.busy) return;
+  state.busy = true;
+  try {
+    if (state.editing !== null) {  // u again: back to the current pair, nothing changed
+      const [, data] = await get("/api/next");
+      show(data.assignment);
+      progress(data.progress, Boolean(data.assignment));
+    } else {
+      const [r, data] = await get("/api/labels/last");
+      if (!r.ok) { message(data.detail || `error ${r.status}`); return; }
+      showEdit(data);
+    }
+  } catch (e) {
+    message("Could not reach the server; try again.");
+  } finally {
+    state.busy = false;
+  }
+}
 
 function toggleGuidelines() {
   const d = $("guidelines-dialog");
@@ -133,6 +185,7 @@ const KEYS = {
   "1": () => choose("left"), "ArrowLeft": () => choose("left"),
   "2": () => choose("right"), "ArrowRight": () => choose("right"),
   "3": () => choose("tie"), "t": () => choose("tie"),
+  "4": () => choose("both_bad"), "b": () => choose("both_bad"), "u": undo,
   "s": () => strength("slightly"), "m": () => strength("much"),
   "r": () => $("rationale").focus(), "k": skip, "Enter": submit, "g": toggleGuidelines,
 };
@@ -152,7 +205,7 @@ function onKey(event) {
     return;
   }
   const action = KEYS[event.key];
-  if (!action || ($("workspace").hidden && event.key !== "g")) return;
+  if (!action || ($("workspace").hidden && event.key !== "g" && event.key !== "u")) return;
   event.preventDefault();
   action();
 }
@@ -163,6 +216,7 @@ document.addEventListener("DOMContentLoaded", () => {
   form().addEventListener("submit", (e) => { e.preventDefault(); submit(); });
   form().addEventListener("change", (e) => { if (e.target.name === "choice") choose(e.target.value); });
   $("skip").addEventListener("click", skip);
+  $("undo").addEventListener("click", undo);
   $("open-guidelines").addEventListener("click", toggleGuidelines);
   $("close-guidelines").addEventListener("click", toggleGuidelines);
   document.addEventListener("keydown", onKey);
