@@ -200,3 +200,20 @@ def test_a_line_separator_inside_a_string_is_text(tmp_path):
     path.write_text(GOOD + '\n{"prompt": "p\u2028q", "chosen": "a\u2029b", "rejected": "c\x85d"}\n', encoding="utf-8")
     rows = read_preferences(path)
     assert [r["prompt"] for r in rows] == ["user : hi ? assistant :", "p\u2028q"] and rows[1]["rejected"] == "c\x85d"
+
+
+def test_imported_preferences_are_type_checked_by_the_schema(tmp_path):
+    from rlhf_lab.data import DataFileError, read_preferences, write_preferences
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "", "pair_id": 7, "meta": {"k": 1}}\n')
+    rows = read_preferences(path)
+    assert rows[0]["pair_id"] == "7" and json.loads(rows[0]["meta"]) == {"k": 1}
+    write_preferences(rows, tmp_path / "out")  # fits PREFERENCE_SCHEMA
+    for bad, reason in [('"time_spent_ms": "slow"', "'time_spent_ms' must be int64"),
+                        ('"left_is_a": 1', "'left_is_a' must be bool"),
+                        ('"chosen_ids": [1, -2]', "'chosen_ids' must be a list of token ids"),
+                        ('"time_spent_ms": ' + "9" * 30, "'time_spent_ms' is too large")]:
+        path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", ' + bad + "}\n")
+        with pytest.raises(DataFileError, match=f"p.jsonl:1: {reason}"):
+            read_preferences(path)

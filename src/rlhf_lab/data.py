@@ -305,6 +305,9 @@ def read_preferences(path: str | Path) -> list[dict]:
             ids_field(row, key, where)
         for field in PREFERENCE_SCHEMA:
             value = row.get(field.name)
+            if field.type == pa.string() and type(value) is int and field.name.endswith("_id"):
+                row = {**row, field.name: str(value)}  # numeric ids are common in hand-made files
+                continue
             types = _PY_TYPES.get(field.type)
             if value is not None and types and (not isinstance(value, types) or
                                                 (bool not in types and isinstance(value, bool))):
