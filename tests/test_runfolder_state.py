@@ -109,7 +109,10 @@ def _assert_audit_refused(run, other):
     assert "audit.json is stale" in line and not (run.parent / "cmp.html").exists()
     line = _one_line_error(_cli("audit", str(run), "-q"))
     assert "policy step is not done" in line
-    assert (run / "report.html").read_bytes() == report
+    (run / "audit.json").unlink()  # without an audit, report would audit policy/: made from the old inputs
+    line = _one_line_error(_cli("report", str(run), "-q"))
+    assert "policy step is not done" in line and f"rlhf-lab run --resume {run}" in line
+    assert (run / "report.html").read_bytes() == report and not (run / "audit.json").exists()
 
 
 def test_rerunning_a_step_makes_later_results_stale(run_copy, micro_run):
