@@ -44,7 +44,7 @@ def _routes(w: World) -> list[tuple[str, str, dict]]:
         ("POST", f"/admin/projects/{w.pid}/outcomes", {"files": {"file": ("o.jsonl", outcome)}}),
         ("POST", f"/admin/projects/{w.pid}/invites", {"form": {"name": "erin"}}),
         ("POST", f"/admin/projects/{w.pid}/annotators/{aid}/disable", {"form": {"disabled": "false"}}),
-        ("GET", f"/admin/projects/{w.pid}/export.zip", {}),
+        ("GET", f"/admin/projects/{w.pid}/export.zip", {}), ("GET", f"/admin/projects/{w.pid}/labels", {}),
         ("POST", f"/admin/projects/{w.pid}/export-to-run", {}),
         ("GET", "/api/admin/projects", {}), ("GET", f"/api/admin/projects/{w.pid}", {}),
         ("GET", f"/api/admin/projects/{w.pid}/labels", {}),

@@ -7,9 +7,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import uvicorn
@@ -18,7 +20,7 @@ from sqlalchemy import func, select
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
 from rlhf_lab.annotate.store import Annotator, Assignment, Label, LabelRevision
-from tests.annotate.conftest import XSS_SCRIPT, jsonl, pair_rows
+from tests.annotate.conftest import XSS_IMG, XSS_SCRIPT, jsonl, pair_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
@@ -230,4 +232,60 @@ def test_both_bad_and_changing_the_last_label_by_keyboard(sqlite_url, tmp_path, 
     assert _screen_labels(store, "uma") == [("both_bad", None, None), ("right", "slightly", "changed my mind")]
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(LabelRevision)) == 1
+    assert errors == [], errors
+
+
+def test_label_browser_filters_pages_and_escapes(sqlite_url, tmp_path, browser):
+    """60 labels (30 pairs × 2 annotators, one a gold check): the admin filters by keyboard, by pair and by
+    annotator, pages through, and sees rationales, gold results and agreement — hostile text as text."""
+    app = create_app(sqlite_url, run_dir=tmp_path)
+    store = app.state.ctx.store
+    pid = store.create_project_with_items("browse", items(30, gold={5: "a"}), overlap=2, gold_rate=0.1).id
+    hostile = f"eve {XSS_IMG}"
+    ids = {n: store.add_annotator(pid, n).id for n in ("ann", hostile)}
+    hints = queue.FrontierHints()
+    with store.session() as s:
+        for name, aid in ids.items():
+            for n in range(30):
+                nxt = queue.next_assignment(s, annotator_id=aid, project_id=pid, hints=hints)
+                queue.submit_label(s, annotator_id=aid, project_id=pid, assignment_id=nxt["assignment_id"],
+                                   client_id=uuid.uuid4().hex, choice="left" if n % 3 else "tie",
+                                   strength="much", rationale=f"{name} {n} {XSS_SCRIPT}", time_spent_ms=1500)
+    errors: list[str] = []
+    with live(app) as base:
+        admin = sign_in_admin(browser, base, store, errors)
+        admin.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+        admin.goto(f"{base}/admin/projects/{pid}")
+        admin.focus("#browse-labels")
+        admin.keyboard.press("Enter")
+        admin.wait_for_url(f"{base}/admin/projects/{pid}/labels")
+        assert admin.text_content("#label-total") == "60"
+        assert admin.locator("#label-rows tbody tr").count() == 50
+        admin.focus("#next-page")
+        admin.keyboard.press("Enter")
+        expect(admin.locator("#label-rows tbody tr")).to_have_count(10)
+
+        # by keyboard: a pair id, Enter
+        admin.focus("input[name=pair]")
+        admin.keyboard.type("p5")
+        admin.keyboard.press("Enter")
+        expect(admin.locator("#label-total")).to_have_text("2")
+        rows = admin.locator("#label-rows tbody tr")
+        assert {rows.nth(i).locator("td").first.text_content() for i in range(2)} == {"p5"}
+        gold = [rows.nth(i).locator("td.gold").text_content().strip() for i in range(2)]
+        same = [rows.nth(i).locator("td.same").text_content().strip() for i in range(2)]
+        assert all(g.startswith("A ") and g[-1] in "✓✗" for g in gold)
+        assert set(same) <= {"1 of 2", "2 of 2"}
+
+        # the hostile annotator's own rows: names and rationales shown as text, nothing runs
+        admin.goto(f"{base}/admin/projects/{pid}/labels?{urlencode({'annotator': hostile})}")
+        assert admin.text_content("#label-total") == "30"
+        names = admin.locator("#label-rows tbody tr td:nth-child(3)").all_text_contents()
+        assert set(names) == {hostile}
+        assert XSS_SCRIPT in admin.locator("#label-rows").text_content()
+        assert admin.locator("#label-rows img, #label-rows script").count() == 0
+        admin.goto(f"{base}/admin/projects/{pid}/labels?choice=tie&gold=regular")
+        ties = int(admin.text_content("#label-total"))
+        assert 0 < ties < 30 and {t.strip() for t in admin.locator("td.answer").all_text_contents()} == {"tie"}
+        assert admin.request.get(f"{base}/admin/projects/{pid}/labels?choice=%3Cscript%3E").status == 422
     assert errors == [], errors

@@ -21,6 +21,7 @@ from rlhf_lab.annotate.store import (
     Invite,
     Item,
     Label,
+    LabelRevision,
     Project,
     WebSession,
     utcnow,
@@ -247,3 +248,64 @@ def overview(s: Session, project_id: int) -> dict:
         "annotators": annotators,
         "agreement": summary,
     }
+
+
+# -- the admin's label browser ---------------------------------------------------------------------------
+
+BROWSE_CHOICES = ("a", "b", "tie", "both_bad")  # a both-bad label is stored as a tie flagged both_bad
+BROWSE_PAGE = 50
+
+
+def _category(choice: str, both_bad: bool) -> str:
+    return "both_bad" if both_bad else choice
+
+
+def browse_labels(s: Session, project_id: int, *, annotator: str | None = None, pair: str | None = None,
+                  choice: str | None = None, gold: str | None = None, page: int = 1,
+                  per_page: int = BROWSE_PAGE) -> dict:
+    """One page of a project's labels, newest first, filtered by annotator name, pair id (substring),
+    answer (BROWSE_CHOICES) and gold ("gold" / "regular"); each row with its rationale, the gold result,
+    how many of the pair's labels gave the same answer, and how often it was changed."""
+    if s.get(Project, project_id) is None:
+        raise LookupError("no such project")
+    where = [Item.project_id == project_id]
+    if annotator:
+        where.append(Annotator.name == annotator)
+    if pair:
+        where.append(Item.uid.contains(pair, autoescape=True))
+    if choice:
+        where += ([Label.both_bad.is_(True)] if choice == "both_bad"
+                  else [Label.choice == choice, Label.both_bad.is_(False)])
+    if gold:
+        where.append(Item.is_gold.is_(gold == "gold"))
+    base = (select(Label, Item, Annotator.name).join(Item, Item.id == Label.item_id)
+            .join(Annotator, Annotator.id == Label.annotator_id).where(*where))
+    total = s.scalar(select(func.count()).select_from(base.subquery()))
+    pages = max(1, -(-total // per_page))
+    page = min(page, pages)
+    found = s.execute(base.order_by(Label.id.desc()).offset((page - 1) * per_page).limit(per_page)).all()
+    item_ids = {item.id for _, item, _ in found}
+    votes: dict[int, Counter] = {}
+    for item_id, ch, bb, n in s.execute(select(Label.item_id, Label.choice, Label.both_bad, func.count())
+                                        .where(Label.item_id.in_(item_ids))
+                                        .group_by(Label.item_id, Label.choice, Label.both_bad)):
+        votes.setdefault(item_id, Counter())[_category(ch, bb)] += n
+    changes = dict(s.execute(select(LabelRevision.label_id, func.count())
+                             .where(LabelRevision.label_id.in_([lab.id for lab, _, _ in found]))
+                             .group_by(LabelRevision.label_id)).all())
+    rows = []
+    for lab, item, name in found:
+        answer = _category(lab.choice, lab.both_bad)
+        rows.append({
+            "label_id": lab.id, "pair_id": item.uid, "prompt": item.prompt, "annotator": name,
+            "choice": answer, "strength": lab.strength, "rationale": lab.rationale, "left_is_a": lab.left_is_a,
+            "feedback_mode": lab.feedback_mode, "time_spent_ms": lab.time_spent_ms,
+            "created_at": lab.created_at.isoformat(timespec="seconds"),
+            "gold_choice": item.gold_choice if item.is_gold else None,
+            "gold_correct": (lab.choice == item.gold_choice) if item.is_gold and item.gold_choice else None,
+            "same_answer": votes[item.id][answer], "pair_labels": sum(votes[item.id].values()),
+            "changes": changes.get(lab.id, 0)})
+    names = list(s.scalars(select(Annotator.name).where(Annotator.project_id == project_id).order_by(Annotator.name)))
+    return {"rows": rows, "total": total, "page": page, "pages": pages, "annotators": names,
+            "filters": {"annotator": annotator or "", "pair": pair or "", "choice": choice or "",
+                        "gold": gold or ""}}

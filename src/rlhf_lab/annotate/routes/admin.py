@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -229,3 +229,26 @@ async def api_project(ctx: CtxDep, _: AdminDep, pid: StoreId) -> dict:
 @router.get("/api/admin/projects/{pid}/labels")
 async def api_labels(ctx: CtxDep, _: AdminDep, pid: StoreId) -> dict:
     return {"labels": await run_in_threadpool(ctx.store.label_rows, pid)}
+
+
+# -- the label browser -----------------------------------------------------------------------------------
+
+
+@router.get("/admin/projects/{pid}/labels")
+async def labels_page(request: Request, ctx: CtxDep, _: AdminDep, pid: StoreId,
+                      annotator: Annotated[str, Query(max_length=200)] = "",
+                      pair: Annotated[str, Query(max_length=200)] = "",
+                      choice: Annotated[Literal["", "a", "b", "tie", "both_bad"], Query()] = "",
+                      gold: Annotated[Literal["", "gold", "regular"], Query()] = "",
+                      page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> Response:
+    """Every label of the project with rationales, gold results and agreement: filters in the query string
+    (annotator, pair, choice, gold), a page at a time."""
+    def view(s) -> dict:
+        return crud.browse_labels(s, pid, annotator=annotator, pair=pair, choice=choice or None,
+                                  gold=gold or None, page=page)
+    try:
+        data = await _read(ctx, view)
+    except LookupError as e:
+        raise HTTPException(404, str(e)) from None
+    project = await run_in_threadpool(ctx.store.project, pid)
+    return ctx.templates.TemplateResponse(request, "admin_labels.html", {**data, "project": project})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -19,7 +19,6 @@ from rlhf_lab.annotate.deps import CSRF, AnnotatorDep, CtxDep, StoreId
 from rlhf_lab.annotate.store import Project, WebSession
 
 router = APIRouter()
-LabelId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class LabelIn(BaseModel):
@@ -151,7 +150,7 @@ async def api_last_label(ctx: CtxDep, who: AnnotatorDep) -> dict:
 
 
 @router.post("/api/labels/{label_id}/revise", dependencies=[CSRF])
-async def api_revise(ctx: CtxDep, who: AnnotatorDep, label_id: LabelId, body: ReviseIn) -> dict:
+async def api_revise(ctx: CtxDep, who: AnnotatorDep, label_id: StoreId, body: ReviseIn) -> dict:
     """Change your last label (undo); the store keeps the version it replaces. Returns your current pair."""
     def op(s) -> dict:
         label, changed = queue.revise_label(s, annotator_id=who.annotator_id, label_id=label_id,
