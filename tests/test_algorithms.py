@@ -130,6 +130,25 @@ def test_grpo_policy_loss_matches_naive():
     assert float(stats["kl"]) >= 0
 
 
+def test_approxkl_is_per_token_in_every_algorithm():
+    """`…/policy/approxkl_avg` means one unit everywhere: ½·mean over response tokens of (log π − log π_old)²."""
+    from rlhf_lab.steps.losses import ppo_policy_loss
+    from rlhf_lab.steps.policy.rloo import rloo_loss
+
+    g = torch.Generator().manual_seed(0)
+    old = -torch.rand(3, 5, generator=g)
+    new = old + 0.3 * torch.randn(3, 5, generator=g)
+    mask = torch.tensor([[1.0] * 5, [1.0, 1.0, 0, 0, 0], [1.0] * 3 + [0.0] * 2])
+    adv = torch.tensor([0.5, -1.0, 2.0])
+    naive = sum(0.5 * float(new[b, t] - old[b, t]) ** 2 for b in range(3) for t in range(5) if mask[b, t]) / 10
+    _, ppo = ppo_policy_loss(new, old, adv[:, None].expand_as(new), mask, cliprange=0.2)
+    _, grpo = grpo_policy_loss(new, old, old, adv, mask, cliprange=0.2, beta=0.0)
+    _, rloo = rloo_loss(new, old, old, adv, mask, cliprange=0.2, beta=0.0)
+    for stats in (ppo, grpo, rloo):
+        assert abs(float(stats["approxkl"]) - naive) < 1e-6
+    assert "clipfrac" not in rloo and "seq_clipfrac" in rloo  # RLOO clips whole completions: named so
+
+
 def test_rloo_loss_is_reinforce_at_ratio_one():
     """At π = π_old RLOO's clipped sequence loss has REINFORCE's gradient −A·∇ log π(y)."""
     from rlhf_lab.steps.policy.rloo import rloo_loss
@@ -148,9 +167,9 @@ def test_rloo_loss_is_reinforce_at_ratio_one():
 def test_critic_free_microbatch_invariance(tmp_path, name):
     """batch 8 × accumulation 1 == batch 1 × accumulation 8, completions of different lengths."""
     from rlhf_lab.steps.common import Context
-    from rlhf_lab.steps.policy.critic_free import policy_update
+    from rlhf_lab.steps.policy.critic_free import old_logprobs, policy_update
     from rlhf_lab.steps.policy.grpo import GRPO
-    from rlhf_lab.steps.policy.loop import sample_and_score
+    from rlhf_lab.steps.policy.online import rollout
     from rlhf_lab.steps.policy.prefix import GroupedLM
     from rlhf_lab.steps.policy.rloo import RLOO
 
@@ -161,8 +180,8 @@ def test_critic_free_microbatch_invariance(tmp_path, name):
         for p in lm.parameters():
             p.add_(0.02 * torch.randn_like(p))
     prompt_ids = [p for p in tiny_prompts(ctx, 2) for _ in range(4)]
-    smp = sample_and_score(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0),
-                           with_logprobs=True, k=4)
+    smp = rollout(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0), k=4)
+    smp.logprobs = old_logprobs(ctx, lm, smp, k=4)
     smp.mask[1, 2:] = 0  # make lengths differ (as if EOS came early)
     smp.mask[5, 1:] = 0
     adv = algo.advantages(smp.scores.view(-1, 4)).reshape(-1)
@@ -187,8 +206,8 @@ def test_rloo_in_one_forward_equals_a_separate_old_logprob_forward(tmp_path):
     same update as with log π_old from a separate forward first."""
     from functools import partial
 
-    from rlhf_lab.steps.policy.critic_free import group_advantages, policy_update
-    from rlhf_lab.steps.policy.loop import sample_and_score
+    from rlhf_lab.steps.policy.critic_free import group_advantages, old_logprobs, policy_update
+    from rlhf_lab.steps.policy.online import rollout
     from rlhf_lab.steps.policy.prefix import GroupedLM
     from rlhf_lab.steps.policy.rloo import RLOO
 
@@ -199,8 +218,8 @@ def test_rloo_in_one_forward_equals_a_separate_old_logprob_forward(tmp_path):
         for p in lm.parameters():
             p.add_(0.05 * torch.randn_like(p))  # π ≠ π_ref: the KL penalty matters
     prompt_ids = [p for p in tiny_prompts(ctx, 2) for _ in range(4)]
-    smp = sample_and_score(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0),
-                           with_logprobs=True, k=4)
+    smp = rollout(ctx, lm, ref, rm, prompt_ids, generator=torch.Generator().manual_seed(0), k=4)
+    smp.logprobs = old_logprobs(ctx, lm, smp, k=4)
     deltas, advs = [], []
     for precomputed in (True, False):
         model = copy.deepcopy(lm)
@@ -426,3 +445,31 @@ def test_resume_from_checkpoint_gives_the_same_result(micro_run, tmp_path, algor
         assert abs(final[key] - final2[key]) < 1e-4, (key, final[key], final2[key])
     steps = [r["step"] for r in again if "objective/kl" in r or "dpo/loss" in r]
     assert steps == sorted(set(steps))  # every update logged once
+
+
+# -- the online loop --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["loop", "hf"])
+def test_rollouts_sample_through_the_configured_backend(tmp_path, backend):
+    """model.generation_backend reaches every online algorithm: the rollout's completions are those of the
+    chosen backend, sampled with the same seeds (k copies of each prompt, adjacent)."""
+    from rlhf_lab.models.generation import BACKENDS, left_pad
+    from rlhf_lab.steps.policy.online import rollout
+
+    ctx = tiny_ctx(tmp_path, algorithm="grpo", max_new_tokens=5, batch_size=4, k=2)
+    ctx.cfg.model.generation_backend = backend
+    lm, ref, rm = tiny_models(ctx)
+    tok = ctx.tokenizer
+    distinct = tiny_prompts(ctx, 2)
+    torch.manual_seed(1)  # hf draws from the global generator
+    ro = rollout(ctx, lm, ref, rm, [p for p in distinct for _ in range(2)], generator=torch.Generator().manual_seed(0),
+                 k=2)
+    torch.manual_seed(1)
+    kw = dict(max_new_tokens=5, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              generator=torch.Generator().manual_seed(0))
+    if backend == "hf":
+        direct = BACKENDS[backend](lm, left_pad([p for p in distinct for _ in range(2)], tok.pad_token_id), **kw)
+    else:
+        direct = BACKENDS[backend](lm, left_pad(distinct, tok.pad_token_id), copies=2, **kw)
+    assert torch.equal(ro.responses, direct)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rlhf_lab.config import build_config
-from rlhf_lab.models.generation import left_pad, sample_loop
+from rlhf_lab.models.generation import Batch, left_pad, sample_loop
 from rlhf_lab.models.heads import PolicyAndValue, ScalarHeadModel
 from rlhf_lab.models.lm import build_world_lm
 from rlhf_lab.models.tokenizer import train_world_tokenizer
@@ -80,8 +80,7 @@ def hand_rollout(ctx: Context, pv, ref, rm, prompt_ids, lengths: list[int], R: i
         ref_logprobs = token_logprobs(ref(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, P - 1: -1],
                                       responses, pad_token_id=pad)
         scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos, missing_eos_penalty=1.0)
-    return Rollout(query.input_ids, query.attention_mask, responses, logprobs, ref_logprobs,
-                   values[:, P - 1: -1] * rmask, scores, rmask, contain_eos)
+    return Rollout(query, responses, rmask, scores, contain_eos, ref_logprobs, logprobs, values[:, P - 1: -1] * rmask)
 
 
 # -- per-token quantities against plain loops -------------------------------------------------------------------
@@ -94,8 +93,9 @@ def _toy_rollout(B=4, R=6, seed=0) -> Rollout:
         mask[b, :n] = 1
     lp = -torch.rand(B, R, generator=g) * 3 * mask
     ref = -torch.rand(B, R, generator=g) * 3 * mask
-    return Rollout(torch.zeros(B, 1), torch.ones(B, 1), torch.zeros(B, R, dtype=torch.long), lp, ref,
-                   torch.randn(B, R, generator=g) * mask, torch.randn(B, generator=g), mask, torch.ones(B, dtype=bool))
+    values, scores = torch.randn(B, R, generator=g) * mask, torch.randn(B, generator=g)
+    return Rollout(Batch(torch.zeros(B, 1), torch.ones(B, 1)), torch.zeros(B, R, dtype=torch.long), mask, scores,
+                   torch.ones(B, dtype=bool), ref, lp, values)
 
 
 @pytest.mark.parametrize("estimator", ["k1", "k3"])
@@ -180,9 +180,9 @@ def test_kl_controller_fixed_and_adaptive_hand_numbers():
 
 def test_kl_estimator_k1_and_k3_in_the_rewards():
     """policy.kl_estimator: log π = log 0.5, log π_ref = log 0.25 → k1 = log 2, k3 = (0.5 − 1) − log 0.5."""
-    ro = Rollout(torch.zeros(1, 1), torch.ones(1, 1), torch.zeros(1, 1, dtype=torch.long),
-                 torch.tensor([[math.log(0.5)]]), torch.tensor([[math.log(0.25)]]), torch.zeros(1, 1),
-                 torch.zeros(1), torch.ones(1, 1), torch.ones(1, dtype=bool))
+    ro = Rollout(Batch(torch.zeros(1, 1), torch.ones(1, 1)), torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1),
+                 torch.zeros(1), torch.ones(1, dtype=bool), torch.tensor([[math.log(0.25)]]),
+                 torch.tensor([[math.log(0.5)]]), torch.zeros(1, 1))
     _, k1 = compute_rewards(ro, kl_coef=1.0, estimator="k1")
     _, k3 = compute_rewards(ro, kl_coef=1.0, estimator="k3")
     assert abs(float(k1) + math.log(2)) < 1e-6
@@ -215,8 +215,8 @@ def test_pad_is_not_eos_and_eos_is_a_response_token(tmp_path):
     responses = torch.tensor([[5, eos, pad, pad], [5, 6, 7, eos]])
     _, _, _, rmask = join_query_response(left_pad([[4, 4], [4]], pad), responses, pad)
     assert rmask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
-    ro = Rollout(torch.zeros(2, 1), torch.ones(2, 1), responses, torch.zeros(2, 4), torch.zeros(2, 4),
-                 torch.zeros(2, 4), torch.tensor([3.0, 5.0]), rmask.float(), torch.ones(2, dtype=bool))
+    ro = Rollout(Batch(torch.zeros(2, 1), torch.ones(2, 1)), responses, rmask.float(), torch.tensor([3.0, 5.0]),
+                 torch.ones(2, dtype=bool), torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 4))
     rewards, _ = compute_rewards(ro, kl_coef=0.0, estimator="k1")
     assert rewards.tolist() == [[0, 3, 0, 0], [0, 0, 0, 5]]
 

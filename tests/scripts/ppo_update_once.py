@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from rlhf_lab.config import load_config
+from rlhf_lab.models.generation import Batch
 from rlhf_lab.models.heads import PolicyAndValue
 from rlhf_lab.runfolder import RunFolder
 from rlhf_lab.steps.common import Context
@@ -32,7 +33,8 @@ prompts = ctx.world.prompts("train", batch, seed=5)
 ro = rollout(ctx, pv, ref, rm, ctx.prompt_ids(prompts), generator=torch.Generator().manual_seed(3))
 share = batch // acc.num_processes
 rows = slice(acc.process_index * share, (acc.process_index + 1) * share)
-ro = Rollout(*(getattr(ro, f)[rows] for f in Rollout.__dataclass_fields__))
+ro = Rollout(Batch(ro.query.input_ids[rows], ro.query.attention_mask[rows]),
+             *(getattr(ro, f)[rows] for f in list(Rollout.__dataclass_fields__)[1:]))
 rewards, _ = compute_rewards(ro, kl_coef=0.05, estimator="k1")
 advantages, returns = gae(rewards, ro.values, ro.mask, gamma=1.0, lam=0.95)
 advantages = masked_whiten(advantages, ro.mask, moments=global_masked_moments(acc, advantages, ro.mask))

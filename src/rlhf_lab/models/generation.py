@@ -308,6 +308,20 @@ def sample_hf(
 BACKENDS = {"loop": sample_loop, "hf": sample_hf, "static": sample_static}
 
 
+def sample_batch(model, batch: Batch, *, backend: str = "loop", copies: int = 1, cuda_graph: bool = True,
+                 **kwargs) -> torch.Tensor:
+    """One padded batch through the chosen backend (`model.generation_backend`): responses (N·copies, R), the
+    copies of a prompt adjacent, padding after EOS — what the training loops' rollouts call; `kwargs` as for
+    `sample_loop`. hf has no shared prefill: it samples the repeated prompts."""
+    fn = BACKENDS[backend]
+    if fn is sample_hf:
+        if copies > 1:
+            rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device).repeat_interleave(copies)
+            batch = Batch(batch.input_ids[rows], batch.attention_mask[rows])
+        return sample_hf(model, batch, **kwargs)
+    return fn(model, batch, copies=copies, cuda_graph=cuda_graph, **kwargs)
+
+
 def generate(
     model,
     prompts: Sequence[Sequence[int]],

@@ -29,6 +29,7 @@ from rlhf_lab.steps.policy.loop import (
     EvalPoints,
     annealed_lr,
     checkpoint,
+    eval_points,
     policy_reference_reward,
     report_final,
     resume,
@@ -142,11 +143,12 @@ def run_dpo(ctx: Context) -> dict:
     start = resume(ctx, model=policy, optimizer=optimizer)
     policy_wrapped, optimizer = acc.prepare(policy, optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
+    points = eval_points(cfg.eval_every, total)
 
     def held_accuracy(step: int) -> float:
         accuracy = implicit_reward_accuracy(policy, held, ref_c[n:].cpu(), ref_r[n:].cpu(), pad_token_id=pad,
                                             device=ctx.device, batch_size=micro)
-        run.log({"step": step, "phase": "policy", "dpo/eval/accuracy": accuracy})
+        run.log({"step": step, "phase": "policy", "eval/implicit_reward_accuracy": accuracy})
         return accuracy
 
     if start == 0:
@@ -181,9 +183,9 @@ def run_dpo(ctx: Context) -> dict:
             # 4. logging, evaluation points, checkpoints
             run.log({"step": step, "phase": "policy", **{f"dpo/{k}": v for k, v in stats.items()},
                      "dpo/epoch": epoch, "dpo/lr": optimizer.param_groups[0]["lr"], "dpo/elapsed_s": time.time() - t0})
-            if step % cfg.eval_every == 0 or step == total:
+            if step in points:
                 last_eval = evaluate(step)
-                last_eval["dpo/eval/accuracy"] = held_accuracy(step)
+                last_eval["eval/implicit_reward_accuracy"] = held_accuracy(step)
                 policy.train()
             if step % cfg.checkpoint_every == 0 and step < total:
                 checkpoint(ctx, update=step, model=policy, optimizer=optimizer)

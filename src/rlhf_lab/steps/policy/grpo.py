@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from rlhf_lab.steps.common import Context
 from rlhf_lab.steps.losses import grpo_advantages, grpo_policy_loss
-from rlhf_lab.steps.policy.critic_free import CriticFree, run_critic_free
+from rlhf_lab.steps.policy.critic_free import CriticFree
+from rlhf_lab.steps.policy.online import run_online
 
 GRPO = CriticFree(name="grpo", kl_in_reward=False, advantages=grpo_advantages, loss=grpo_policy_loss)
 
 
 def run_grpo(ctx: Context) -> dict:
-    return run_critic_free(ctx, GRPO)
+    return run_online(ctx, GRPO)

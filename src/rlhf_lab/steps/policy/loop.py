@@ -11,21 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from rlhf_lab.models.generation import Batch, left_pad, sample_loop
 from rlhf_lab.models.heads import ScalarHeadModel
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.models.tokenizer import decode_response
 from rlhf_lab.runfolder import atomic_dir, write_json
-from rlhf_lab.steps.common import Context, join_query_response
+from rlhf_lab.steps.common import Context
 from rlhf_lab.steps.evaluate import evaluate_policy
-from rlhf_lab.steps.losses import token_logprobs
 from rlhf_lab.steps.policy.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
-from rlhf_lab.steps.policy.prefix import distinct_prompts, grouped_response_logits
 from rlhf_lab.ui import info
 from rlhf_lab.world import hash_seed
 
@@ -129,6 +125,12 @@ def global_means(acc, values: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(s / max(float(c), 1.0)) for k, (s, c) in zip(keys, sums, strict=True)}
 
 
+def eval_points(every: int, total: int) -> set[int]:
+    """The updates after which the policy is evaluated (update 0, before any, always is): every `every`-th and
+    the last."""
+    return {u for u in range(1, total + 1) if u % every == 0} | {total}
+
+
 def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> tuple[slice, int, int]:
     """Columns of rows `idx` that are not padding in every row: (sequence slice, prompt length, response length).
 
@@ -149,55 +151,6 @@ def score_completions(rm, ids: torch.Tensor, mask: torch.Tensor, responses: torc
     scores = (rm.score_grouped(*grouped) if grouped is not None else rm.score(ids, mask)).float()  # (B,)
     contain_eos = (responses == eos_token_id).any(1)
     return torch.where(contain_eos, scores, scores - missing_eos_penalty), contain_eos
-
-
-@dataclass
-class Samples:
-    """Completions and what is known about them before optimisation. query (B, P); the rest (B, R) or (B,)."""
-
-    query: Batch
-    responses: torch.Tensor
-    mask: torch.Tensor  # 1 on response tokens up to and including EOS
-    scores: torch.Tensor  # (B,) after the missing-EOS penalty
-    contain_eos: torch.Tensor  # (B,)
-    ref_logprobs: torch.Tensor  # log π_ref(y_t), under logits / T
-    logprobs: torch.Tensor | None  # log π_old(y_t); None when the batch is optimised once (then π_old = π)
-
-
-@torch.no_grad()
-def sample_and_score(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
-                     generator: torch.Generator, with_logprobs: bool, k: int = 1) -> Samples:
-    """Sample one completion per entry of `prompt_ids` (k adjacent copies of each prompt), then logprobs under
-    π_ref (and π) and scores. The copies of a prompt share its forward (prefix.py)."""
-    cfg, gen_cfg, tok = ctx.cfg.policy, ctx.cfg.generation, ctx.tokenizer
-    pad, eos = tok.pad_token_id, tok.eos_token_id
-    distinct = left_pad(prompt_ids[::k], pad, ctx.device)  # (N, P)
-    each = torch.arange(len(prompt_ids), device=ctx.device) // k  # (B,): the prompt of each completion
-    query = Batch(distinct.input_ids[each], distinct.attention_mask[each])  # (B, P)
-    was_training = policy.training
-    policy.eval()
-    with ctx.accelerator.autocast():
-        responses = sample_loop(policy, distinct, max_new_tokens=gen_cfg.max_new_tokens,
-                                temperature=gen_cfg.temperature, eos_token_id=eos, pad_token_id=pad,
-                                generator=generator, copies=k,
-                                cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
-        ids, mask, _, rmask = join_query_response(query, responses, pad)
-        rows, prompt_of, cols = distinct_prompts(torch.arange(len(prompt_ids), device=ctx.device), k,
-                                                 query.attention_mask)
-
-        def logprobs_under(model):
-            logits = grouped_response_logits(model, query.input_ids[rows, cols], query.attention_mask[rows, cols],
-                                             prompt_of, responses, rmask)  # (B, R, V)
-            return token_logprobs(logits, responses, temperature=gen_cfg.temperature, pad_token_id=pad)  # (B, R)
-
-        ref_logprobs = logprobs_under(ref)
-        logprobs = logprobs_under(policy) if with_logprobs else None
-        grouped = (query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of, responses, rmask)
-        scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
-                                                missing_eos_penalty=cfg.missing_eos_penalty,
-                                                grouped=grouped if k > 1 else None)
-    policy.train(was_training)
-    return Samples(query, responses, rmask, scores.float(), contain_eos, ref_logprobs, logprobs)
 
 
 class EvalPoints:
