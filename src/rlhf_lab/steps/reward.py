@@ -191,8 +191,8 @@ def run_reward(ctx: Context) -> dict:
         from rlhf_lab.steps.reward_sets import train_reward_set
 
         rm, correct, member_stats = train_reward_set(ctx, train_rows, held_rows, train, held)
-    for m in rm.members:
-        gain, bias = fit_normalisation(ctx, m)
+    norms = [fit_normalisation(ctx, m) for m in rm.members]  # (gain, bias) of each member
+    for m, (gain, bias) in zip(rm.members, norms, strict=True):
         m.gain.fill_(gain)
         m.bias.fill_(bias)
     if len(rm.members) > 1:  # the set's accuracy is that of the aggregate, after normalisation
@@ -209,7 +209,12 @@ def run_reward(ctx: Context) -> dict:
         eval_rows.append({"pair_id": r.get("pair_id"), "annotator_group": r.get("annotator_group"),
                           "family": r.get("family"), "correct": float(ok)})
     stats = {"reward/accuracy": float(correct.mean()), "reward/n_train": len(train), "reward/n_eval": len(held),
-             "reward/gain": gain, "reward/bias": bias, "reward/models": cfg.models, **member_stats}
+             "reward/models": cfg.models, **member_stats}
+    if len(norms) == 1:
+        stats.update({"reward/gain": norms[0][0], "reward/bias": norms[0][1]})
+    else:  # a set's normalisation is each member's own, not one number
+        stats.update({f"reward/{key}/member/{k}": v for k, (g, b) in enumerate(norms)
+                      for key, v in (("gain", g), ("bias", b))})
     stats.update({f"reward/accuracy/group/{g}": float(np.mean(v)) for g, v in by_group.items()})
     stats.update({f"reward/accuracy/family/{f}": float(np.mean(v)) for f, v in by_family.items()})
     ctx.run.log({"phase": "reward", **stats})
