@@ -211,7 +211,7 @@ class RunFolder:
         """The command that brings every result of the run up to date."""
         missing = [s for s in STEPS if not self.is_done(s)]
         if missing:
-            return f"`rlhf-lab run --resume {self.root}` reruns {', '.join(missing)} and the audit"
+            return f"`rlhf-lab run --resume {self.root}` runs {', '.join(missing)} and the audit"
         return f"`rlhf-lab audit {self.root}` remakes it"
 
     def require_policy(self, *, checkpoint: int | None = None) -> None:

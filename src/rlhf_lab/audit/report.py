@@ -64,8 +64,10 @@ def load_audit(run: RunFolder, *, audit_if_missing: bool = True) -> dict | None:
     if not audit_if_missing:
         return None
     if not has_policy:
-        raise FileNotFoundError(f"{run.root}: nothing to report: no audit.json and no trained policy; "
-                                f"{run.refresh_command()}")
+        if not run.state()["done"]:  # a report of the choices and curves needs at least one finished step
+            raise FileNotFoundError(f"{run.root}: nothing to report: no step has finished; "
+                                    f"{run.refresh_command()}")
+        return None
     from rlhf_lab.audit.core import run_audit
 
     return run_audit(run.root)
