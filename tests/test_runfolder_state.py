@@ -120,9 +120,15 @@ def test_rerunning_a_step_makes_later_results_stale(run_copy, micro_run):
     from rlhf_lab.ui import set_quiet
 
     set_quiet(True)
-    before = RunFolder(run_copy).state()["done"]
-    assert (run_copy / "policy_ckpt").exists()
+    folder = RunFolder(run_copy)
+    before = folder.state()["done"]
+    old_reward = folder.phase_metrics("reward")
+    assert (run_copy / "policy_ckpt").exists() and old_reward and folder.phase_metrics("policy")
     step("reward", run_copy)
+    # the report's curves and the audit read metrics.jsonl: no record of the old reward model, policy or audit
+    new_reward = folder.phase_metrics("reward")
+    assert len(new_reward) == len(old_reward)  # replaced, not doubled
+    assert not any(folder.phase_metrics(p) for p in ("policy", "evaluate", "audit"))
     done = RunFolder(run_copy).state()["done"]
     assert list(done) == ["sft", "sample", "label", "reward"]
     assert done["reward"]["version"] > before["evaluate"]["version"]
@@ -142,6 +148,7 @@ def test_annotation_export_into_the_run_counts_as_new_labels(run_copy, micro_run
     assert list(done) == ["sft", "sample", "label"]
     assert done["label"]["version"] > before["evaluate"]["version"]
     assert done["label"]["preferences_from"] == "annotation export"
+    assert not any(RunFolder(run_copy).phase_metrics(p) for p in ("reward", "policy", "evaluate", "audit"))
     _assert_audit_refused(run_copy, micro_run)
 
 

@@ -85,9 +85,11 @@ def _run_one(name: str, ctx: Context, *, config_yaml: str | None = None) -> dict
         ctx.run.commit_step("sft", config_yaml=config_yaml, skipped=True, seconds=0.0)
         return {"skipped": True}
     ctx.run.root.mkdir(parents=True, exist_ok=True)
+    previous = ctx.run.phase_metrics(name) if ctx.run.is_done(name) else []  # replaced if this rerun succeeds
     result = _step_fn(name)(ctx) or {}
     ctx.accelerator.wait_for_everyone()  # every process sees the step's files before the next one reads them
-    ctx.run.commit_step(name, config_yaml=config_yaml, seconds=round(time.time() - t0, 2))
+    ctx.run.commit_step(name, config_yaml=config_yaml, replaced_metrics=previous,
+                        seconds=round(time.time() - t0, 2))
     return result
 
 

@@ -141,10 +141,13 @@ class RunFolder:
         """The version of each finished step (0 for a step finished before versions were recorded)."""
         return {name: rec.get("version", 0) for name, rec in self.state()["done"].items()}
 
-    def commit_step(self, step: str, *, config_yaml: str | None = None, **info: Any) -> None:
+    def commit_step(self, step: str, *, config_yaml: str | None = None, replaced_metrics: list[dict] | None = None,
+                    **info: Any) -> None:
         """Record that `step` succeeded — the only moment the run's bookkeeping changes: save the config
         it ran under (when given), mark it done with a new version and the versions of the steps it read,
-        and forget every later step (made from the old outputs) with its resume points."""
+        and forget every later step (made from the old outputs) with its resume points and its records in
+        metrics.jsonl (the audit's too), as well as `replaced_metrics` (this step's records from its
+        previous run, when it was rerun)."""
         if not _is_main():
             return
         if config_yaml is not None:
@@ -159,6 +162,29 @@ class RunFolder:
         st["last_version"] = version
         write_json(self.state_path, st)
         self._drop_resume_points(later)
+        self._drop_metrics(phases={*later, *(("audit",) if step in OUTPUT_INPUTS["audit.json"] else ())},
+                           records=replaced_metrics or [])
+
+    def _drop_metrics(self, *, phases: set[str], records: list[dict]) -> None:
+        # The report and the audit's curves read metrics.jsonl by phase: records of a forgotten or replaced
+        # run would be drawn beside the new ones as if they were one run.
+        rows = self.metrics()
+        stale = [json.dumps(r, sort_keys=True) for r in records]  # compared as text: NaN equals NaN there
+        keep = []
+        for r in rows:
+            text = json.dumps(r, sort_keys=True)
+            if r.get("phase") in phases:
+                continue
+            if text in stale:
+                stale.remove(text)
+                continue
+            keep.append(r)
+        if len(keep) != len(rows):
+            write_jsonl(self.metrics_path, keep)
+
+    def phase_metrics(self, phase: str) -> list[dict]:
+        """The records of one phase in metrics.jsonl."""
+        return [r for r in self.metrics() if r.get("phase") == phase]
 
     def clear_from(self, step: str) -> None:
         """Forget that `step` and every step after it are done, so resume runs them again (their resume
