@@ -32,7 +32,7 @@ def config(spec: dict, algo: str):
         "algorithm": {"ppo_shared": "ppo", "rm": "ppo"}.get(algo, algo), "updates": spec["updates"],
         "batch_size": spec["batch"], "lr": LR,
         "kl_coef": KL_COEF.get(algo.split("_")[0], 0.05),
-        "eval_every": 10**6, "checkpoint_every": 10**6, "sample_table_every": 10**6,
+        "checkpoint_every": 10**6, "sample_table_every": 10**6,
     }
     if algo in ("ppo", "ppo_shared"):
         mb = spec["batch"] // spec["minibatches"]
@@ -47,7 +47,7 @@ def config(spec: dict, algo: str):
         "generation": {"max_new_tokens": spec["new_tokens"]},
         "policy": policy,
         "reward": {"batch_size": spec["rm_batch"], "epochs": 1, "eval_share": 0.05},
-        "eval": {"n_prompts": 8, "batch_size": 8},
+        "eval": {"n_prompts": 8, "batch_size": 8, "schedule": "every", "every": 10**6},
     })
 
 

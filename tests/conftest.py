@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # A pipeline small enough to run end to end in seconds.
 MICRO = [
     "sft.n_demos=1000", "sft.epochs=2", "sample.n_prompts=60", "sample.k=2", "reward.epochs=1",
-    "reward.n_norm_samples=32", "policy.updates=3", "policy.batch_size=16", "policy.eval_every=2",
+    "reward.n_norm_samples=32", "policy.updates=3", "policy.batch_size=16", "eval.schedule=every", "eval.every=2",
     "policy.checkpoint_every=2", "policy.sample_table_every=2", "generation.max_new_tokens=24", "eval.n_prompts=32",
 ]
 

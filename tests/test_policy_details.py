@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_lab.config import build_config
+from rlhf_lab.config import ConfigError, build_config
 from rlhf_lab.models.generation import Batch, left_pad, sample_loop
 from rlhf_lab.models.heads import PolicyAndValue, ScalarHeadModel
 from rlhf_lab.models.lm import build_world_lm
@@ -21,6 +21,7 @@ from rlhf_lab.steps.losses import gae, masked_whiten, ppo_value_loss, token_logp
 from rlhf_lab.steps.policy.kl import AdaptiveKLController, FixedKLController, make_kl_controller
 from rlhf_lab.steps.policy.loop import (
     annealed_lr,
+    eval_points,
     global_masked_moments,
     global_means,
     minibatch_slices,
@@ -436,3 +437,16 @@ def test_statistics_and_adaptive_beta_agree_over_two_processes(tmp_path):
     assert abs(r0["beta"] - whole.value) < 1e-9
     adv = torch.tensor([1000.0, 1000.5, 999.0, 1001.0, 998.0, 1000.25], dtype=torch.float64)
     assert abs(r0["mean"] - float(adv.mean())) < 1e-3 and abs(r0["var"] / float(adv.var()) - 1) < 1e-3
+
+
+def test_evaluation_schedule_is_dense_from_the_start():
+    """eval.schedule=log (the default): updates 1, 2, 4, 8, … and the last, so the start of the reward–KL curve
+    is seen; every: each N-th and the last."""
+    assert sorted(eval_points(build_config().eval, 80)) == [1, 2, 4, 8, 16, 32, 64, 80]
+    assert sorted(eval_points(build_config().eval, 1)) == [1]
+    assert sorted(eval_points(build_config(overrides=["eval.growth=4"]).eval, 100)) == [1, 4, 16, 64, 100]
+    assert sorted(eval_points(build_config(overrides=["eval.growth=1.5"]).eval, 10)) == [1, 2, 3, 5, 8, 10]
+    every = build_config(overrides=["eval.schedule=every", "eval.every=10"]).eval
+    assert sorted(eval_points(every, 25)) == [10, 20, 25]
+    with pytest.raises(ConfigError, match=r"eval\.growth"):
+        build_config(overrides=["eval.growth=1"])

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import MICRO
 
-SETTINGS = [*MICRO, "policy.updates=8", "policy.checkpoint_every=2", "policy.eval_every=4"]
+SETTINGS = [*MICRO, "policy.updates=8", "policy.checkpoint_every=2", "eval.every=4"]
 
 
 def _args(*extra):

