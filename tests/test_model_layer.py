@@ -63,6 +63,27 @@ def test_a_best_of_n_audit_reports_a_change_and_its_kl_as_bound_and_estimate(bon
         assert row["kl"] <= row["kl_bound"] + 1e-9 and row["d"] == pytest.approx(math.sqrt(row["kl"]))
 
 
+def test_the_best_of_n_step_and_the_audit_agree_on_the_policy(micro_run, tmp_path):
+    """What the best-of-n step writes, every reader loads as best-of-n over the run's SFT policy and reward model."""
+    from rlhf_lab.config import build_config, read_yaml
+    from rlhf_lab.models.best_of_n import BestOfN
+    from rlhf_lab.pipeline import step
+
+    run = tmp_path / "bon_step"
+    shutil.copytree(micro_run, run)
+    data = read_yaml(run / "config.yaml")
+    data["policy"] = {"algorithm": "best_of_n", "n": N_BEST}
+    step("policy", run, cfg=build_config(data))
+    step("evaluate", run)
+    ctx = AuditContext(run, sizes=AuditSizes.small())
+    policy = ctx.models["policy"]
+    assert isinstance(policy, BestOfN) and policy.n == N_BEST and policy.sampler is ctx.models["sft"]
+    sft, pol = ctx.probe_samples("sft"), ctx.probe_samples("policy")
+    proxy = {name: np.mean([s.proxy for ss in samples.values() for s in ss]) for name, samples in
+             (("sft", sft), ("policy", pol))}
+    assert proxy["policy"] > proxy["sft"]
+
+
 # -- best-of-n's KL -----------------------------------------------------------------------------------------
 
 
