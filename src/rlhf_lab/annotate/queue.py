@@ -93,9 +93,14 @@ _POSITION = select(func.count()).select_from(A).where(A.c.annotator_id == bindpa
 _UNSEEN = ~exists().where(A.c.item_id == I.c.id, A.c.annotator_id == bindparam("aid"))
 _GOLD = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN)
          .order_by(I.c.id).limit(WINDOW))
-_LAST_PROMPT = (select(I.c.prompt).join(A, A.c.item_id == I.c.id).where(A.c.annotator_id == bindparam("aid"))
-                .order_by(A.c.id.desc()).limit(1))
-_PROMPTS = select(I.c.id, I.c.prompt).where(I.c.id.in_(bindparam("ids", expanding=True)))
+_I2 = I.alias("previous")
+_PREVIOUS_PROMPT = (select(_I2.c.prompt).join(A, A.c.item_id == _I2.c.id).where(A.c.annotator_id == bindparam("aid"))
+                    .order_by(A.c.id.desc()).limit(1).scalar_subquery())
+_SAME_PROMPT = select(I.c.prompt == _PREVIOUS_PROMPT).where(I.c.id == bindparam("iid"))
+# pairs of an id range whose prompt is not the one of the annotator's previous pair (all, if none)
+_OTHER_PROMPT = select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.id >= bindparam("lo"),
+                                     I.c.id <= bindparam("hi"),
+                                     func.coalesce(I.c.prompt != _PREVIOUS_PROMPT, True))
 # Open pairs are found a chunk at a time in id order (an index range scan), then checked with one grouped
 # lookup; a single query with a correlated count per pair leaves the planner free to count every pair first.
 _CANDIDATES = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
@@ -115,11 +120,17 @@ _LABEL_BY_CLIENT_ID = select(L).where(L.c.client_id == bindparam("cid"))
 _NEW_LABEL = insert(L).returning(L.c.id)
 _STATUS_COUNTS = (select(A.c.status, func.count()).where(A.c.annotator_id == bindparam("aid"))
                   .group_by(A.c.status))
-_ACTIVE = (select(func.count()).select_from(A).where(A.c.item_id == I.c.id, _HOLDS_SLOT)
-           .correlate(I).scalar_subquery())
-_OPEN_COUNT = (select(func.count()).select_from(I)
-               .where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False), I.c.id >= bindparam("start"),
-                      _UNSEEN, bindparam("overlap") > _ACTIVE))
+# Open pairs this annotator has never been assigned = regular pairs − full ones − open ones they hold. Counted
+# from the assignments (few, early on; and the frontier skips the full prefix), not pair by pair.
+_REGULAR = select(func.count()).select_from(I).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
+                                                     I.c.id >= bindparam("start"))
+_PER_ITEM = (select(func.sum(case((_HOLDS_SLOT, 1), else_=0)).label("active"),
+                    func.sum(case((_MINE, 1), else_=0)).label("mine"))
+             .join(I, I.c.id == A.c.item_id)
+             .where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False), A.c.item_id >= bindparam("start"))
+             .group_by(A.c.item_id).subquery())
+_CLOSED = select(func.sum(case((_PER_ITEM.c.active >= bindparam("overlap"), 1), else_=0)),
+                 func.sum(case((and_(_PER_ITEM.c.active < bindparam("overlap"), _PER_ITEM.c.mine > 0), 1), else_=0)))
 _GOLD_UNSEEN = (select(func.count()).select_from(I)
                 .where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(True), _UNSEEN))
 
@@ -138,16 +149,17 @@ def order_key(annotator_id: int, item_id: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{annotator_id}/{item_id}".encode(), digest_size=8).digest(), "big")
 
 
-def _pick(conn, *, annotator_id: int, ids: list[int]) -> int:
+def _pick(conn, *, annotator_id: int, project_id: int, ids: list[int]) -> int:
     """The first of `ids` in the annotator's order whose prompt differs from their previous pair's (the
     first in that order when all share it). The order shuffles pairs within blocks of WINDOW ids and keeps
     the blocks in id order: no pair waits long behind newer ones, so pairs still complete near the frontier."""
     ranked = sorted(ids, key=lambda i: (i // WINDOW, order_key(annotator_id, i)))
-    if len(ranked) == 1:
+    args = {"aid": annotator_id, "iid": ranked[0]}
+    if len(ranked) == 1 or not conn.execute(_SAME_PROMPT, args).scalar():  # the usual case: one point lookup
         return ranked[0]
-    last = conn.execute(_LAST_PROMPT, {"aid": annotator_id}).scalar()
-    prompts = dict(conn.execute(_PROMPTS, {"ids": ranked}).all())
-    return next((i for i in ranked if prompts[i] != last), ranked[0])
+    other = set(conn.execute(_OTHER_PROMPT, {"pid": project_id, "aid": annotator_id, "lo": min(ids),
+                                             "hi": max(ids)}).scalars())
+    return next((i for i in ranked if i in other), ranked[0])
 
 
 def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id: int,
@@ -229,7 +241,7 @@ def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: Fr
         hints.set(project_id, 2**31 - 1 if first_open is None else first_open)  # 2**31 - 1: all full
         if not unseen:
             return None
-        item_id = _pick(conn, annotator_id=annotator_id, ids=unseen)
+        item_id = _pick(conn, annotator_id=annotator_id, project_id=project_id, ids=unseen)
     # 4. the screen order, from another bit of the annotator's hash
     left_is_a = order_key(annotator_id, -item_id) % 2 == 0
     asg_id = conn.execute(_NEW_ASSIGNMENT, {"item_id": item_id, "annotator_id": annotator_id, "left_is_a": left_is_a,
@@ -312,6 +324,8 @@ def future_queue(*, regular: int, gold: int, position: int, rate: float, phase: 
     """How many more assignments the queue will hand out from `position` on, with `regular` open pairs
     and `gold` unseen gold checks: gold on its turns while any is left, and the queue ends with the
     regular pairs (as `next_assignment` does)."""
+    if gold == 0 or rate <= 0:
+        return regular
     total = 0
     while regular > 0:
         if gold > 0 and rate > 0 and gold_turn(position, rate, phase):
@@ -332,9 +346,10 @@ def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierH
     out = {"done": counts.get("done", 0), "skipped": counts.get("skipped", 0)}
     if remaining:
         project = _project(s, project_id)
-        args = {"pid": project_id, "aid": annotator_id}
-        regular = conn.execute(_OPEN_COUNT, {**args, "start": hints.get(project_id), "overlap": project.overlap,
-                                             "cutoff": utcnow() - LEASE}).scalar_one()
+        args = {"pid": project_id, "aid": annotator_id, "start": hints.get(project_id), "overlap": project.overlap,
+                "cutoff": utcnow() - LEASE}
+        full, held = conn.execute(_CLOSED, args).one()
+        regular = conn.execute(_REGULAR, args).scalar_one() - (full or 0) - (held or 0)
         gold = conn.execute(_GOLD_UNSEEN, args).scalar_one() if project.gold_rate > 0 else 0
         future = future_queue(regular=regular, gold=gold, position=sum(counts.values()), rate=project.gold_rate,
                               phase=_phase(annotator_id))
