@@ -82,6 +82,14 @@ def test_the_best_of_n_step_and_the_audit_agree_on_the_policy(micro_run, tmp_pat
     proxy = {name: np.mean([s.proxy for ss in samples.values() for s in ss]) for name, samples in
              (("sft", sft), ("policy", pol))}
     assert proxy["policy"] > proxy["sft"]
+    # its evaluation points (n = 1, 2, 4) sit on the estimated KL axis, the bound kept beside it
+    from rlhf_lab.audit import overoptimisation
+
+    curve = overoptimisation.measure(ctx)["rl"]["curve"]
+    assert [c["step"] for c in curve] == [1, 2, 4]
+    for c in curve:
+        assert c["kl_bound"] == pytest.approx(math.log(c["step"]) - (c["step"] - 1) / c["step"])
+        assert 0 <= c["kl"] <= c["kl_bound"] + 1e-9 and c["d"] == pytest.approx(math.sqrt(c["kl"]))
 
 
 # -- best-of-n's KL -----------------------------------------------------------------------------------------

@@ -205,6 +205,14 @@ def measure(ctx: AuditContext) -> dict:
         metrics["gold"] = stats.compare([a["gold"] for a, _ in pairs], [b["gold"] for _, b in pairs], kind="mean",
                                         label="gold utility (true benefit)", better="higher", seed=4)
     curve = training_curve(ctx.run.metrics())
+    if ctx.best_of_n is not None and ctx.rm is not None:
+        # a best-of-n run logs its evaluation points at step = n with the bound as KL: put them on the axis of
+        # the estimate, the bound kept beside it
+        groups = ctx.multi_samples("sft")
+        for c in curve:
+            c["kl_bound"] = c["kl"]
+            c["kl"] = float(bon_kl_estimates(groups, [max(c["step"], 1)]).mean()) if groups else c["kl"]
+            c["d"] = math.sqrt(max(c["kl"], 0.0))
     if not ctx.has_world:  # a real model's "gold" in the logs is the world's parser misreading it
         for c in curve:
             c["gold"] = None
