@@ -92,6 +92,33 @@ def test_the_best_of_n_step_and_the_audit_agree_on_the_policy(micro_run, tmp_pat
         assert 0 <= c["kl"] <= c["kl_bound"] + 1e-9 and c["d"] == pytest.approx(math.sqrt(c["kl"]))
 
 
+def test_a_lora_policy_loads_as_the_network_that_was_trained(micro_run, tmp_path):
+    """RunModels: a LoRA policy trains on the SFT weights with π_ref = adapters off, saves as adapters, and loads
+    back (merged on its base) as the same function."""
+    from rlhf_lab.config import build_config, read_yaml
+    from rlhf_lab.models.lm import save_lm
+    from rlhf_lab.models.run_models import RunModels, policy_kind
+
+    data = read_yaml(micro_run / "config.yaml")
+    data.setdefault("model", {})["lora"] = True
+    models = RunModels(build_config(data), micro_run)
+    tok = models.saved_tokenizer()
+    policy, ref = models.trainable_policy(tok, torch.device("cpu"))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)  # fresh adapters are a no-op (B = 0): make them change the function
+    save_lm(policy, tok, tmp_path / "policy")
+    assert policy_kind(tmp_path / "policy") == "lora_adapters"
+    loaded = models.policy(tmp_path / "policy", sampler=None, reward=None)
+    ids = torch.tensor([tok("the capital of", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        trained, merged = policy(input_ids=ids).logits, loaded(input_ids=ids).logits
+        reference, sft = ref(input_ids=ids).logits, models.sft_lm(tok)(input_ids=ids).logits
+    assert torch.allclose(trained, merged, atol=1e-4) and not torch.allclose(trained, sft, atol=1e-3)
+    assert torch.allclose(reference, sft, atol=1e-5)
+
+
 # -- best-of-n's KL -----------------------------------------------------------------------------------------
 
 

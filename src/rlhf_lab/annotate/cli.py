@@ -98,7 +98,7 @@ def export(run: RunOpt = None, db: DbOpt = None,
         if p is None:
             typer.echo(f"error: no project named {project!r}", err=True)
             raise typer.Exit(2)
-        rows = store.label_rows(p.id)
+        rows = store.label_rows(p.id, export=True)
         pairs = run_pairs(run)
         # into a run folder, new preferences make its reward model and everything after it stale
         paths = RunFolder(folder).replace_preferences(lambda d: export_project(rows, d, pairs=pairs, fmt=fmt))

@@ -34,6 +34,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
@@ -63,6 +64,8 @@ class Project(Base):
     feedback_mode: Mapped[str] = mapped_column(String(16), default="foresight")
     source: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # the last export of its labels: an annotator can no longer change a label stored before it
+    exported_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Item(Base):
@@ -389,9 +392,13 @@ class AnnotationStore:
                  .where(Item.project_id == project_id).group_by(Label.item_id))
             return {item_id: n for item_id, n in s.execute(q)}
 
-    def label_rows(self, project_id: int) -> list[dict]:
-        """Every label of a project joined with its item and annotator, as plain dicts."""
+    def label_rows(self, project_id: int, *, export: bool = False) -> list[dict]:
+        """Every label of a project joined with its item and annotator, as plain dicts. `export`: the rows are
+        being exported; the project records when, in the same transaction, so that no label they hold can
+        be changed afterwards by its annotator (undo) and leave the export behind."""
         with self.session() as s:
+            if export:
+                s.execute(update(Project).where(Project.id == project_id).values(exported_at=utcnow()))
             q = (select(Label, Item, Annotator).join(Item, Item.id == Label.item_id)
                  .join(Annotator, Annotator.id == Label.annotator_id)
                  .where(Item.project_id == project_id).order_by(Label.id))

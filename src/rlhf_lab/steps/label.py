@@ -134,7 +134,7 @@ def _import(ctx: Context) -> dict:
 
 
 def _export(ctx: Context, store: AnnotationStore, pid: int, pairs: list[dict]) -> dict:
-    labels = store.label_rows(pid)
+    labels = store.label_rows(pid, export=True)
     by_id = {p["pair_id"]: p for p in pairs}
     rows, ties = preference_rows(labels, pairs=by_id)
     majority = majority_rows(labels, pairs=by_id)

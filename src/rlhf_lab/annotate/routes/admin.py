@@ -180,7 +180,7 @@ async def disable(ctx: CtxDep, _: AdminDep, pid: StoreId, aid: StoreId,
 
 
 def _export_zip(ctx, pid: int) -> bytes:
-    labels = ctx.store.label_rows(pid)
+    labels = ctx.store.label_rows(pid, export=True)
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in export_project(labels, tmp):
@@ -205,7 +205,7 @@ async def export_to_run(ctx: CtxDep, _: AdminDep, pid: StoreId) -> Response:
     await _project_or_404(ctx, pid)
     # through the run folder, which then counts the reward model and everything after it as stale
     await run_in_threadpool(lambda: RunFolder(ctx.run_dir).replace_preferences(
-        lambda d: export_project(ctx.store.label_rows(pid), d, pairs=run_pairs(ctx.run_dir))))
+        lambda d: export_project(ctx.store.label_rows(pid, export=True), d, pairs=run_pairs(ctx.run_dir))))
     return RedirectResponse(f"/admin/projects/{pid}?exported=1", status_code=303)
 
 
