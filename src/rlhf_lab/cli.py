@@ -79,13 +79,28 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<timestamp>).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run in this folder.",
                                                 file_okay=False)] = None,
+    seeds: Annotated[str | None, typer.Option(
+        "--seeds", metavar="SEEDS", help="Run once per seed (e.g. 0-4 or 0,2,7), each in OUT/seed-N as its own "
+        "process, then compare them: every tension as a mean over the seeds, and on how many it held. Rerun "
+        "the same command to resume.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the whole pipeline: SFT → sample → label → reward model → policy → evaluation → report."""
     _quiet(quiet)
-    if resume is not None and (config is not None or set_):
-        _fail("--resume continues with the run's saved config; do not pass --config/--set with it", 2)
+    if resume is not None and (config is not None or set_ or seeds):
+        _fail("--resume continues with the run's saved config; do not pass --config/--set/--seeds with it", 2)
     cfg = None if resume else _config(config, set_)
+    if seeds is not None:
+        from rlhf_lab.sweep import run_seeds
+
+        try:
+            folders = _guard(run_seeds, cfg, seeds, out, echo=typer.echo)
+        except typer.Exit:  # a RuntimeError too: _guard's one-line error, already said
+            raise
+        except RuntimeError as e:  # runs that failed, named with their logs
+            _fail(str(e))
+        _guard(_compare, folders, folders[0].parent / "compare.html")
+        return
     from rlhf_lab import pipeline
     from rlhf_lab.steps.label import NeedsHumanLabels
 

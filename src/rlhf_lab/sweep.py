@@ -14,6 +14,9 @@ A sweep file:
 
 Each run is a separate `rlhf-lab run` process, so a sweep spreads over machines with a plain job array:
 `rlhf-lab sweep FILE --only $SLURM_ARRAY_TASK_ID` on each node, then `rlhf-lab compare OUT/*/`.
+
+`rlhf-lab run --seeds 0-4` is the sweep of one config over seeds (`run_seeds`): OUT/seed-0 … OUT/seed-4,
+then a comparison that states each tension as a mean over the seeds (audit/seeds.py).
 """
 
 from __future__ import annotations
@@ -96,14 +99,44 @@ def _command(folder: Path, base: dict, run: SweepRun) -> list[str]:
     return [*exe, "run", "--quiet", "--config", str(folder / "sweep_config.yaml"), "--out", str(folder)]
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' → [0, 1, 2, 3, 4]; '0,2,7' → [0, 2, 7]; '3' → [3]. Raises ConfigError naming what is wrong."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
+            raise ConfigError(f"--seeds {text!r}: expected seeds like 0-4 or 0,2,7 (non-negative, ranges low-high)")
+        seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: a seed repeats")
+    return seeds
+
+
+def run_seeds(cfg, seeds: str | list[int], out: str | Path | None = None, *, jobs: int = 1,
+              echo=print) -> list[Path]:
+    """Run config `cfg` once per seed, one folder each (OUT/seed-N, resumable), as a sweep; returns the folders."""
+    seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
+    base = yaml.safe_load(cfg.to_yaml())
+    runs = [SweepRun(name=f"seed-{s}", overrides={"seed": s}) for s in seeds]
+    root = Path(out) if out else Path("runs") / time.strftime("seeds-%Y%m%d-%H%M%S")
+    return run_runs(f"seeds {','.join(map(str, seeds))}", base, runs, root, source="--seeds", jobs=jobs,
+                    echo=echo)
+
+
 def run_sweep(path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: int | None = None,
               echo=print) -> list[Path]:
     """Run (or resume) every run of the sweep, at most `jobs` at a time; returns the run folders."""
     name, base, runs = load_sweep(path)
     root = Path(out) if out else Path("runs") / f"sweep-{name}"
+    return run_runs(name, base, runs, root, source=str(path), jobs=jobs, only=only, echo=echo)
+
+
+def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source: str, jobs: int = 1,
+             only: int | None = None, echo=print) -> list[Path]:
+    """Run (or resume) `runs` as separate processes under `root`, at most `jobs` at a time."""
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(
-        {"name": name, "file": str(path), "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
+        {"name": name, "file": source, "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
         indent=2))
     selected = list(enumerate(runs)) if only is None else [(only, runs[only])]
     folders = [root / r.name for _, r in selected]

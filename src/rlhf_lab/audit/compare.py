@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from rlhf_lab.audit import page, prose
+from rlhf_lab.audit import page, prose, seeds
 from rlhf_lab.audit.choices import choices, flat_config
 from rlhf_lab.audit.plots import SFT_COLOUR, pyplot, to_img
 from rlhf_lab.audit.report import MODULES, load_audit
@@ -189,15 +189,19 @@ def write_comparison(run_dirs: list[str | Path], out_path: str | Path) -> Path:
     plt = pyplot()
     head = "".join(f"<th>{page.esc(n)}</th>" for n in names)
     diff = differences(cfgs)
+    groups = seeds.replicate_groups(cfgs)
     diff_rows = "".join(f"<tr><td class=mono>{page.esc(k)}</td>" + "".join(f"<td class=mono>{page.esc(v)}</td>"
                                                                           for v in vals) + "</tr>" for k, vals in diff)
     body = [f"<h1>rlhf-lab comparison — {len(runs)} runs</h1><div class=sub>"
             + " · ".join(f"{page.esc(n)}: {page.esc(r.root)}" for n, r in zip(names, runs, strict=True)) + "</div>",
-            "<nav>" + "".join(f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES)
+            "<nav>" + ('<a href="#seeds">Over seeds</a>' if groups else "")
+            + "".join(f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES)
             + '<a href="#choices">Choices</a></nav>',
             '<section id="differences"><h2>What differs between the runs</h2>'
             + (f'<div class="wide"><table><tr><th>config key</th>{head}</tr>{diff_rows}</table></div>' if diff else
                '<div class="note">The runs have the same config.</div>') + "</section>"]
+    if groups:
+        body.append(seeds.section_html(audits, names, groups, COMPARE))
     for module in MODULES:
         name = module.NAME
         keys = list(dict.fromkeys(k for a in audits for k in a["tensions"].get(name, {}).get("metrics", {})))

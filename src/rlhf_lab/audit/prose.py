@@ -49,6 +49,8 @@ def short(est: dict | None, kind: str = "mean") -> str:
     """'45 % [37, 53]' — for tables and cards."""
     if not est or est.get("value") is None:
         return "n/a"
+    if est.get("lo") is None or est.get("hi") is None:  # one replicate: a value, no interval
+        return num(est["value"], kind)
     if kind == "rate":
         return f"{100 * est['value']:.0f} % [{100 * est['lo']:.0f}, {100 * est['hi']:.0f}]"
     return f"{est['value']:.2f} [{est['lo']:.2f}, {est['hi']:.2f}]"
@@ -57,6 +59,8 @@ def short(est: dict | None, kind: str = "mean") -> str:
 def change_interval(ch: dict | None, kind: str = "mean") -> str:
     if not ch or ch.get("value") is None:
         return "n/a"
+    if ch.get("lo") is None or ch.get("hi") is None:
+        return signed(ch["value"], kind)
     if kind == "rate":
         return f"{100 * ch['value']:+.0f} points [{100 * ch['lo']:+.0f}, {100 * ch['hi']:+.0f}]"
     return f"{ch['value']:+.2f} [{ch['lo']:+.2f}, {ch['hi']:+.2f}]"

@@ -206,7 +206,8 @@ def build_page(run: RunFolder, cfg: dict, audit: dict | None) -> str:
         audit, reasons = mark_floor_effects(audit)
     title = f"rlhf-lab report — {run.root.name}"
     nav = ['<a href="#summary">Summary</a>', '<a href="#choices">Choices</a>']
-    nav += [f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES if audit]
+    present = (audit or {}).get("tensions", {})
+    nav += [f'<a href="#{m.NAME}">{page.esc(m.TITLE)}</a>' for m in MODULES if m.NAME in present]
     nav.append('<a href="#samples">Samples</a>')
     body = [f"<h1>{page.esc(title)}</h1><div class=sub>{page.esc(run.root)}</div><nav>{''.join(nav)}</nav>",
             '<section id="summary"><h2>Summary</h2>',
