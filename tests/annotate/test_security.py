@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
+from rlhf_lab.annotate.app import app_from_env
 from rlhf_lab.annotate.security import CONTENT_SECURITY_POLICY
 from rlhf_lab.annotate.store import AnnotationStore, Annotator, Label
 from rlhf_lab.annotate.writer import GroupCommitWriter
@@ -55,6 +56,20 @@ def test_disabling_takes_effect_on_the_next_request_on_any_thread(world):
     assert world.bob.get("/api/next").status_code == 401  # disabling ended the session for good
     assert world.join(world.invite(world.pid, "bob")).get("/api/next").status_code == 200  # re-invited
     assert world.alice.get("/api/next").status_code == 200  # nobody else was touched
+
+
+
+def test_with_several_workers_a_disable_in_one_holds_in_the_others(world, sqlite_url, monkeypatch):
+    """`serve --workers N` builds each worker's app with `app_from_env`; one cannot evict another's cache."""
+    monkeypatch.setenv("RLHF_LAB_ANNOTATE_DB", sqlite_url)
+    other = TestClient(app_from_env(), follow_redirects=False)  # a second worker over the same store
+    other.cookies.set("rl_session", world.bob.http.cookies.get("rl_session"))
+    assert other.get("/api/next").status_code == 200
+    aid = _annotator_id(world, "bob")
+    world.admin.post_form(f"/admin/projects/{world.pid}/annotators/{aid}/disable", {"disabled": "true"})
+    assert other.get("/api/next").status_code == 401
+    other.app.state.ctx.writer.close()
+    other.app.state.ctx.store.close()
 
 
 BOUNDARY = "rlhfboundary"
