@@ -73,10 +73,16 @@ def test_changing_the_last_label_keeps_every_earlier_version(world):
         assert versions[1].stored_at == versions[0].replaced_at
         assert s.scalar(select(Label.choice).where(Label.id == first["label_id"])) in ("a", "b")
 
+    # once exported, a label stays as it was exported; the next one can be changed again
+    world.admin.get(f"/admin/projects/{world.pid}/export.zip")
+    assert revise(world.alice, last["label_id"], choice="tie").status_code == 409
+    newer = _submit(world, world.alice, "left", "slightly")
+    assert revise(world.alice, newer["label_id"], choice="right", strength="much").status_code == 200
+
     # a later sign-in (a new invite link) cannot change a label from an earlier one
     alice_again = world.join(world.invite(world.pid, "alice"))
     assert alice_again.get("/api/labels/last").status_code == 409
-    assert revise(alice_again, last["label_id"], choice="tie").status_code == 409
+    assert revise(alice_again, newer["label_id"], choice="tie").status_code == 409
 
 
 def _realistic(store: AnnotationStore, *, prompts: int, per_prompt: int, overlap: int, gold: int = 0,
@@ -152,15 +158,17 @@ def test_pairs_left_is_exact(tmp_path):
     store.close()
 
 
-def test_a_store_from_before_both_bad_gains_the_column(tmp_path):
+def test_a_store_from_before_both_bad_gains_the_new_columns(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     store = AnnotationStore(url)
     pid = _realistic(store, prompts=1, per_prompt=1, overlap=1)
     _label_round_robin(store, pid, ["ann"])
     with store.engine.begin() as conn:  # the file as an earlier version wrote it
         conn.execute(text("ALTER TABLE labels DROP COLUMN both_bad"))
+        conn.execute(text("ALTER TABLE projects DROP COLUMN exported_at"))
         conn.execute(text("DROP TABLE label_revisions"))
     store.close()
     store = AnnotationStore(url)
-    assert [(r["choice"] != "tie", r["both_bad"]) for r in store.label_rows(pid)] == [(True, False)]
+    assert [(r["choice"] != "tie", r["both_bad"]) for r in store.label_rows(pid, export=True)] == [(True, False)]
+    assert store.project(pid).exported_at is not None
     store.close()

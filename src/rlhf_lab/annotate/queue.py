@@ -368,12 +368,17 @@ def own_labels(s: Session, *, annotator_id: int) -> list[dict]:
 
 def _last_label(s: Session, annotator_id: int, *, since: dt.datetime) -> Label:
     """The annotator's newest label, if they may still change it: stored since `since` (the start of their
-    signed-in session, so a label is changed in the sitting it was given in, not days later)."""
+    signed-in session, so a label is changed in the sitting it was given in, not days later) and after the
+    project's last export (an exported label stays as it was exported)."""
     lab = s.scalar(select(Label).where(Label.annotator_id == annotator_id).order_by(Label.id.desc()).limit(1))
     if lab is None:
         raise Rejected(404, "you have no label to change")
     if lab.created_at < since:
         raise Rejected(409, "your last label was stored before this sign-in; it can no longer be changed")
+    exported = s.scalar(select(Project.exported_at).join(Item, Item.project_id == Project.id)
+                        .where(Item.id == lab.item_id))
+    if exported is not None and lab.created_at <= exported:
+        raise Rejected(409, "your last label has been exported already; it can no longer be changed")
     return lab
 
 
