@@ -119,7 +119,8 @@ def global_means(acc, values: dict[str, torch.Tensor]) -> dict[str, float]:
     if not values:
         return {}
     keys = list(values)
-    flat = [values[k].detach().float().reshape(-1) for k in keys]
+    # one device for the one reduce (NCCL needs the accelerator's; statistics may come from the CPU)
+    flat = [values[k].detach().float().reshape(-1).to(acc.device) for k in keys]
     sums = torch.stack([torch.stack([v.sum(), torch.tensor(float(v.numel()), device=v.device)]) for v in flat])
     sums = global_sum(acc, sums)  # (keys, 2): sum and count over every process
     return {k: float(s / max(float(c), 1.0)) for k, (s, c) in zip(keys, sums, strict=True)}
