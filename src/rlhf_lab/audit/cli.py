@@ -41,10 +41,14 @@ def _guard(fn, *args, **kwargs):
 def _headlines(audit: dict) -> None:
     from rich.table import Table
 
-    from rlhf_lab.audit import prose
-    from rlhf_lab.audit.report import HEADLINES
+    from rlhf_lab.audit import page, prose
+    from rlhf_lab.audit.report import HEADLINES, mark_floor_effects
     from rlhf_lab.ui import console
 
+    audit, collapsed = mark_floor_effects(audit)  # the terminal reads a collapse as the report does
+    if collapsed:
+        console.print("[bold red]The policy's answers collapsed:[/bold red] " + "; ".join(collapsed)
+                      + ". Rates that fell with it are marked floor effect, not better.")
     table = Table(title="Audit: SFT → after RLHF (95 % CI of the change)")
     for col in ("tension", "metric", "SFT", "after RLHF", "change", ""):
         table.add_column(col)
@@ -57,7 +61,7 @@ def _headlines(audit: dict) -> None:
         colour = {"worse": "red", "better": "green", "noise": "dim", "changed": "blue", "none": "dim",
                   "floor": "yellow"}[v]
         table.add_row(tension, title, prose.num(m["sft"]["value"], kind), prose.num(m["policy"]["value"], kind),
-                      prose.change_interval(m.get("change"), kind), f"[{colour}]{v}[/{colour}]")
+                      prose.change_interval(m.get("change"), kind), f"[{colour}]{page.BADGE_TEXT[v]}[/{colour}]")
     console.print(table)
 
 
