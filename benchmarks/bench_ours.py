@@ -40,7 +40,8 @@ def config(spec: dict, algo: str):
                       value_model="separate" if algo == "ppo" else "shared")
     elif algo in ("grpo", "rloo"):  # TRL's defaults: one pass, one optimiser step per batch
         policy.update(k=spec["k"], epochs=1, minibatches=1, microbatch_size=spec["batch"])
-    elif algo == "dpo":
+    elif algo == "dpo":  # offline: no updates, rollouts or sample table
+        policy = {k: v for k, v in policy.items() if k not in ("updates", "sample_table_every")}
         policy.update(batch_size=spec["dpo_batch"], microbatch_size=2 * spec["dpo_batch"])
     return build_config({
         "model": {"dtype": "bfloat16" if bf16 else "float32"},
