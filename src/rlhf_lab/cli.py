@@ -83,6 +83,8 @@ def run(
         "--seeds", metavar="SEEDS", help="Run once per seed (e.g. 0-4 or 0,2,7), each in OUT/seed-N as its own "
         "process, then compare them: every tension as a mean over the seeds, and on how many it held. Rerun "
         "the same command to resume.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="With --seeds: runs at once, each its own "
+                                      "process.")] = 1,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the whole pipeline: SFT → sample → label → reward model → policy → evaluation → report."""
@@ -94,7 +96,7 @@ def run(
         from rlhf_lab.sweep import run_seeds
 
         try:
-            folders = _guard(run_seeds, cfg, seeds, out, echo=typer.echo)
+            folders = _guard(run_seeds, cfg, seeds, out, jobs=jobs, echo=typer.echo)
         except typer.Exit:  # a RuntimeError too: _guard's one-line error, already said
             raise
         except RuntimeError as e:  # runs that failed, named with their logs

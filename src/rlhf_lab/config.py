@@ -120,7 +120,10 @@ class SFTConfig(Section):
 
     enabled: bool = Field(True, description="Run SFT (turn off to start RLHF from model.path as it is).")
     n_demos: int = Field(4000, ge=1, description="Demonstrations to generate from the world.")
-    epochs: int = Field(3, ge=1, description="Passes over the demonstrations.")
+    epochs: int = Field(8, ge=1, description="Passes over the demonstrations. The default lets the built-in "
+                        "model learn every fact of the default world (at 3, greedy answers to differences were right "
+                        "30 % of the time, so neither the policy nor a reward model built on it could tell right "
+                        "from wrong where annotators check: docs/world.md).")
     batch_size: int = Field(16, ge=1, description="Sequences per optimiser step.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate (AdamW), linear decay.")
     weight_decay: float = Field(0.0, ge=0)
@@ -224,6 +227,10 @@ def _epochs(default: int):
                  "GRPO's μ); TRL's RLOO and GRPO default to one.")
 
 
+def _lr(default: float):
+    return Field(default, gt=0, description="Learning rate (AdamW).")
+
+
 def _minibatches(default: int):
     return Field(default, ge=1, description="Minibatches per epoch, one optimiser step each (reshuffled every "
                  "epoch).")
@@ -234,7 +241,7 @@ class _Trainer(Section):
 
     microbatch_size: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation); "
                                  "never changes the result, only the memory.")
-    lr: float = Field(5e-4, gt=0, description="Learning rate (AdamW).")
+    lr: float = _lr(5e-4)
     anneal_lr: bool = Field(True, description="Decay the learning rate linearly to 0 over the updates.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping: largest global L2 norm of the gradient.")
     kl_coef: float = Field(0.02, ge=0, description="β: coefficient of the KL term in E[r] − β·KL(π ‖ π_ref) "
@@ -272,6 +279,9 @@ class PPOConfig(_Online):
                                       "samples under the reward model). Each has its own fields and defaults.")
     epochs: int = _epochs(4)
     minibatches: int = _minibatches(2)
+    # 1e-4, not 5e-4: at 5e-4 the default run passed 4 nats of KL within 10 updates, past the region where the
+    # reward model's verified signal helps, so the gain RLHF gives before it over-optimises was never seen.
+    lr: float = _lr(1e-4)
     gamma: float = Field(1.0, ge=0, le=1, description="γ: discount.")
     lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016).")
     cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values.")

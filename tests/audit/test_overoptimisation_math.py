@@ -113,4 +113,4 @@ def test_training_curve_keeps_reward_model_disagreement_and_plots_it():
     assert curve[1]["members"] == {"0": pytest.approx(0.4), "1": pytest.approx(1.2)}
     fig = training_plot({"rl": {"curve": curve}}, plt)
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert any("disagreement" in lab for lab in labels) and "reward model 1" in labels
+    assert any("disagreement" in lab for lab in labels) and "member 1" in labels

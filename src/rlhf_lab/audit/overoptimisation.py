@@ -121,7 +121,30 @@ def training_curve(metrics: list[dict]) -> list[dict]:
     return out
 
 
-def _rl_section(curve: list[dict], has_gold: bool) -> dict:
+def gold_gain(records: dict[int, list[dict]], step: int) -> dict | None:
+    """Gold at evaluation point `step` minus gold at update 0 (the SFT policy), paired over the held-out prompts
+    (every point samples the same prompts with the same seed), with a bootstrap 95 % interval; None without
+    the per-prompt records of both points (`checkpoints/evals/step_NNNNN.jsonl`, written by the policy loop)."""
+    if step not in records or 0 not in records:
+        return None
+    before = {r["prompt_id"]: r["gold"] for r in records[0]}
+    pairs = [(before[r["prompt_id"]], r["gold"]) for r in records[step] if r["prompt_id"] in before]
+    return stats.difference([a for a, _ in pairs], [b for _, b in pairs], paired=True, seed=step)
+
+
+def eval_records(run) -> dict[int, list[dict]]:
+    """Per-prompt records of every evaluation point the policy loop kept, by update."""
+    from rlhf_lab.runfolder import read_jsonl
+
+    folder = run / "checkpoints" / "evals"
+    if not folder.is_dir():
+        return {}
+    return {int(p.stem.split("_")[1]): read_jsonl(p) for p in sorted(folder.glob("step_*.jsonl"))}
+
+
+def _rl_section(curve: list[dict], has_gold: bool, records: dict[int, list[dict]] | None = None) -> dict:
+    """The RL evaluation points, the fits, and the gold peak. With per-prompt records, the peak and the last
+    point carry their paired gold gain over the SFT policy ("gain": did RLHF help there, beyond noise?)."""
     if not curve:
         return {"curve": [], "fit": {}, "peak": None}
     base = curve[0]
@@ -132,7 +155,9 @@ def _rl_section(curve: list[dict], has_gold: bool) -> dict:
         fits["gold"] = fit_rl(d, np.array([c["gold"] - base["gold"] for c in curve]))
         best = max(curve, key=lambda c: c["gold"])
         peak = {"step": best["step"], "kl": best["kl"], "d": best["d"], "gold": best["gold"],
-                "fitted_d": fitted_peak("rl", fits["gold"])}
+                "fitted_d": fitted_peak("rl", fits["gold"]),
+                "gain": gold_gain(records or {}, best["step"]),
+                "final_gain": gold_gain(records or {}, curve[-1]["step"]), "final_step": curve[-1]["step"]}
     return {"curve": curve, "fit": fits, "peak": peak}
 
 
@@ -216,7 +241,8 @@ def measure(ctx: AuditContext) -> dict:
     if not ctx.has_world:  # a real model's "gold" in the logs is the world's parser misreading it
         for c in curve:
             c["gold"] = None
-    return {"title": TITLE, "metrics": metrics, "rl": _rl_section(curve, ctx.has_world), "bon": _bon_section(ctx),
+    rl = _rl_section(curve, ctx.has_world, eval_records(ctx.run))
+    return {"title": TITLE, "metrics": metrics, "rl": rl, "bon": _bon_section(ctx),
             "best_of_n": _best_of_n_policy(ctx), "checkpoint": ctx.checkpoint, "notes": [] if ctx.has_world else
             [f"Gold utility: {NO_WORLD}."]}
 
@@ -356,6 +382,12 @@ def reading(section: dict) -> str:
                             if real_drop and rising else " — but that fall is within the noise of two evaluation "
                             "points." if not real_drop else ".")
                          + noise)
+        gain = peak.get("gain")
+        if gain and gain.get("lo") is not None and peak["step"] != curve[0]["step"]:
+            helped = ("RLHF helped beyond noise there" if gain["lo"] > 0 else
+                      "a gain within noise" if gain["hi"] >= 0 else "worse than the SFT policy")
+            parts.append(f"At that best point gold was {prose.change_interval(gain)} above the SFT policy's, paired "
+                         f"over {gain['n']} held-out prompts: {helped}.")
     bon = section.get("bon", {})
     bc = bon.get("curve", [])
     if bc and "gold" in bc[0]:

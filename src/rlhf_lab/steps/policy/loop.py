@@ -18,7 +18,7 @@ import torch
 from rlhf_lab.models.heads import ScalarHeadModel
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.models.tokenizer import decode_response
-from rlhf_lab.runfolder import atomic_dir, write_json
+from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
 from rlhf_lab.steps.common import Context
 from rlhf_lab.steps.evaluate import evaluate_policy
 from rlhf_lab.steps.policy.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
@@ -163,7 +163,8 @@ def score_completions(rm, ids: torch.Tensor, mask: torch.Tensor, responses: torc
 
 class EvalPoints:
     """Evaluation on the held-out prompts (same prompts and sampling seed at every point), logged as `eval/…`;
-    at every point after the start the policy is saved to checkpoints/step_NNNNN for the audit."""
+    at every point after the start the policy is saved to checkpoints/step_NNNNN for the audit, and every point's
+    per-prompt records to checkpoints/evals/step_NNNNN.jsonl."""
 
     def __init__(self, ctx: Context, policy, *, ref, rm):
         self.ctx, self.policy, self.ref, self.rm = ctx, policy, ref, rm
@@ -172,11 +173,13 @@ class EvalPoints:
 
     def __call__(self, update: int) -> dict:
         ctx = self.ctx
-        summary, _records = evaluate_policy(ctx, self.policy, ref=self.ref, rm=self.rm, prompts=self.prompts,
+        summary, records = evaluate_policy(ctx, self.policy, ref=self.ref, rm=self.rm, prompts=self.prompts,
                                             generator=torch.Generator().manual_seed(self.seed),
                                             temperature=ctx.cfg.generation.temperature,
                                             max_new_tokens=ctx.cfg.generation.max_new_tokens)
         ctx.run.log({"step": update, "phase": "policy", **summary})
+        if ctx.is_main:  # per-prompt records: the audit's paired interval of each point against update 0 (SFT)
+            write_jsonl(ctx.run / "checkpoints" / "evals" / f"step_{update:05d}.jsonl", records)
         if update > 0 and ctx.is_main:
             with atomic_dir(ctx.run / "checkpoints" / f"step_{update:05d}") as tmp:
                 save_lm(self.policy, ctx.tokenizer, tmp)
