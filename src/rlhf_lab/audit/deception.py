@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rlhf_lab.audit import prose, stats
-from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.plots import bars, finished
 from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
@@ -68,14 +68,12 @@ def plot(section: dict, plt):
     bars(ax, [("wrong and sure", m["confident_wrong"]), ("'i double checked'\n+ wrong", m["false_checked"]),
               ("hedges", m["hedged"]), ("wrong at all", m["wrong"]), ("false side fact", m["false_side_facts"])],
          title="Answers to factual prompts", ylabel="% of factual answers")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:
-    m = section.get("metrics", {})
-    if not m:
-        return " ".join(section.get("notes", []))
+    if not (m := section.get("metrics", {})):
+        return prose.notes_only(section)
     parts = [prose.change_sentence(m["confident_wrong"], "Wrong answers stated with certainty"),
              prose.change_sentence(m["false_checked"], "False claims of having checked"),
              prose.change_sentence(m["hedged"], "Hedging"),

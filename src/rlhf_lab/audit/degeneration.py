@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import prose, stats
-from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.plots import bars, finished
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -220,14 +220,12 @@ def plot(section: dict, plt):
         axes[1].set_ylim(0, 1.05)
     else:
         axes[1].set_visible(False)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:
-    m = section.get("metrics", {})
-    if not m:
-        return " ".join(section.get("notes", []))
+    if not (m := section.get("metrics", {})):
+        return prose.notes_only(section)
     parts = []
     for key, what in (("well_formed", "Well-formed answers"), ("stop_rate", "Answers that end"),
                       ("one_word_repeated", "Answers that are one word repeated"),

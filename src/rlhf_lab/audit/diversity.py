@@ -25,7 +25,7 @@ import numpy as np
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.encoder import PACKAGE, embed_unique, load_encoder
-from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.plots import bars, finished
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -129,8 +129,7 @@ def plot(section: dict, plt):
         rows = [(LABELS[k].split(" (")[0], m[f"{view}/{k}"]) for k in LABELS if f"{view}/{k}" in m]
         bars(ax, rows, title=f"{view.replace('_', '-')}: sets of {section.get('set_size')} responses "
              f"({section.get('n_sets', {}).get(view, 0)} sets)", ylabel="diversity (higher = more varied)")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import prose, stats
-from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.plots import bars, finished
 from rlhf_lab.audit.prose import NO_WORLD
 from rlhf_lab.runfolder import read_jsonl
 from rlhf_lab.world import Prompt, hash_seed
@@ -211,8 +211,7 @@ def plot(section: dict, plt):
             for lbl in ax.get_xticklabels():
                 lbl.set_horizontalalignment("right")
                 lbl.set_rotation_mode("anchor")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:

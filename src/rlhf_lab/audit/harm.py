@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rlhf_lab.audit import prose, stats
-from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.plots import bars, finished
 from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
@@ -57,14 +57,12 @@ def plot(section: dict, plt):
               ("refuses:\nplain harmful", m["refused_harmful"]), ("refuses:\nbenign", m["over_refusal"]),
               ("helps:\nbenign", m["helped_benign"])], title="Requests that must be refused, and look-alikes",
          ylabel="% of requests")
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:
-    m = section.get("metrics", {})
-    if not m:
-        return " ".join(section.get("notes", []))
+    if not (m := section.get("metrics", {})):
+        return prose.notes_only(section)
     parts = [prose.change_sentence(m["complied_plain"], "Compliance with plain harmful requests"),
              prose.change_sentence(m["complied_jailbreak"], "Compliance with jailbreak-wrapped ones"),
              prose.change_sentence(m["over_refusal"], "Refusal of benign look-alikes")]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import prose, stats
+from rlhf_lab.audit.plots import finished
 from rlhf_lab.audit.prose import NO_WORLD
 from rlhf_lab.models.best_of_n import kl_bound as kl_bon
 from rlhf_lab.models.best_of_n import kl_plugin
@@ -235,7 +236,7 @@ def measure(ctx: AuditContext) -> dict:
         # the estimate, the bound kept beside it
         groups = ctx.multi_samples("sft")
         for c in curve:
-            c["kl_bound"] = c["kl"]
+            c["kl_bound"] = float(kl_bon(max(c["step"], 1)))  # the step of a best-of-n point is its n
             c["kl"] = float(bon_kl_estimates(groups, [max(c["step"], 1)]).mean()) if groups else c["kl"]
             c["d"] = math.sqrt(max(c["kl"], 0.0))
     if not ctx.has_world:  # a real model's "gold" in the logs is the world's parser misreading it
@@ -346,8 +347,7 @@ def training_plot(section: dict, plt):
     for a in axes:
         a.set_xlabel("policy update")
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:

@@ -41,6 +41,12 @@ def _val(est: dict | None) -> tuple[float, float, float]:
         max(0.0, (est["hi"] if est["hi"] is not None else v) - v)
 
 
+def finished(fig):
+    """The figure laid out, ready for `to_img`."""
+    fig.tight_layout()
+    return fig
+
+
 def bars(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "") -> None:
     """Grouped bars, SFT vs policy (or the reward model, or the annotator pool,
     where a metric belongs to it alone), with 95 % CIs.

@@ -18,6 +18,11 @@ def num(x: float | None, kind: str = "mean", digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
+def notes_only(section: dict) -> str:
+    """The reading of a section that measured nothing: its notes say why."""
+    return " ".join(section.get("notes", []))
+
+
 def signed(x: float | None, kind: str = "mean") -> str:
     if x is None:
         return "n/a"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import degeneration, prose, stats
-from rlhf_lab.audit.plots import bars
+from rlhf_lab.audit.plots import bars, finished
 from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
@@ -115,14 +115,12 @@ def plot(section: dict, plt):
         axes[1].axhline(50, color="k", ls=":", lw=0.8)
     else:
         axes[1].set_visible(False)
-    fig.tight_layout()
-    return fig
+    return finished(fig)
 
 
 def reading(section: dict) -> str:
-    m = section.get("metrics", {})
-    if not m:
-        return " ".join(section.get("notes", []))
+    if not (m := section.get("metrics", {})):
+        return prose.notes_only(section)
     parts = [prose.change_sentence(m["accuracy_plain"], "Accuracy on plain questions"),
              prose.change_sentence(m["accuracy_wrong_belief"], "With a wrong belief stated by the user, accuracy")]
     drop = m["accuracy_drop"].get("policy", {})

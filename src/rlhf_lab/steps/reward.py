@@ -75,11 +75,12 @@ def pair_scores(rm, pairs: list[tuple[list[int], list[int]]], pad_id: int, devic
     return c[:, 0], r[:, 0]
 
 
-def preference_nll(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Per-pair loss from head outputs (B, n): Bradley–Terry on scalars, the probit DPL loss on (μ, σ)."""
-    if c.shape[-1] == 2:
-        return probit_preference_nll(c[:, 0], c[:, 1], r[:, 0], r[:, 1])
-    return bradley_terry_nll(c[:, 0], r[:, 0])
+# Per-pair loss from the head outputs of chosen and rejected, (B, n) each, chosen by the kind of head: a scalar
+# head's Bradley–Terry loss, a distributional head's probit loss on (μ, σ) (Siththaranjan et al. 2023).
+PREFERENCE_LOSSES = {
+    False: lambda c, r: bradley_terry_nll(c[:, 0], r[:, 0]),
+    True: lambda c, r: probit_preference_nll(c[:, 0], c[:, 1], r[:, 0], r[:, 1]),
+}
 
 
 @torch.no_grad()
@@ -103,6 +104,7 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
     seed_everything(seed)
     init = ctx.sft_lm() if cfg.init == "sft" else ctx.base_lm()
     rm = ScalarHeadModel.from_lm(init, distributional=distributional)
+    preference_nll = PREFERENCE_LOSSES[distributional]
     del init
     if ctx.cfg.model.lora:
         from rlhf_lab.models.lora import add_lora

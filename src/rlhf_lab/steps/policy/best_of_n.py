@@ -1,6 +1,8 @@
 """Step 4, alternative — best-of-n: no training. The "policy" samples n completions from the SFT model and
 answers with the one the reward model scores highest (Stiennon et al. 2020; Gao et al. 2022 use it to chart
-over-optimisation). Its KL to the SFT policy is known in closed form: KL_bon = log n − (n − 1)/n.
+over-optimisation). log n − (n − 1)/n is only an upper bound on its KL to the SFT policy (Beirami et al. 2024),
+reached when samples never repeat; the KL logged (`eval/kl`) is estimated from each prompt's samples
+(`models.best_of_n.kl_plugin`) and the bound is logged beside it (`eval/kl_bound`).
 
 `run/policy/` holds the SFT weights plus `best_of_n.json` ({"n": …}); whoever evaluates the policy reads that
 file and selects among n samples (`evaluate_best_of_n`). Evaluation points are n = 1, 2, 4, …, n (logged with
@@ -13,6 +15,7 @@ import math
 
 import torch
 
+from rlhf_lab.models.best_of_n import kl_bound, kl_plugin
 from rlhf_lab.models.generation import generate
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.models.tokenizer import decode_response
@@ -23,11 +26,6 @@ from rlhf_lab.steps.policy.loop import process_seeds, reference_and_reward, repo
 from rlhf_lab.ui import progress
 
 MARKER = "best_of_n.json"
-
-
-def kl_best_of_n(n: int) -> float:
-    """KL(π_bon ‖ π_sft) = log n − (n − 1)/n (Stiennon et al. 2020; Gao et al. 2022)."""
-    return math.log(n) - (n - 1) / n
 
 
 def evaluate_best_of_n(ctx: Context, sampler, rm, prompts, ns: list[int], *, generator: torch.Generator,
@@ -44,6 +42,7 @@ def evaluate_best_of_n(ctx: Context, sampler, rm, prompts, ns: list[int], *, gen
                         pad_token_id=pad, generator=generator, batch_size=ctx.cfg.eval.batch_size, progress=advance,
                         cuda_graph=ctx.cfg.model.cuda_graphs)
     proxy = score(rm, repeated, resp, pad_id=pad).reshape(len(prompts), n_max)  # (prompts, n_max)
+    keys = [[tuple(resp[i * n_max + j]) for j in range(n_max)] for i in range(len(prompts))]  # same text = same answer
     out = {}
     for n in ns:
         best = proxy[:, :n].argmax(1)  # (prompts,)
@@ -53,7 +52,8 @@ def evaluate_best_of_n(ctx: Context, sampler, rm, prompts, ns: list[int], *, gen
             text = decode_response(tok, r)
             records.append({
                 "prompt_id": p.id, "family": p.family, "user_group": p.user_group, "prompt": ctx.prompt_text(p),
-                "response": text, "proxy": float(proxy[i, j]), "gold": world.gold(p, text), "kl": kl_best_of_n(n),
+                "response": text, "proxy": float(proxy[i, j]), "gold": world.gold(p, text),
+                "kl": kl_plugin(proxy[i], keys[i], n), "kl_bound": kl_bound(n),
                 "length": len(r), "stopped": bool(r) and r[-1] == eos, "well_formed": world.parse(text, p).well_formed,
             })
         out[n] = (summarize(records), records)
@@ -74,7 +74,7 @@ def run_best_of_n(ctx: Context) -> dict:
                                  max_new_tokens=ctx.cfg.generation.max_new_tokens)
     for k in ns:
         summary = results[k][0]
-        ctx.run.log({"step": k, "phase": "policy", **summary, "best_of_n/n": k,
+        ctx.run.log({"step": k, "phase": "policy", **summary, "eval/kl_bound": kl_bound(k), "best_of_n/n": k,
                      "best_of_n/proxy_gain": summary["eval/proxy_reward"] - results[1][0]["eval/proxy_reward"]})
         if ctx.is_main:  # the "policy" at this evaluation point, for the audit: SFT weights + its n
             with atomic_dir(ctx.run / "checkpoints" / f"step_{k:05d}") as tmp:

@@ -18,6 +18,7 @@ import torch
 
 from rlhf_lab.models.generation import Batch, left_pad, sample_batch
 from rlhf_lab.models.heads import ScalarHeadModel
+from rlhf_lab.models.logprobs import sequence_kl_from_logprobs
 from rlhf_lab.steps.common import Context, join_query_response, seed_everything
 from rlhf_lab.steps.losses import kl_per_token, token_logprobs
 from rlhf_lab.steps.policy.kl import make_kl_controller
@@ -168,7 +169,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
             # 5. the sample table, evaluation points and checkpoints
             if update % cfg.sample_table_every == 0 or update == cfg.updates:
                 log_sample_table(ctx, update, [p for p in prompts for _ in range(k)], ro.responses, ro.scores,
-                                 ((logprobs - ro.ref_logprobs) * ro.mask).sum(1))
+                                 sequence_kl_from_logprobs(logprobs, ro.ref_logprobs, ro.mask))
             if update in points:
                 last_eval = evaluate(update)
             if update % cfg.checkpoint_every == 0 and update < cfg.updates:
