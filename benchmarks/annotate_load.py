@@ -56,7 +56,9 @@ def prepare(url: str, *, annotators: int, items: int, overlap: int) -> list[str]
 
 
 def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "RLHF_LAB_ANNOTATE_DB": url, "RLHF_LAB_ANNOTATE_SIGN_IN_FAILURES": "1000"}
+    # the worker count tells the app whether it may keep its session cache (one process only)
+    env = {**os.environ, "RLHF_LAB_ANNOTATE_DB": url, "RLHF_LAB_ANNOTATE_SIGN_IN_FAILURES": "1000",
+           "RLHF_LAB_ANNOTATE_WORKERS": str(workers)}
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "rlhf_lab.annotate.app:app_from_env", "--host",
            "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env)

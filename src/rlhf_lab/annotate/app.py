@@ -123,8 +123,11 @@ def create_app(store_url: str, *, run_dir: str | Path | None = None, secure_cook
 
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory` with several workers: the settings come from environment variables. No
-    session cache: a worker cannot evict another's, and disabling someone must hold on their next request."""
+    session cache unless RLHF_LAB_ANNOTATE_WORKERS is "1": a worker cannot evict another's, and disabling
+    someone must hold on their next request. A single process evicts its own cache, so it keeps one (the
+    lookup it saves is most of a label's CPU beyond the write)."""
+    single = os.environ.get("RLHF_LAB_ANNOTATE_WORKERS") == "1"
     return create_app(os.environ["RLHF_LAB_ANNOTATE_DB"], run_dir=os.environ.get("RLHF_LAB_ANNOTATE_RUN") or None,
                       secure_cookies=os.environ.get("RLHF_LAB_ANNOTATE_SECURE") == "1",
                       sign_in_failures=int(os.environ.get("RLHF_LAB_ANNOTATE_SIGN_IN_FAILURES", "10")),
-                      principal_cache_s=0.0)
+                      principal_cache_s=PRINCIPAL_CACHE_S if single else 0.0)

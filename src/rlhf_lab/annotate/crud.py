@@ -109,19 +109,23 @@ def redeem_invite(s: Session, token: str) -> str | None:
 
 
 def principal(s: Session, session_hash: str) -> Principal | None:
-    row = s.execute(select(WebSession, Annotator).outerjoin(Annotator, Annotator.id == WebSession.annotator_id)
+    # Columns, not ORM objects: this runs on every request when the session cache is off (several
+    # workers), and loading two entities into the identity map costs several times the query itself.
+    row = s.execute(select(WebSession.role, WebSession.expires_at, Annotator.id, Annotator.project_id,
+                           Annotator.name, Annotator.disabled)
+                    .outerjoin(Annotator, Annotator.id == WebSession.annotator_id)
                     .where(WebSession.token_hash == session_hash)).first()
     if row is None:
         return None
-    ws, ann = row
-    if ws.expires_at < utcnow():
+    role, expires_at, annotator_id, project_id, name, disabled = row
+    if expires_at < utcnow():
         return None
-    if ws.role == "admin":
-        return Principal(role="admin", session_hash=session_hash, expires_at=ws.expires_at)
-    if ann is None or ann.disabled:
+    if role == "admin":
+        return Principal(role="admin", session_hash=session_hash, expires_at=expires_at)
+    if annotator_id is None or disabled:
         return None
-    return Principal(role="annotator", session_hash=session_hash, annotator_id=ann.id,
-                     project_id=ann.project_id, name=ann.name, expires_at=ws.expires_at)
+    return Principal(role="annotator", session_hash=session_hash, annotator_id=annotator_id,
+                     project_id=project_id, name=name, expires_at=expires_at)
 
 
 def end_session(s: Session, session_hash: str) -> None:

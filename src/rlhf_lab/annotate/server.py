@@ -76,6 +76,7 @@ def serve(store_url: str, host: str = "127.0.0.1", port: int = 8000, *, run_dir:
         os.environ["RLHF_LAB_ANNOTATE_DB"] = store_url
         os.environ["RLHF_LAB_ANNOTATE_RUN"] = str(run_dir or "")
         os.environ["RLHF_LAB_ANNOTATE_SECURE"] = "1" if secure_cookies else "0"
+        os.environ["RLHF_LAB_ANNOTATE_WORKERS"] = str(workers)
         uvicorn.run("rlhf_lab.annotate.app:app_from_env", factory=True, workers=workers, **kwargs)
     else:
         uvicorn.run(create_app(store_url, run_dir=run_dir, secure_cookies=secure_cookies), **kwargs)
