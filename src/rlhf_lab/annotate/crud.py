@@ -7,7 +7,7 @@ import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from rlhf_lab.annotate import agreement, queue
@@ -108,13 +108,17 @@ def redeem_invite(s: Session, token: str) -> str | None:
     return _new_session(s, role="annotator", annotator_id=ann.id)
 
 
+# Built once, columns rather than ORM objects: `principal` runs on every request when the session cache
+# is off (several workers), and building the statement and loading two entities each time cost several
+# times the query itself.
+_PRINCIPAL = (select(WebSession.role, WebSession.expires_at, Annotator.id, Annotator.project_id, Annotator.name,
+                     Annotator.disabled)
+              .outerjoin(Annotator, Annotator.id == WebSession.annotator_id)
+              .where(WebSession.token_hash == bindparam("session_hash")))
+
+
 def principal(s: Session, session_hash: str) -> Principal | None:
-    # Columns, not ORM objects: this runs on every request when the session cache is off (several
-    # workers), and loading two entities into the identity map costs several times the query itself.
-    row = s.execute(select(WebSession.role, WebSession.expires_at, Annotator.id, Annotator.project_id,
-                           Annotator.name, Annotator.disabled)
-                    .outerjoin(Annotator, Annotator.id == WebSession.annotator_id)
-                    .where(WebSession.token_hash == session_hash)).first()
+    row = s.execute(_PRINCIPAL, {"session_hash": session_hash}).first()
     if row is None:
         return None
     role, expires_at, annotator_id, project_id, name, disabled = row
