@@ -113,9 +113,9 @@ def test_algorithm_override_works_in_any_order_and_on_a_saved_config():
     b = build_config({}, ["policy.algorithm=grpo", "policy.batch_size=16", "policy.k=8"])
     assert a == b and (a.policy.k, a.policy.batch_size, a.policy.epochs) == (8, 16, 1)
     # a saved (fully resolved) PPO config switched to GRPO: GRPO's defaults, the values chosen there kept
-    saved = build_config({}, ["policy.lr=1e-4", "policy.updates=7"]).model_dump(mode="json")
+    saved = build_config({}, ["policy.lr=3e-4", "policy.updates=7"]).model_dump(mode="json")
     grpo = build_config(saved, ["policy.algorithm=grpo"]).policy
-    assert (grpo.epochs, grpo.minibatches, grpo.lr, grpo.updates) == (1, 1, 1e-4, 7)
+    assert (grpo.epochs, grpo.minibatches, grpo.lr, grpo.updates) == (1, 1, 3e-4, 7)
     assert build_config(saved, ["policy.algorithm=dpo"]).policy.algorithm == "dpo"  # PPO's gamma dropped
 
 

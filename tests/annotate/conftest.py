@@ -8,6 +8,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,3 +137,22 @@ def world(sqlite_url, tmp_path) -> Iterator[World]:
     yield w
     w.app.state.ctx.writer.close()
     w.store.close()
+
+
+# Browser tests (test_browser*.py): Debian's chromium, headless, offline.
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def expect(locator):
+    return pytest.importorskip("playwright.sync_api").expect(locator)

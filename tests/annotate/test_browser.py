@@ -17,13 +17,10 @@ import uvicorn
 
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
-from tests.annotate.conftest import XSS_IMG, XSS_SCRIPT, pair_rows
+from tests.annotate.conftest import CHROMIUM, XSS_IMG, XSS_SCRIPT, expect, pair_rows
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
 
 
 @pytest.fixture
@@ -60,17 +57,6 @@ def server(sqlite_url, tmp_path):
     thread.join(timeout=10)
 
 
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-def expect(locator):
-    return pytest.importorskip("playwright.sync_api").expect(locator)
 
 
 def _watch(page, errors: list[str]) -> None:

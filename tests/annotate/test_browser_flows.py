@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -20,13 +19,10 @@ from sqlalchemy import func, select
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
 from rlhf_lab.annotate.store import Annotator, Assignment, Label, LabelRevision
-from tests.annotate.conftest import XSS_IMG, XSS_SCRIPT, jsonl, pair_rows
+from tests.annotate.conftest import CHROMIUM, XSS_IMG, XSS_SCRIPT, expect, jsonl, pair_rows
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
 
 
 def items(n: int, *, prefix: str = "p", gold: dict[int, str] | None = None) -> list[dict]:
@@ -58,17 +54,6 @@ def live(app) -> Iterator[str]:
         app.state.ctx.store.close()
 
 
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-def expect(locator):
-    return pytest.importorskip("playwright.sync_api").expect(locator)
 
 
 def open_page(browser, errors: list[str]):

@@ -39,7 +39,9 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
         total = sum(styles.values()) or 1.0
         ranked = sorted(styles.items(), key=lambda t: -t[1])
         mix = ", ".join(f"{k.replace('_', ' ')} {v / total:.0%}" for k, v in ranked)
-        rows.append(("What SFT imitated", f"{sft.get('n_demos')} demonstrations in a mix of habits: {mix}"))
+        rows.append(("What SFT imitated", f"{sft.get('n_demos')} demonstrations in a mix of habits, "
+                     f"{sft.get('epochs')} epochs: {mix}. The reward model starts from this network, so it can only "
+                     "check the facts SFT learned (docs/world.md)"))
     if source == "simulated":
         n = label.get("n_annotators")
         rows.append(("Who labelled", f"{n} simulated annotators: {_pool(annotators, n)}"))
