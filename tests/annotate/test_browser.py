@@ -5,19 +5,15 @@ error — a Content-Security-Policy violation shows up as one — fails the test
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
-from tests.annotate.conftest import CHROMIUM, XSS_IMG, XSS_SCRIPT, expect, pair_rows
+from tests.annotate.conftest import CHROMIUM, XSS_IMG, XSS_SCRIPT, expect, live, pair_rows
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
@@ -43,18 +39,8 @@ def server(sqlite_url, tmp_path):
             queue.submit_label(s, annotator_id=bob, project_id=pid, assignment_id=nxt["assignment_id"],
                                client_id=uuid.uuid4().hex, choice="left", strength="much", rationale=None,
                                time_spent_ms=900)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield {"base": f"http://127.0.0.1:{port}", "invite": invite, "admin": crud.issue_admin_token(store), "pid": pid}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live(app) as base:
+        yield {"base": base, "invite": invite, "admin": crud.issue_admin_token(store), "pid": pid}
 
 
 

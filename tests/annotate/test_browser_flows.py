@@ -4,22 +4,16 @@ mouse, and every new page keeps model text inert. Any console error (a CSP viola
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from urllib.parse import urlencode
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 
 from rlhf_lab.annotate import crud, queue
 from rlhf_lab.annotate.app import create_app
 from rlhf_lab.annotate.store import Annotator, Assignment, Label, LabelRevision
-from tests.annotate.conftest import CHROMIUM, XSS_IMG, XSS_SCRIPT, expect, jsonl, pair_rows
+from tests.annotate.conftest import CHROMIUM, XSS_IMG, XSS_SCRIPT, expect, jsonl, live, pair_rows
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
@@ -33,25 +27,6 @@ def items(n: int, *, prefix: str = "p", gold: dict[int, str] | None = None) -> l
             for i, r in enumerate(pair_rows(n, prefix=prefix))]
 
 
-@contextmanager
-def live(app) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        app.state.ctx.writer.close()
-        app.state.ctx.store.close()
 
 
 
