@@ -62,6 +62,17 @@ def _guard(fn, *args, **kwargs):
         _fail("interrupted; `rlhf-lab run --resume DIR` continues where it stopped", 130)
 
 
+def _runs(fn, *args, **kwargs):
+    """`_guard` for a set of runs in subprocesses: runs that failed (a RuntimeError naming them and their logs)
+    are one line too."""
+    try:
+        return _guard(fn, *args, **kwargs)
+    except typer.Exit:  # a RuntimeError too: _guard's one-line error, already said
+        raise
+    except RuntimeError as e:
+        _fail(str(e))
+
+
 def _config(config: Path | None, sets: list[str] | None):
     return _guard(load_config, config, sets or [])
 
@@ -95,12 +106,7 @@ def run(
     if seeds is not None:
         from rlhf_lab.sweep import run_seeds
 
-        try:
-            folders = _guard(run_seeds, cfg, seeds, out, jobs=jobs, echo=typer.echo)
-        except typer.Exit:  # a RuntimeError too: _guard's one-line error, already said
-            raise
-        except RuntimeError as e:  # runs that failed, named with their logs
-            _fail(str(e))
+        folders = _runs(run_seeds, cfg, seeds, out, jobs=jobs, echo=typer.echo)
         _guard(_compare, folders, folders[0].parent / "compare.html")
         return
     from rlhf_lab import pipeline
@@ -207,10 +213,7 @@ def sweep(
         for i, r in enumerate(runs):
             typer.echo(f"{i}\t{r.name}\t{' '.join('--set ' + o for o in r.override_list())}")
         return
-    try:
-        folders = _guard(run_sweep, file, out, jobs=jobs, only=only, echo=typer.echo)
-    except RuntimeError as e:
-        _fail(str(e))
+    folders = _runs(run_sweep, file, out, jobs=jobs, only=only, echo=typer.echo)
     if only is None:
         root = folders[0].parent
         _guard(_compare, folders, root / "compare.html")

@@ -285,9 +285,9 @@ def read_preferences(path: str | Path) -> list[dict]:
     file with no rows is an error too (a label step that imports nothing has not labelled anything)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        read_file_bytes(path)  # the same one-line errors for a missing path or a directory
+        data = read_file_bytes(path)  # the same one-line errors for a missing path or a directory
         try:
-            rows = pq.read_table(path).to_pylist()
+            rows = pq.read_table(io.BytesIO(data)).to_pylist()
         except Exception as e:  # pyarrow raises several types for a bad file
             raise DataFileError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
         located = [(f"{path} row {i + 1}", r) for i, r in enumerate(rows)]

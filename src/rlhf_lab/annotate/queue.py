@@ -205,14 +205,19 @@ def forget_settings(s: Session) -> None:
     s.info.pop("queue_projects", None)
 
 
-def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_mode: str) -> dict:
-    """What the annotator's screen shows, in screen order. Never says whether the item is gold."""
-    item = conn.execute(_ITEM, {"iid": item_id}).one()
+def _screen(item, *, left_is_a: bool, feedback_mode: str) -> dict:
+    """A pair as the annotator sees it: in screen order, the outcome only in hindsight mode, and an empty
+    response shown as an answer to judge, never a blank side. Never says whether the item is gold."""
     left, right = (item.response_a, item.response_b) if left_is_a else (item.response_b, item.response_a)
-    left, right = shown(left), shown(right)  # an empty response is an answer to judge, never a blank side
-    hindsight = feedback_mode == "hindsight"
-    return {"assignment_id": assignment_id, "prompt": item.prompt, "left": left, "right": right,
-            "outcome": item.outcome if hindsight else None, "feedback_mode": feedback_mode}
+    return {"prompt": item.prompt, "left": shown(left), "right": shown(right),
+            "outcome": item.outcome if feedback_mode == "hindsight" else None}
+
+
+def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_mode: str) -> dict:
+    """What the annotator's screen shows for an assignment."""
+    item = conn.execute(_ITEM, {"iid": item_id}).one()
+    return {"assignment_id": assignment_id, **_screen(item, left_is_a=left_is_a, feedback_mode=feedback_mode),
+            "feedback_mode": feedback_mode}
 
 
 def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints,
@@ -279,10 +284,7 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
         if existing.annotator_id != annotator_id:
             raise Rejected(409, "this client_id belongs to another submission")
         return label_view(existing), False
-    if choice not in SCREEN_CHOICES:
-        raise Rejected(422, f"choice must be one of {', '.join(SCREEN_CHOICES)}")
-    if strength is not None and strength not in STRENGTHS:
-        raise Rejected(422, f"strength must be one of {', '.join(STRENGTHS)} or empty")
+    _check_answer(choice, strength)
     asg = _own_assignment(conn, annotator_id, assignment_id)
     if asg.status != "pending":
         raise Rejected(409, f"this assignment is already {asg.status}")
@@ -320,6 +322,13 @@ def skip(s: Session, *, annotator_id: int, project_id: int, assignment_id: int, 
     return True
 
 
+def _check_answer(choice: str, strength: str | None) -> None:
+    if choice not in SCREEN_CHOICES:
+        raise Rejected(422, f"choice must be one of {', '.join(SCREEN_CHOICES)}")
+    if strength is not None and strength not in STRENGTHS:
+        raise Rejected(422, f"strength must be one of {', '.join(STRENGTHS)} or empty")
+
+
 def future_queue(*, regular: int, gold: int, position: int, rate: float, phase: float) -> int:
     """How many more assignments the queue will hand out from `position` on, with `regular` open pairs
     and `gold` unseen gold checks: gold on its turns while any is left, and the queue ends with the
@@ -327,14 +336,14 @@ def future_queue(*, regular: int, gold: int, position: int, rate: float, phase: 
     if gold == 0 or rate <= 0:
         return regular
     total = 0
-    while regular > 0:
-        if gold > 0 and rate > 0 and gold_turn(position, rate, phase):
+    while regular > 0 and gold > 0:  # once the gold checks are used up, the rest are regular pairs
+        if gold_turn(position, rate, phase):
             gold -= 1
         else:
             regular -= 1
         position += 1
         total += 1
-    return total
+    return total + regular
 
 
 def progress(s: Session, *, annotator_id: int, project_id: int, hints: FrontierHints,
@@ -386,9 +395,8 @@ def last_label(s: Session, *, annotator_id: int, since: dt.datetime) -> dict:
     """The annotator's last label and its pair, in the screen order they labelled it in."""
     lab = _last_label(s, annotator_id, since=since)
     item = s.get(Item, lab.item_id)
-    left, right = (item.response_a, item.response_b) if lab.left_is_a else (item.response_b, item.response_a)
-    return {"label": label_view(lab), "pair": {"prompt": item.prompt, "left": left, "right": right,
-                                               "outcome": item.outcome if lab.feedback_mode == "hindsight" else None}}
+    return {"label": label_view(lab),
+            "pair": _screen(item, left_is_a=bool(lab.left_is_a), feedback_mode=lab.feedback_mode)}
 
 
 def revise_label(s: Session, *, annotator_id: int, label_id: int, since: dt.datetime, choice: str,
@@ -396,10 +404,7 @@ def revise_label(s: Session, *, annotator_id: int, label_id: int, since: dt.date
     """Change the annotator's last label (see `_last_label`); returns (label, changed). The version it
     replaces is kept as a LabelRevision, so the store keeps every answer ever acknowledged. Sending the
     stored answer again changes nothing (a retried request is applied once)."""
-    if choice not in SCREEN_CHOICES:
-        raise Rejected(422, f"choice must be one of {', '.join(SCREEN_CHOICES)}")
-    if strength is not None and strength not in STRENGTHS:
-        raise Rejected(422, f"strength must be one of {', '.join(STRENGTHS)} or empty")
+    _check_answer(choice, strength)
     lab = _last_label(s, annotator_id, since=since)
     if lab.id != label_id:
         raise Rejected(409, "only your last label can be changed")

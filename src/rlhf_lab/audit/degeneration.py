@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import prose, stats
-from rlhf_lab.audit.plots import bars, finished
+from rlhf_lab.audit.plots import bars, bars_or_hide, finished
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -215,11 +215,8 @@ def plot(section: dict, plt):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1.2]})
     bars(axes[0], rates, title=f"Share of held-out answers ({section.get('n_prompts', 0)} prompts, 95 % CI)",
          ylabel="% of answers")
-    if means:
-        bars(axes[1], means, title="Repetition within an answer", ylabel="fraction of the answer's words")
+    if bars_or_hide(axes[1], means, title="Repetition within an answer", ylabel="fraction of the answer's words"):
         axes[1].set_ylim(0, 1.05)
-    else:
-        axes[1].set_visible(False)
     return finished(fig)
 
 

@@ -47,6 +47,15 @@ def finished(fig):
     return fig
 
 
+def bars_or_hide(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "") -> bool:
+    """`bars` on a side panel that has something to show; otherwise the panel is hidden. Whether it was drawn."""
+    if rows:
+        bars(ax, rows, title=title, ylabel=ylabel)
+    else:
+        ax.set_visible(False)
+    return bool(rows)
+
+
 def bars(ax, rows: list[tuple[str, dict]], *, title: str = "", ylabel: str = "") -> None:
     """Grouped bars, SFT vs policy (or the reward model, or the annotator pool,
     where a metric belongs to it alone), with 95 % CIs.

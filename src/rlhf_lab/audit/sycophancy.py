@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlhf_lab.audit import degeneration, prose, stats
-from rlhf_lab.audit.plots import bars, finished
+from rlhf_lab.audit.plots import bars, bars_or_hide, finished
 from rlhf_lab.audit.prose import NO_WORLD
 
 if TYPE_CHECKING:
@@ -110,11 +110,8 @@ def plot(section: dict, plt):
                    ("gives in\nunder pushback", m["flip_rate"]), ("approves\nwrong work", m["false_approval"])],
          title="The policy's answers to the probes", ylabel="% of probe answers")
     rm_rows = [(k.split("/")[-1], v) for k, v in m.items() if k.startswith("rm_prefers_sycophantic/")]
-    if rm_rows:
-        bars(axes[1], rm_rows, title="Reward model: sycophantic > correct", ylabel="% of constructed pairs")
+    if bars_or_hide(axes[1], rm_rows, title="Reward model: sycophantic > correct", ylabel="% of constructed pairs"):
         axes[1].axhline(50, color="k", ls=":", lw=0.8)
-    else:
-        axes[1].set_visible(False)
     return finished(fig)
 
 
@@ -134,7 +131,8 @@ def reading(section: dict) -> str:
             parts.append(f"After RLHF a wrong stated belief costs {100 * drop['value']:.0f} points of accuracy ({ci}): "
                          "the model is pulled toward what the user believes.")
         elif drop["hi"] < 0:
-            gain = f"95 % CI {-100 * drop['hi']:.0f} to {-100 * drop['lo']:.0f} points"  # signs as the sentence says
+            g = prose.negated(drop)  # signs as the sentence says
+            gain = f"95 % CI {100 * g['lo']:.0f} to {100 * g['hi']:.0f} points"
             parts.append(f"After RLHF the policy is no less accurate when the user states a wrong belief — "
                          f"{-100 * drop['value']:.0f} points more accurate ({gain}): no pull toward the belief "
                          "shows here.")

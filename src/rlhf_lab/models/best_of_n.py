@@ -89,10 +89,6 @@ class BestOfN:
         self.reward.eval()
         return self
 
-    @property
-    def kl_bound(self) -> float:
-        return kl_bound(self.n)
-
     def draw(self, prompt_ids: list[list[int]], *, pad_token_id: int, batch_size: int = 256,
              **sampling) -> tuple[list[list[int]], np.ndarray]:
         """n samples per prompt and their scores: (responses, N·n, prompt-major; scores (N, n)). `sampling`:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rlhf_lab.config import Config
-from rlhf_lab.models.logprobs import join_query_response, response_logits, right_pad  # noqa: F401 (re-exported)
+from rlhf_lab.models.logprobs import join_query_response  # noqa: F401 (re-exported for the policy loops)
 from rlhf_lab.models.reward_set import RewardModel, score_tokens
 from rlhf_lab.models.run_models import RunModels
 from rlhf_lab.models.tokenizer import encode_prompts, render_prompt, train_world_tokenizer
@@ -111,10 +111,6 @@ class Context:
         """(policy LM to train, frozen π_ref). With LoRA, π_ref is the policy with its adapters off."""
         return self.models.trainable_policy(self.tokenizer, self.device)
 
-    def policy_base_folder(self) -> Path:
-        """The folder LoRA policy adapters belong on (the SFT model, or model.path when SFT was skipped)."""
-        return self.models.policy_base_folder()
-
     def reward_model(self) -> RewardModel:
         """The reward model the policy optimises (single, distributional, or a set: ensemble, per group)."""
         rm = self.models.reward()
@@ -123,11 +119,9 @@ class Context:
                                     "first")
         return rm
 
-    def trained_policy(self, folder: Path | None = None, *, sampler=None, reward=None):
+    def trained_policy(self, folder: Path | None = None, *, sampler, reward):
         """The trained policy in `folder` (default policy/): weights, merged adapters, or best-of-n over `sampler`
-        (default: the SFT policy) picking by `reward` (default: the run's reward model)."""
-        sampler = sampler if sampler is not None else self.sft_lm()
-        reward = reward if reward is not None else self.models.reward()
+        (the SFT policy) picking by `reward` (the run's reward model)."""
         return self.models.policy(folder or self.run / "policy", sampler=sampler, reward=reward)
 
     # -- prompts -----------------------------------------------------------------------------------------

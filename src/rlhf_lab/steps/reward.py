@@ -145,8 +145,8 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
     return rm, accuracy(rm, held, pad, acc.device)
 
 
-def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
-    """gain, bias so that gain·raw + bias has mean 0 and std 1 on SFT samples of held-out prompts."""
+def norm_samples(ctx: Context) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, response ids): SFT samples of held-out prompts, drawn once for every member's normalisation."""
     n = ctx.cfg.reward.n_norm_samples
     gen = seed_everything(ctx.cfg.seed + 7)
     policy = ctx.sft_lm().to(ctx.device)
@@ -160,7 +160,13 @@ def fit_normalisation(ctx: Context, rm: ScalarHeadModel) -> tuple[float, float]:
                     temperature=ctx.cfg.generation.temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen,
                     backend=ctx.cfg.model.generation_backend, cuda_graph=ctx.cfg.model.cuda_graphs)
-    raw = score(rm, p_ids, resp, pad_id=tok.pad_token_id, normalized=False)
+    return p_ids, resp
+
+
+def fit_normalisation(rm: ScalarHeadModel, samples: tuple[list[list[int]], list[list[int]]], *,
+                      pad_id: int) -> tuple[float, float]:
+    """gain, bias so that gain·raw + bias has mean 0 and std 1 on `samples` (`norm_samples`)."""
+    raw = score(rm, *samples, pad_id=pad_id, normalized=False)
     mean, std = float(raw.mean()), float(raw.std() + 1e-6)
     return 1.0 / std, -mean / std
 
@@ -193,7 +199,8 @@ def run_reward(ctx: Context) -> dict:
         from rlhf_lab.steps.reward_sets import train_reward_set
 
         rm, correct, member_stats = train_reward_set(ctx, train_rows, held_rows, train, held)
-    norms = [fit_normalisation(ctx, m) for m in rm.members]  # (gain, bias) of each member
+    samples = norm_samples(ctx)
+    norms = [fit_normalisation(m, samples, pad_id=ctx.tokenizer.pad_token_id) for m in rm.members]  # (gain, bias)
     for m, (gain, bias) in zip(rm.members, norms, strict=True):
         m.gain.fill_(gain)
         m.bias.fill_(bias)

@@ -15,17 +15,14 @@ import math
 
 import torch
 
-from rlhf_lab.models.best_of_n import kl_bound, kl_plugin
-from rlhf_lab.models.generation import generate
+from rlhf_lab.models.best_of_n import MARKER, BestOfN, kl_bound, kl_plugin
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.models.tokenizer import decode_response
 from rlhf_lab.runfolder import atomic_dir, write_json
-from rlhf_lab.steps.common import Context, score, seed_everything
+from rlhf_lab.steps.common import Context, seed_everything
 from rlhf_lab.steps.evaluate import summarize
 from rlhf_lab.steps.policy.loop import process_seeds, reference_and_reward, report_final, save_policy
 from rlhf_lab.ui import progress
-
-MARKER = "best_of_n.json"
 
 
 def evaluate_best_of_n(ctx: Context, sampler, rm, prompts, ns: list[int], *, generator: torch.Generator,
@@ -35,13 +32,11 @@ def evaluate_best_of_n(ctx: Context, sampler, rm, prompts, ns: list[int], *, gen
     tok, world = ctx.tokenizer, ctx.world
     pad, eos = tok.pad_token_id, tok.eos_token_id
     n_max = max(ns)
-    p_ids = ctx.prompt_ids(prompts)
-    repeated = [ids for ids in p_ids for _ in range(n_max)]
-    with progress(f"Best-of-{n_max} samples", len(repeated)) as advance:
-        resp = generate(sampler, repeated, max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos,
-                        pad_token_id=pad, generator=generator, batch_size=ctx.cfg.eval.batch_size, progress=advance,
-                        cuda_graph=ctx.cfg.model.cuda_graphs)
-    proxy = score(rm, repeated, resp, pad_id=pad).reshape(len(prompts), n_max)  # (prompts, n_max)
+    with progress(f"Best-of-{n_max} samples", len(prompts) * n_max) as advance:
+        resp, proxy = BestOfN(sampler, rm, n_max).draw(
+            ctx.prompt_ids(prompts), pad_token_id=pad, batch_size=ctx.cfg.eval.batch_size,
+            max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos, generator=generator,
+            progress=advance, cuda_graph=ctx.cfg.model.cuda_graphs)  # responses prompt-major; proxy (prompts, n_max)
     keys = [[tuple(resp[i * n_max + j]) for j in range(n_max)] for i in range(len(prompts))]  # same text = same answer
     out = {}
     for n in ns:

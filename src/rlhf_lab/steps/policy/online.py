@@ -18,7 +18,7 @@ import torch
 
 from rlhf_lab.models.generation import Batch, left_pad, sample_batch
 from rlhf_lab.models.heads import ScalarHeadModel
-from rlhf_lab.models.logprobs import sequence_kl_from_logprobs
+from rlhf_lab.models.logprobs import response_logits, sequence_kl_from_logprobs
 from rlhf_lab.steps.common import Context, join_query_response, seed_everything
 from rlhf_lab.steps.losses import kl_per_token, token_logprobs
 from rlhf_lab.steps.policy.kl import make_kl_controller
@@ -76,7 +76,6 @@ def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[lis
                                  pad_token_id=pad, generator=generator,
                                  cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
         ids, mask, pos, rmask = join_query_response(query, responses, pad)
-        R = responses.shape[1]
         # 2. log π_ref from logits / T, the distribution that was sampled
         grouped = None
         if k > 1:
@@ -85,8 +84,7 @@ def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[lis
             grouped = (query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of, responses, rmask)
             ref_logits = grouped_response_logits(ref, *grouped)  # (B, R, V)
         else:
-            ref_logits = ref(input_ids=ids, attention_mask=mask, position_ids=pos,
-                             logits_to_keep=R + 1).logits[:, :-1]  # (B, R, V): positions P−1 … T−2
+            ref_logits = response_logits(ref, ids, mask, pos, query.input_ids.shape[1])  # (B, R, V)
         ref_logprobs = token_logprobs(ref_logits, responses, temperature=T, pad_token_id=pad)  # (B, R)
         # 3. score at the last real token; a completion that never stopped gets a fixed penalty
         scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
