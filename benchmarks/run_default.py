@@ -1,14 +1,15 @@
 """Wall time and peak memory of `rlhf-lab run` with defaults (issue: ≤ 3 min, < 4 GB on 2 CPU cores).
 
-    python benchmarks/run_default.py [--set key=value ...]
+    python benchmarks/run_default.py [--set key=value ...] [--json runs/bench/default_run.json]
 
 Runs the CLI in a child process and reads its peak resident memory from the OS (getrusage of children),
-so the number includes everything the run loads. Prints one Markdown table row per run.
-"""
+so the number includes everything the run loads. Prints one Markdown table row per run; --json also writes
+them with the date and commit, the source measured.py regenerates benchmarks/README.md's table from."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import resource
@@ -18,16 +19,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from figures import default_run_record, default_run_table
+
+
+def _commit() -> str | None:
+    """HEAD of the checkout the run used, with '+dirty' when its tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src"]).returncode
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="KEY=VALUE")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None, help="Also write the results to this file.")
     args = ap.parse_args()
     exe = str(Path(sys.executable).parent / "rlhf-lab")
-    print("| run | wall s | peak RSS GB | RM acc | proxy SFT→RL (SFT std) | gold SFT→RL | KL |")
-    print("|---|---|---|---|---|---|---|")
-    for i in range(args.repeat):
+    records = []
+    for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run"
             cmd = [exe, "run", "--quiet", "--out", str(out)] + [a for s in args.sets for a in ("--set", s)]
@@ -35,14 +48,15 @@ def main() -> None:
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - t0
             peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KB on Linux
-            s = json.loads((out / "eval" / "summary.json").read_text())
-            rm = json.loads((out / "reward" / "metrics.json").read_text())
-            sft, pol = s["sft"], s["policy"]
-            gain = (pol["policy/proxy_reward"] - sft["sft/proxy_reward"]) / sft["sft/proxy_reward_std"]
-            print(f"| {i + 1} {' '.join(args.sets)} | {wall:.0f} | {peak_gb:.2f} | {rm['reward/accuracy']:.3f} | "
-                  f"{sft['sft/proxy_reward']:+.2f} → {pol['policy/proxy_reward']:+.2f} ({gain:+.2f}) | "
-                  f"{sft['sft/gold_utility']:+.2f} → {pol['policy/gold_utility']:+.2f} | {pol['policy/kl']:.2f} |")
-    print(f"\n{platform.processor() or platform.machine()}, python {platform.python_version()}")
+            records.append(default_run_record(out, wall_s=wall, peak_rss_gb=peak_gb, sets=args.sets))
+        print(default_run_table(records)[-1] if len(records) > 1 else "\n".join(default_run_table(records)),
+              flush=True)
+    machine = f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+    print(f"\n{machine}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"date": datetime.date.today().isoformat(), "commit": _commit(),
+                                         "machine": machine, "runs": records}, indent=1))
 
 
 if __name__ == "__main__":
