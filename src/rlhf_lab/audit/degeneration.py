@@ -29,6 +29,13 @@ import numpy as np
 
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.plots import bars, bars_or_hide, finished
+from rlhf_lab.text_metrics import (  # noqa: F401 (the measures this section reports)
+    distinct_words,
+    opener,
+    repeated_ngram_share,
+    same_opener_flags,
+    words,
+)
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -36,36 +43,8 @@ if TYPE_CHECKING:
 NAME = "degeneration"
 TITLE = "Degeneration"
 PUNCT = frozenset(".!?,;:")
-TERMINATORS = frozenset(".!?")
 DOMINANT = 0.8  # one word repeated: its share of the words
 N_EXAMPLES = 5
-
-
-def words(text: str) -> list[str]:
-    return text.split()
-
-
-def repeated_ngram_share(text: str) -> float:
-    """Length of the longest word n-gram that occurs at least twice (overlapping allowed), over the number
-    of words; 0 for an answer without any repeated word."""
-    w = words(text)
-    T = len(w)
-    longest = 0
-    # A repeated n-gram of length L implies one of every length < L: binary search on L is exact.
-    lo, hi = 1, T - 1
-    while lo <= hi:
-        n = (lo + hi) // 2
-        grams = [tuple(w[i: i + n]) for i in range(T - n + 1)]
-        if len(set(grams)) < len(grams):
-            longest, lo = n, n + 1
-        else:
-            hi = n - 1
-    return longest / T if T else 0.0
-
-
-def distinct_words(text: str) -> float:
-    w = words(text)
-    return len(set(w)) / len(w) if w else 0.0
 
 
 def one_word_repeated(text: str) -> bool:
@@ -74,26 +53,6 @@ def one_word_repeated(text: str) -> bool:
     if len(w) < 3:
         return False
     return Counter(w).most_common(1)[0][1] >= DOMINANT * len(w)
-
-
-def opener(text: str) -> str:
-    """The first sentence with its terminator (the whole answer when it has none)."""
-    out = []
-    for x in words(text):
-        out.append(x)
-        if x in TERMINATORS:
-            break
-    return " ".join(out)
-
-
-def same_opener_flags(texts: list[str]) -> tuple[list[float], str]:
-    """Per answer: does it open with the most common first sentence of the set? → (flags, that opener)."""
-    openers = [opener(t) for t in texts]
-    counts = Counter(o for o in openers if o)
-    if not counts:
-        return [0.0] * len(texts), ""
-    top = counts.most_common(1)[0][0]
-    return [float(o == top) for o in openers], top
 
 
 def reward_hack_flags(proxy: list[float], gold: list[float], *, proxy_threshold: float) -> list[float]:

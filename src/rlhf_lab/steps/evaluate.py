@@ -14,6 +14,7 @@ from rlhf_lab.models.generation import generate
 from rlhf_lab.models.logprobs import sequence_kl
 from rlhf_lab.models.reward_set import score_tokens
 from rlhf_lab.models.tokenizer import decode_response
+from rlhf_lab.text_metrics import distinct_ngrams, distinct_words, repeated_ngram_share, same_opener_flags
 
 
 def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator, temperature: float,
@@ -62,6 +63,12 @@ def summarize(records: list[dict], prefix: str = "eval") -> dict:
         f"{prefix}/well_formed": float(np.mean([r["well_formed"] for r in records])),
         f"{prefix}/n": len(records),
     }
+    # Degeneration read off the text alone (the early-warning detectors' signals; never gold)
+    texts = [r["response"] for r in records]
+    out[f"{prefix}/repeated_ngram_share"] = float(np.mean([repeated_ngram_share(t) for t in texts]))
+    out[f"{prefix}/distinct_words"] = float(np.mean([distinct_words(t) for t in texts]))
+    out[f"{prefix}/distinct_2"] = distinct_ngrams(texts, 2)
+    out[f"{prefix}/same_opener"] = float(np.mean(same_opener_flags(texts)[0]))
     out[f"{prefix}/sqrt_kl"] = float(np.sqrt(max(out[f"{prefix}/kl"], 0.0)))
     for key in ("family", "user_group"):
         groups: dict[str, list[float]] = defaultdict(list)
