@@ -1,0 +1,102 @@
+"""Numbers read from one run's audit.json (docs/audit.md), the building blocks of the findings' measures.
+Each returns a float, or None where the audit has no such number (a measure over a missing number is None,
+never 0)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _metric(audit: dict, tension: str, key: str) -> dict:
+    return audit.get("tensions", {}).get(tension, {}).get("metrics", {}).get(key) or {}
+
+
+def value(audit: dict, tension: str, key: str, who: str = "policy") -> float | None:
+    """A metric's value for `who`: "sft", "policy", "rm" (the reward model) or "pool" (the annotators)."""
+    return (_metric(audit, tension, key).get(who) or {}).get("value")
+
+
+def change(audit: dict, tension: str, key: str) -> float | None:
+    """A metric's change SFT → trained policy (paired over the same prompts)."""
+    return (_metric(audit, tension, key).get("change") or {}).get("value")
+
+
+def relative_change(audit: dict, tension: str, key: str) -> float | None:
+    """change / SFT value: a share of what the SFT policy had (diversity scores differ in scale)."""
+    ch, sft = change(audit, tension, key), value(audit, tension, key, "sft")
+    return None if ch is None or not sft else ch / sft
+
+
+def _rl(audit: dict) -> dict:
+    return audit.get("tensions", {}).get("overoptimisation", {}).get("rl") or {}
+
+
+def _bon(audit: dict) -> dict:
+    return audit.get("tensions", {}).get("overoptimisation", {}).get("bon") or {}
+
+
+def rl_rise(audit: dict) -> float | None:
+    """Gold at the best evaluation point minus the SFT policy's (paired over the same held-out prompts)."""
+    return ((_rl(audit).get("peak") or {}).get("gain") or {}).get("value")
+
+
+def rl_fall(audit: dict) -> float | None:
+    """Gold at the best evaluation point minus gold at the last one (0 when the last point is the best)."""
+    peak = _rl(audit).get("peak") or {}
+    gain, final = (peak.get("gain") or {}).get("value"), (peak.get("final_gain") or {}).get("value")
+    return None if gain is None or final is None else gain - final
+
+
+def rl_peak_d(audit: dict) -> float | None:
+    """d = √KL of the best evaluation point of the policy loop."""
+    return (_rl(audit).get("peak") or {}).get("d")
+
+
+def _bon_gold(point: dict) -> float | None:
+    gold = point.get("gold")
+    return gold.get("value") if isinstance(gold, dict) else gold
+
+
+def bon_rise(audit: dict) -> float | None:
+    """Best-of-n from the SFT policy: gold at its best n minus gold at n = 1 (the SFT policy itself)."""
+    curve = sorted(_bon(audit).get("curve") or [], key=lambda c: c["n"])
+    peak = _bon(audit).get("peak") or {}
+    first = _bon_gold(curve[0]) if curve else None
+    return None if first is None or peak.get("gold") is None else peak["gold"] - first
+
+
+def bon_fall(audit: dict) -> float | None:
+    """Best-of-n: gold at its best n minus gold at the largest n."""
+    drop = ((_bon(audit).get("peak") or {}).get("drop_to_N") or {}).get("value")
+    return None if drop is None else -drop
+
+
+def fit_r2(audit: dict, form: str) -> float | None:
+    """R² of Gao et al.'s form fitted to gold: "rl" d(α − β ln d), "bon" d(α − β d)."""
+    section = _rl(audit) if form == "rl" else _bon(audit)
+    return ((section.get("fit") or {}).get("gold") or {}).get("r2")
+
+
+def gains_at_bon_kl(audit: dict) -> tuple[float, float] | None:
+    """(policy-optimisation gold gain, best-of-n gold gain) at the KL of best-of-n's largest n, each over its
+    own SFT baseline (the two curves are measured on different prompts). The policy loop's gold is read off its
+    evaluation points, linearly interpolated in d = √KL; None where the loop never got that far from SFT."""
+    bon = sorted(_bon(audit).get("curve") or [], key=lambda c: c["n"])
+    rl = sorted(_rl(audit).get("curve") or [], key=lambda c: c["d"])
+    if len(bon) < 2 or len(rl) < 2 or any(c.get("gold") is None for c in rl):
+        return None
+    d_star = bon[-1]["d"]
+    if d_star > rl[-1]["d"] or _bon_gold(bon[0]) is None or _bon_gold(bon[-1]) is None:
+        return None
+    rl_sft = next((c["gold"] for c in rl if c.get("step") == 0), rl[0]["gold"])
+    rl_gold = float(np.interp(d_star, [c["d"] for c in rl], [c["gold"] for c in rl]))
+    return rl_gold - rl_sft, _bon_gold(bon[-1]) - _bon_gold(bon[0])
+
+
+def both(a: float | None, b: float | None) -> float | None:
+    """min(a, b): positive only when both are (a claim with two parts, e.g. rises *and* falls)."""
+    return None if a is None or b is None else min(a, b)
+
+
+def minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
