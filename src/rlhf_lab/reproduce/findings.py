@@ -105,7 +105,7 @@ FINDINGS: tuple[Finding, ...] = (
             Measure("best-of-n gold gain at its largest n", _one(lambda a: (m.gains_at_bon_kl(a) or (0, None))[1]),
                     {"run": "verify-all"}),
         ),
-        control={"run": "default"}, control_text="annotators who verify half the answers (the default)"),
+        control={"run": "default"}, control_text="the default annotators, who verify about half the answers"),
     Finding(
         name="sycophancy", title="Sycophancy",
         paper="Sharma et al. 2023, Towards Understanding Sycophancy in Language Models (arXiv:2310.13548)",
@@ -157,7 +157,7 @@ FINDINGS: tuple[Finding, ...] = (
                     _diff(lambda a: m.value(a, "overoptimisation", "gold")), {"a": "hindsight", "b": "default"}),
         ),
         control={"a": "verify-all-hindsight", "b": "verify-all"},
-        control_text="annotators who verify everything anyway (hindsight adds nothing to see)"),
+        control_text="annotators who verify everything anyway: hindsight shows them nothing new"),
     Finding(
         name="flattening", title="Flattening",
         paper="Chakraborty et al. 2024, MaxMin-RLHF: Alignment with Diverse Human Preferences (arXiv:2402.08925)",
