@@ -1,0 +1,94 @@
+"""benchmarks/measured.py: a docs table of measured figures is rebuilt from the run folder it names, a block whose
+source is gone or whose stamp predates the code is listed, and a malformed marker is refused by file and line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "measured.py"
+
+
+def measured(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+
+
+def block(name: str, attrs: str, body: str = "| stale | table |") -> str:
+    return f"<!-- measured: {name} {attrs} -->\n{body}\n<!-- /measured -->\n"
+
+
+def test_regenerates_a_block_from_a_run_folder(micro_run, tmp_path):
+    doc = tmp_path / "doc.md"
+    before, after = "# Figures\n\nText before.\n\n", "\nText after.\n"
+    doc.write_text(before + block("micro", f'kind=instrument source="{micro_run}" cmd="rlhf-lab run --config micro" '
+                                  "commit=1234567 date=2000-01-01") + after)
+    r = measured(doc, "--root", tmp_path, "--commit", "abcdef0")
+    assert r.returncode == 0, r.stderr
+    text = doc.read_text()
+    assert text.startswith(before) and text.endswith(after)
+    lines = text[len(before):-len(after)].splitlines()
+
+    rm = json.loads((micro_run / "reward" / "metrics.json").read_text())
+    ev = json.loads((micro_run / "eval" / "summary.json").read_text())
+    state = json.loads((micro_run / "state.json").read_text())
+    day = max(s["at"] for s in state["done"].values())[:10]
+    assert lines[0] == (f'<!-- measured: micro kind=instrument source={micro_run} cmd="rlhf-lab run --config micro" '
+                        f"commit=abcdef0 date={day} -->")
+    assert lines[1].startswith("| run | RM acc |") and lines[2].startswith("|---|")
+    row = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert row[0] == "run"  # the folder's name
+    assert row[1] == f"{rm['reward/accuracy']:.3f}"
+    assert row[4] == f"{ev['policy']['policy/kl']:.1f}"
+    assert row[-1] == f"{ev['policy']['policy/well_formed']:.2f}"
+    assert lines[5].startswith("Over the 1 runs: RM accuracy mean")
+    assert lines[-1] == "<!-- /measured -->"
+    assert "| stale | table |" not in text
+
+    again = measured(doc, "--root", tmp_path, "--commit", "abcdef0")
+    assert again.returncode == 0 and doc.read_text() == text  # regeneration is a fixed point
+
+
+def test_check_lists_a_missing_source_and_a_stale_stamp(micro_run, tmp_path):
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    first = subprocess.run(["git", "-C", str(ROOT), "rev-list", "--max-parents=0", "HEAD"], capture_output=True,
+                           text=True).stdout.split()[0]
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n\n"
+                   + block("gone", f'kind=seeds source="{tmp_path}/runs/seed-*" cmd="rlhf-lab run --seeds 0-4" '
+                           f"commit={head}")
+                   + block("current", f'kind=seeds source="{micro_run}" cmd="rlhf-lab run" commit={head} '
+                           "code=no/such/path")
+                   + block("old", f'kind=seeds source="{micro_run}" cmd="rlhf-lab run" commit={first} code=src'))
+    r = measured("--check", doc)  # the repository's own history decides staleness
+    assert r.returncode == 1
+    out = r.stdout.splitlines()
+    assert out[0] == (f"{doc}:3: gone: source missing ({tmp_path}/runs/seed-*); produce it with: "
+                      "rlhf-lab run --seeds 0-4")
+    assert out[1].startswith(f"{doc}:9: old: stale: ") and f"to src since {first}" in out[1]
+    assert out[-1] == "2 of 3 blocks flagged"
+    assert not any(": current:" in line for line in out)
+
+
+@pytest.mark.parametrize(("marker", "line", "says"), [
+    ("<!-- measured: x kind=seeds source=a cmd=b", 4, "malformed marker"),
+    ("<!-- measured: kind=seeds source=a cmd=b -->", 4, "no NAME"),
+    ("<!-- measured: x kind=seeds source=a cmd=b colour=red -->", 4, "'colour=red' is not one of"),
+    ("<!-- measured: x kind=guess source=a cmd=b -->", 4, "kind=guess is not one of"),
+    ("<!-- measured: x kind=seeds source=a -->", 4, "cmd= is missing"),
+    ('<!-- measured: x kind=seeds source=a cmd="b -->', 4, "does not parse"),
+    ("<!-- measured: x kind=seeds source=a cmd=b commit=HEAD -->", 4, "not a commit hash"),
+    ("<!-- /measured -->", 4, "without an opening marker"),
+    ("<!-- measured: x kind=seeds source=a cmd=b -->\n| open |", 4, "is not closed"),
+    ("<!-- measured: good kind=manual cmd=b -->\n<!-- /measured -->", 4, "also used at doc.md:1"),
+])
+def test_a_malformed_marker_is_one_line_naming_file_and_line(micro_run, tmp_path, marker, line, says):
+    doc = tmp_path / "doc.md"
+    text = block("good", f'kind=instrument source="{micro_run}" cmd="rlhf-lab run"') + marker + "\n"
+    doc.write_text(text)
+    r = measured(doc, "--root", tmp_path)
+    assert r.returncode == 2
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"doc.md:{line}: ") and says in r.stderr
+    assert doc.read_text() == text  # the good block was not regenerated either: nothing is written
