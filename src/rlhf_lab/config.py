@@ -268,6 +268,27 @@ class _Online(_Trainer):
     missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a completion "
                                        "that never emits the stop token.")
     sample_table_every: int = Field(10, ge=1, description="Log a table of sample completions every N updates.")
+    early_warning: Literal["off", "warn", "stop"] = Field(
+        "warn", description="Early warning of reward hacking from signals a run has without gold (KL, proxy on "
+        "held-out vs training prompts, the policy's own samples; docs/early-warning.md): warn logs "
+        "warning/<detector> = the update it fired at; stop also ends training there and saves as the policy the "
+        "one of the last evaluation point before the warning (its checkpoints/step_NNNNN; update 0: the SFT "
+        "policy).")
+    early_warning_detectors: list[str] | None = Field(
+        None, description="The detectors that warn (names in rlhf_lab/early_warning.py); None = all.")
+    early_warning_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per detector, a threshold in place of its default (e.g. the one "
+        "`rlhf-lab warnings-scoreboard` calibrated).")
+
+    @model_validator(mode="after")
+    def _check_detectors(self):
+        from rlhf_lab.early_warning import DETECTORS
+
+        for name in [*(self.early_warning_detectors or []), *self.early_warning_thresholds]:
+            if name not in DETECTORS:
+                raise ValueError(f"policy.early_warning: unknown detector {name!r} (expected one of "
+                                 f"{', '.join(DETECTORS)})")
+        return self
 
 
 class PPOConfig(_Online):

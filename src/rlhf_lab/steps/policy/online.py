@@ -34,11 +34,11 @@ from rlhf_lab.steps.policy.loop import (
     report_final,
     resume,
     rl_prompts,
-    save_policy,
     score_completions,
     set_lr,
 )
 from rlhf_lab.steps.policy.prefix import distinct_prompts, grouped_response_logits
+from rlhf_lab.steps.policy.warning import Watch
 from rlhf_lab.ui import progress
 
 
@@ -133,9 +133,10 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
     wrapped, optimizer = acc.prepare(algo.forward_module(model), optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
     points = eval_points(ctx.cfg.eval, cfg.updates)
+    watch = Watch(ctx)  # policy.early_warning: the detectors read what is logged, never gold
 
     if start == 0:
-        evaluate(0)
+        watch.observe(0, evaluate(0))
     t0 = time.time()
     last_eval: dict = {}
     with progress(ns.upper(), cfg.updates) as advance:
@@ -163,6 +164,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
                       f"{ns}/lr": optimizer.param_groups[0]["lr"], f"{ns}/kl_coef": beta,
                       f"{ns}/elapsed_s": time.time() - t0}
             run.log(record)
+            watch.observe(update, record)
             kl_ctl.update(g["objective/kl"], len(prompts) * k * acc.num_processes)
             # 5. the sample table, evaluation points and checkpoints
             if update % cfg.sample_table_every == 0 or update == cfg.updates:
@@ -170,11 +172,14 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
                                  sequence_kl_from_logprobs(logprobs, ro.ref_logprobs, ro.mask))
             if update in points:
                 last_eval = evaluate(update)
+                watch.observe(update, last_eval)
+            if watch.check(update):  # early_warning=stop and a detector fired
+                break
             if update % cfg.checkpoint_every == 0 and update < cfg.updates:
                 checkpoint(ctx, update=update, model=model, optimizer=optimizer, kl_ctl=kl_ctl, generator=gen,
                            np_rng=np_rng)
             advance(1, score=g["objective/scores"], kl=g["objective/kl"])
 
-    save_policy(ctx, policy, last_eval)
-    report_final(ns.upper(), last_eval, cfg.updates)
+    last_eval = watch.save(policy, last_eval)
+    report_final(ns.upper(), last_eval, watch.stopped_at or cfg.updates)
     return last_eval
