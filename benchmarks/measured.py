@@ -100,8 +100,13 @@ def parse(path: Path, text: str, *, shown: str) -> list[Block]:
     """Every block of one file; a malformed marker raises MarkerError naming `shown`:LINE."""
     blocks: list[Block] = []
     current: Block | None = None
+    fenced = False
     for i, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
+        if stripped.startswith("```"):
+            fenced = not fenced
+        if fenced or len(line) - len(line.lstrip(" ")) >= 4:  # code: an example of a marker, not one
+            continue
         if CLOSE.match(stripped):
             if current is None:
                 raise MarkerError(f"{shown}:{i}: <!-- /measured --> without an opening marker")

@@ -92,3 +92,11 @@ def test_a_malformed_marker_is_one_line_naming_file_and_line(micro_run, tmp_path
     assert r.returncode == 2
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"doc.md:{line}: ") and says in r.stderr
     assert doc.read_text() == text  # the good block was not regenerated either: nothing is written
+
+
+def test_a_marker_shown_as_code_is_not_a_block(tmp_path):
+    doc = tmp_path / "doc.md"
+    example = "<!-- measured: x kind=seeds source=a -->"  # malformed, were it read
+    doc.write_text(f"How to mark a table:\n\n    {example}\n\n```\n{example}\n<!-- /measured -->\n```\n")
+    r = measured("--check", doc, "--root", tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "0 of 0 blocks flagged", r.stdout + r.stderr
