@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))  # a checkout without `pip install -e .`
+from bench_dtype import DtypeProbe, first_matmul
 from bench_memory import reset_peak, result
 from bench_shapes import KL_COEF, LR
 
@@ -52,6 +53,33 @@ def config(spec: dict, algo: str):
     })
 
 
+def watch_dtypes(ctx, algo: str) -> DtypeProbe:
+    """Hook every model the algorithm loads through `ctx` (and PPO's value function) as the peer's side does, so
+    the result says what each computed in."""
+    from rlhf_lab.steps.policy.ppo import PPO
+
+    probe = DtypeProbe()
+    policy_and_reference, reward_model, sft_lm = ctx.policy_and_reference, ctx.reward_model, ctx.sft_lm
+
+    def both(*a):
+        policy, ref = policy_and_reference(*a)
+        return probe.watch("policy", policy), probe.watch("reference", ref)
+
+    ctx.policy_and_reference = both
+    ctx.reward_model = lambda: probe.watch("reward", reward_model())
+    # the reward-model benchmark trains a reward model initialised from the SFT model; the others' π_ref
+    ctx.sft_lm = lambda: probe.watch("reward" if algo == "rm" else "reference", sft_lm())
+    trained = PPO.trained
+
+    def with_value(self, ctx, policy):
+        pv = trained(self, ctx, policy)
+        # V: the head on the policy's trunk, or the value model's own first layer
+        return probe.watch("value", pv, layer=pv.value_head if pv.shared else first_matmul(pv.value_model))
+
+    PPO.trained = with_value  # this process runs one benchmark: the patch ends with it
+    return probe
+
+
 def run(assets: Path, algo: str) -> dict:
     import torch
 
@@ -67,6 +95,7 @@ def run(assets: Path, algo: str) -> dict:
     cfg = config(spec, algo)
     ctx = Context(cfg, RunFolder(work))
     get_accelerator(cfg)
+    probe = watch_dtypes(ctx, algo)
     pairs = json.loads((assets / "pairs.json").read_text())
     # CPU seconds of this process at every update's record: on a shared machine the time the work took,
     # not the time others' work took
@@ -117,7 +146,7 @@ def run(assets: Path, algo: str) -> dict:
     # the first step warms up (allocations, kernels): the intervals between step ends (rm, CPU marks) start after
     # it; the policy algorithms' wall times start at the loop's start
     measured = times if algo == "rm" or len(times) == 1 else times[1:]
-    return result("ours", algo, per_step, measured, cpu_times)
+    return result("ours", algo, per_step, measured, cpu_times, dtypes=probe.report())
 
 
 if __name__ == "__main__":

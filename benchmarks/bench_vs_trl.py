@@ -9,8 +9,14 @@ memory, and with --markdown appends the table to a file.
 
 PPO's peer is TRL 1.12 (`trl.experimental.ppo`, the last release with PPO) in its own environment
 (--trl112-python, default /tmp/trl112/bin/python); GRPO, RLOO, DPO and reward-model training run against TRL
-1.16 in this interpreter. `ppo` is ours with a separate value model (TRL's layout: policy, reference, reward
-and value models); `ppo_shared` is ours with the value head on the policy's trunk (our default).
+1.16 in this interpreter. PPO is reported in two rows, each stating its layout: `ppo`, like for like, is ours with
+a separate value model against TRL's separate value model (policy, reference, reward and value models on both
+sides); `ppo_shared` is ours with the value head on the policy's trunk (our default, fewer forwards per update)
+against the same TRL run, the best TRL 1.12 can do (it has no shared layout).
+
+Every row also states the precision each side really computed in: both sides hook the first matmul of each model
+(`bench_dtype.py`), and a row where any model of either side ran in another dtype than the size's stated
+precision is flagged ("MISMATCH") rather than silently compared.
 """
 
 from __future__ import annotations
@@ -28,6 +34,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PEER = {"ppo": "ppo", "ppo_shared": "ppo", "grpo": "grpo", "rloo": "rloo", "dpo": "dpo", "rm": "rm"}
 UNIT = {"dpo": "pairs/s", "rm": "pairs/s"}
+# PPO's value function, ours / the peer's (TRL 1.12 always runs a separate value model)
+LAYOUT = {"ppo": "separate value model / separate value model",
+          "ppo_shared": "shared value head / separate value model"}
+
+
+def dtype_cell(runs: list[dict], precision: str) -> str:
+    """What one side's models computed in over its runs: "bfloat16" when every watched matmul of every model
+    ran in the stated precision, else "MISMATCH reference: float32 ×41; …"."""
+    from bench_dtype import EXPECTED, mismatches
+
+    dtypes: dict[str, dict[str, int]] = {}
+    for r in runs:
+        for role, counts in r.get("dtypes", {}).items():
+            for d, n in counts.items():
+                dtypes.setdefault(role, {})[d] = dtypes.setdefault(role, {}).get(d, 0) + n
+    if not dtypes:
+        return "not observed"
+    bad = mismatches(dtypes, precision)
+    return ("MISMATCH " + "; ".join(bad)) if bad else f"{EXPECTED[precision]} ({', '.join(sorted(dtypes))})"
 
 
 def _run(python: str, script: str, assets: Path, algo: str, timeout: int, threads: int | None,
@@ -71,6 +96,7 @@ def main() -> None:
     rows, raw = [], []
     for size in args.sizes.split(","):
         assets = build(size, Path(tempfile.mkdtemp(prefix=f"bench_{size}_")))
+        precision = json.loads((assets / "bench.json").read_text())["precision"]
         for algo in args.algos.split(","):
             ppo_peer = PEER[algo] == "ppo"
             peer_python = args.trl112_python if ppo_peer else sys.executable
@@ -94,14 +120,20 @@ def main() -> None:
             o, t = med(ours, "samples_per_s"), med(theirs, "samples_per_s")
             oc, tc = med(ours, "cpu_samples_per_s"), med(theirs, "cpu_samples_per_s")
             om, tm = med(ours, "peak_mem_mb"), med(theirs, "peak_mem_mb")
-            row = (size, algo, theirs[0]["side"], UNIT.get(algo, "samples/s"), f"{o:.2f}", f"{t:.2f}", f"{o / t:.2f}×",
-                   f"{oc:.2f}", f"{tc:.2f}", f"{oc / tc:.2f}×", f"{om:.0f}", f"{tm:.0f}")
+            dt_ours, dt_peer = dtype_cell(ours, precision), dtype_cell(theirs, precision)
+            if "MISMATCH" in dt_ours + dt_peer:
+                print(f"[{size} {algo}] compute dtypes differ from the stated {precision}: ours {dt_ours}; "
+                      f"peer {dt_peer}", file=sys.stderr, flush=True)
+            row = (size, algo, theirs[0]["side"], LAYOUT.get(algo, "–"), dt_ours, dt_peer, UNIT.get(algo, "samples/s"),
+                   f"{o:.2f}", f"{t:.2f}", f"{o / t:.2f}×", f"{oc:.2f}", f"{tc:.2f}", f"{oc / tc:.2f}×", f"{om:.0f}",
+                   f"{tm:.0f}")
             rows.append(row)
             print(" | ".join(row), flush=True)
             if args.json:  # after every algorithm, so that a run stopped early keeps what it measured
                 args.json.write_text(json.dumps(raw, indent=1))
 
-    header = ("size", "algorithm", "peer", "unit", "ours (wall)", "peer (wall)", "ratio (wall)", "ours (CPU)",
+    header = ("size", "algorithm", "peer", "layout ours / peer", "dtype ours", "dtype peer", "unit",
+              "ours (wall)", "peer (wall)", "ratio (wall)", "ours (CPU)",
               "peer (CPU)", "ratio (CPU)", "peak MB ours", "peak MB peer")
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(r) + " |" for r in rows]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU benchmark as one prepared run (issue 3): sampling alone (HF generate vs our loop vs our CUDA-graph
+# The GPU benchmark as one prepared run (issues 3, 18): sampling alone (HF generate vs our loop vs our CUDA-graph
 # decoding), then ours vs TRL on the GPT-2-small shape (512-token vocabulary), bf16 autocast, 64 sequences × 128
-# new tokens (benchmarks/bench_shapes.py, size "gpt2"). Writes everything under $OUT.
+# new tokens (benchmarks/bench_shapes.py, size "gpt2"; the peer's models loaded in bf16), each row with the PPO layout
+# and the dtype each side was seen computing in. Writes everything under $OUT.
 #
 # The device has no network. Fetch the wheels first, on a machine that has it, into .whl/ (git-ignored):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl/trl116 \
@@ -48,3 +49,11 @@ peer=()
 [ -z "$PEER112" ] && peer=(--trl112-python "${TRL112_PYTHON:-/tmp/trl112/bin/python}")
 "$PY" benchmarks/bench_vs_trl.py --sizes "$SIZE" --algos "$ALGOS" --timeout "${RUN_TIMEOUT:-150}" "${peer[@]}" \
   --markdown "$OUT/vs_trl.md" --json "$OUT/vs_trl.json" 2>&1 | tee "$OUT/vs_trl.log"
+
+# Each row's "dtype ours" / "dtype peer" is observed (bench_dtype.py hooks every model's first matmul), not assumed.
+echo "== compute dtypes: every model of both sides in the stated precision?"
+if grep -q "MISMATCH" "$OUT/vs_trl.log"; then
+  grep -h "compute dtypes differ" "$OUT/vs_trl.log"; echo "some rows compared unlike precisions (above)"
+else
+  echo "yes: no row mixes precisions"
+fi
