@@ -186,6 +186,12 @@ class RewardConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     eval_share: float = Field(0.15, gt=0, lt=1, description="Share of pairs held out for accuracy.")
     init: Literal["sft", "base"] = Field("sft", description="Backbone initialisation: the SFT model or the base.")
+    train: Literal["full", "head_on_frozen"] = Field(
+        "full", description="full: the backbone (its LoRA adapters with model.lora) trains with the head. "
+        "head_on_frozen: the backbone stays as initialised; its last-token hidden state is computed once per "
+        "distinct sequence, without gradients, and only the head trains on those cached features, `epochs` "
+        "passes of `batch_size` pairs (a linear probe: cheap enough for many pairs on a CPU; "
+        "examples/smollm2.yaml).")
     n_norm_samples: int = Field(256, ge=8, description="SFT samples used to fit the score normalisation.")
     models: Literal["single", "ensemble", "per_group", "distributional"] = Field(
         "single", description="single reward model; ensemble (Coste et al. 2023); per_group with MaxMin "
@@ -379,6 +385,17 @@ class EvalConfig(Section):
     every: int = Field(10, ge=1, description="schedule=every: evaluate every N updates.")
 
 
+class LoggingConfig(Section):
+    """Where a run's metrics go besides metrics.jsonl. Not part of the experiment: resuming, or a checkpoint's
+    config check, ignores this section (`Config.experiment_yaml`)."""
+
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Experiment trackers that receive every record of metrics.jsonl (same "
+        "keys, same step), the audit, and a table of samples at each evaluation point (W&B). Offline by default, "
+        "under RUN/trackers/ (rlhf_lab/trackers.py); needs `pip install 'rlhf-lab[trackers]'`.")
+    project: str = Field("rlhf-lab", min_length=1, description="The W&B project and the MLflow experiment.")
+
+
 class Config(Section):
     """A whole run."""
 
@@ -392,6 +409,7 @@ class Config(Section):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     policy: PolicyConfig = Field(default_factory=PPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -406,6 +424,10 @@ class Config(Section):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def experiment_yaml(self) -> str:
+        """The config without `logging`: what a run's results depend on (resume and checkpoints compare it)."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"logging"}), sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------------------------

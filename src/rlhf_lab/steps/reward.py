@@ -14,6 +14,7 @@ import torch
 from rlhf_lab.data import read_preferences
 from rlhf_lab.models.generation import generate, left_pad
 from rlhf_lab.models.heads import ScalarHeadModel, last_index
+from rlhf_lab.models.lm import position_ids_from_mask
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
 from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, score, seed_everything, shard
@@ -106,6 +107,8 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
     rm = ScalarHeadModel.from_lm(init, distributional=distributional)
     preference_nll = PREFERENCE_LOSSES[distributional]
     del init
+    if cfg.train == "head_on_frozen":
+        return train_head_on_frozen(ctx, rm.to(ctx.device), train, held, seed=seed, label=label, weights=weights)
     if ctx.cfg.model.lora:
         from rlhf_lab.models.lora import add_lora
 
@@ -143,6 +146,72 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
     if ctx.cfg.model.lora:
         rm.backbone = rm.backbone.merge_and_unload()
     return rm, accuracy(rm, held, pad, acc.device)
+
+
+@torch.no_grad()
+def frozen_features(backbone, seqs: list[list[int]], *, pad_id: int, device, batch_size: int = 32,
+                    label: str = "Features") -> torch.Tensor:
+    """The backbone's hidden state at the last token of each sequence, (S, H): exactly what the head of a
+    `ScalarHeadModel` reads in `score`. Sequences go in batches of neighbours in length (little padding)."""
+    backbone.eval()
+    out = torch.empty(len(seqs), backbone.config.hidden_size)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    with progress(label, len(seqs)) as advance:
+        for b in range(0, len(order), batch_size):
+            idx = order[b: b + batch_size]
+            batch = left_pad([seqs[i] for i in idx], pad_id, device)  # (b, T), left padded: the last column is real
+            hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=position_ids_from_mask(batch.attention_mask)).last_hidden_state  # (b, T, H)
+            out[idx] = hidden[:, -1].float().cpu()
+            advance(len(idx))
+    return out
+
+
+def train_head_on_frozen(ctx: Context, rm: ScalarHeadModel, train, held, *, seed: int, label: str,
+                         weights: np.ndarray | None) -> tuple:
+    """`reward.train: head_on_frozen` — the head alone learns, over features of the frozen backbone computed
+    once per distinct sequence (pairs of one prompt share sequences). A linear probe with the Bradley–Terry
+    (or probit) loss: one forward per sequence instead of `epochs` forwards and backwards per pair, so a CPU
+    affords many more pairs. Every process computes the same features and trains the same head (no DDP).
+    Returns (model, held-out accuracy per pair), as `train_reward_model`."""
+    cfg = ctx.cfg.reward
+    for p in rm.backbone.parameters():
+        p.requires_grad_(False)
+    seqs, index = [], {}  # distinct sequences, and where each one is
+    for pair in (*train, *held):
+        for ids in pair:
+            if tuple(ids) not in index:
+                index[tuple(ids)] = len(seqs)
+                seqs.append(ids)
+    feats = frozen_features(rm.backbone, seqs, pad_id=ctx.tokenizer.pad_token_id, device=ctx.device,
+                            label=f"{label}: features").to(ctx.device)  # (S, H)
+    pairs = torch.tensor([[index[tuple(c)], index[tuple(r)]] for c, r in (*train, *held)])  # (N, 2)
+    tr, he = pairs[: len(train)], pairs[len(train):]
+    w_all = torch.ones(len(train)) if weights is None else torch.as_tensor(weights, dtype=torch.float)
+    preference_nll = PREFERENCE_LOSSES[rm.distributional]
+    optimizer = torch.optim.AdamW(rm.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+    scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))
+    rng = np.random.default_rng(seed)
+    step = 0
+    with progress(f"{label}: head", total) as advance:
+        for _epoch in range(cfg.epochs):
+            for idx in pair_batches(len(train), cfg.batch_size, rng):
+                c, r = rm._head(feats[tr[idx, 0]]), rm._head(feats[tr[idx, 1]])  # (b, n) each
+                w = w_all[idx].to(c.device)
+                loss = (w * preference_nll(c, r)).sum() / (float(w.sum()) or 1.0)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                advance(1, loss=loss.item())
+                if step % 20 == 0 or step == total:
+                    ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
+                                 "reward/margin": (c[:, 0] - r[:, 0]).mean().item()})
+    with torch.no_grad():
+        c, r = rm._head(feats[he[:, 0]])[:, 0], rm._head(feats[he[:, 1]])[:, 0]  # (held,) μ, as `accuracy`
+    return rm, ((c > r).float() + 0.5 * (c == r).float()).cpu().numpy()
 
 
 def norm_samples(ctx: Context) -> tuple[list[list[int]], list[list[int]]]:
