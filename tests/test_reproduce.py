@@ -1,6 +1,7 @@
 """`rlhf-lab reproduce` (issue 13): the verdict logic on hand-made numbers, the measures on hand-made audits,
 the registry against its sweep files, and a micro end-to-end run of the command."""
 
+import json
 import math
 import re
 import subprocess
@@ -151,12 +152,40 @@ def test_plan_shares_runs_between_findings_and_lets_a_finding_keep_its_cause():
     assert few.overrides == {"sample.n_prompts": 300, "sft.epochs": 2, "seed": 1}
 
 
+def test_tables_state_verdict_and_control_rows_with_links(tmp_path):
+    """reproductions.md/.html/.json from hand-made audits over three seeds: the deception finding reproduced
+    under the default annotators and removed under annotators who verify everything."""
+    from rlhf_lab.reproduce.tables import write_tables
+
+    change = {"default": (0.06, 0.08, 0.07), "verify-all": (0.01, -0.02, 0.0)}
+
+    def audits(run, seed):
+        c = change[run][seed]
+        return _audit(metrics={"deception": {"confident_wrong": {"change": c}, "false_checked": {"change": c / 2}}})
+
+    result = runner.evaluate(runner.select(["deception"])[0], audits, [0, 1, 2])
+    assert result["measures"][0]["verdict"] == "reproduced" and result["control"]["verdict"] == "removed"
+    for seed in (0, 1, 2):  # reports of the default runs only
+        (tmp_path / f"default_seed-{seed}").mkdir()
+        (tmp_path / f"default_seed-{seed}" / "report.html").write_text("<html></html>")
+    md, html = write_tables([result], tmp_path, seconds=12.0, sets=[])
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| **Confident falsehood**"))
+    cells = [c.strip() for c in row.split(" | ")]
+    assert cells[3].endswith("+7 points [+5, +9], up on 3 of 3 seeds") and cells[4] == "reproduced"
+    assert cells[5].startswith("annotators who verify everything: -0 points") and cells[6] == "removed"
+    assert "[default seed 2](default_seed-2/report.html)" in cells[7] and "verify-all seed 0 (no report)" in cells[7]
+    page = html.read_text()
+    assert '<a href="default_seed-1/report.html">' in page and 'class="badge better">reproduced<' in page
+    numbers = json.loads((tmp_path / "reproductions.json").read_text())["findings"][0]
+    assert numbers["measures"][0]["values"] == [0.06, 0.08, 0.07] and numbers["measures"][0]["held"] == 3
+
+
 # --- the command, end to end on the micro config ------------------------------------------------------------
 
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "reproduce", *args], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
+                          text=True, timeout=900, cwd=cwd)
 
 
 def test_cli_list_help_and_unknown_name():
@@ -169,7 +198,6 @@ def test_cli_list_help_and_unknown_name():
     assert r.returncode == 0 and "--quick" in r.stdout and "--seeds" in r.stdout
 
 
-@pytest.mark.slow
 def test_reproduce_micro_end_to_end(tmp_path):
     """Two findings that share their two runs: each run is trained once, both files have a verdict row and a
     control row, and every link goes to a report that exists."""
@@ -190,6 +218,10 @@ def test_reproduce_micro_end_to_end(tmp_path):
     assert links and all((out / link).exists() for link in links)
     assert set(links) == {"default_seed-0/report.html", "verify-all_seed-0/report.html"}
     assert "<script" not in html
+    numbers = json.loads((out / "reproductions.json").read_text())
+    deception = next(f for f in numbers["findings"] if f["name"] == "deception")
+    assert deception["seeds"] == [0] and deception["control"]["verdict"] == "one seed"
+    assert len(deception["measures"][0]["values"]) == 1 and deception["control"]["runs"] == {"run": "verify-all"}
     # resumable: a second invocation trains nothing and rewrites the tables
     r = _cli("deception", "--quick", "--out", str(out), *sets)
     assert r.returncode == 0 and "2 runs in" in r.stdout and "(2 finished already)" in r.stdout

@@ -4,7 +4,7 @@ run's audit.json.
 
 Every finding runs in the same world at the same defaults: a run file sets only the finding's cause (who labels
 and how, which reward model, which policy algorithm), never a world parameter chosen for that finding. Runs
-with the same name are the same run wherever they appear (`default` is the cause of six findings), so a run is
+with the same name are the same run wherever they appear (every finding reads `default`), so a run is
 trained once however many findings read it.
 
 A measure reads one number per seed from named runs ("roles" → run names) and says which sign the paper

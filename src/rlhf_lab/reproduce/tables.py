@@ -1,10 +1,11 @@
 """reproductions.md and reproductions.html: one row per finding — paper, claim (with the paper's own number
 where it gives one), our measurement over seeds with its 95 % interval, the same with the cause switched off,
-the two verdicts and a link to each run's report — then every measure of each finding, seed by seed. The
-page uses the report's shell and escapes everything (audit/page.py)."""
+the two verdicts and a link to each run's report — then every measure of each finding, seed by seed; and the
+same numbers as reproductions.json. The page uses the report's shell and escapes everything (audit/page.py)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -124,6 +125,21 @@ def html(results: list[dict], root: Path, *, header: str) -> str:
                        "decided.</footer>")
 
 
+def as_json(results: list[dict], *, header: str) -> str:
+    """The same numbers for scripts (e.g. a docs table regenerated from them): per finding, every measure's
+    per-seed values, mean with interval, seeds held and verdict, and the control's."""
+    def measure(row: dict) -> dict:
+        ms = row["measure"]
+        return {"label": ms.label, "runs": ms.on, "expect": ms.expect, "kind": ms.kind, **row["summary"],
+                "verdict": row["verdict"]}
+
+    return json.dumps({"header": header, "findings": [
+        {"name": r["finding"].name, "title": r["finding"].title, "paper": r["finding"].paper, "seeds": r["seeds"],
+         "measures": [measure(row) for row in r["measures"]],
+         "control": {"runs": r["finding"].control, **r["control"]["summary"], "verdict": r["control"]["verdict"]}}
+        for r in results]}, indent=2)
+
+
 def write_tables(results: list[dict], root: Path, *, seconds: float, sets: list[str]) -> tuple[Path, Path]:
     seeds = results[0]["seeds"] if results else []
     header = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {_commit()}, seeds "
@@ -134,4 +150,5 @@ def write_tables(results: list[dict], root: Path, *, seconds: float, sets: list[
     md, page_path = root / "reproductions.md", root / "reproductions.html"
     atomic_write_text(md, markdown(results, root, header=header))
     atomic_write_text(page_path, html(results, root, header=header))
+    atomic_write_text(root / "reproductions.json", as_json(results, header=header))
     return md, page_path
