@@ -53,7 +53,8 @@ def test_summary_is_the_t_interval_of_the_seeds_and_counts_the_seeds_that_held()
     assert s["mean"] == stats.mean_t([1.0, 2.0, 3.0, 4.0, -1.0])  # one place for the interval
     half = 2.7764451051977987 * math.sqrt(3.7) / math.sqrt(5)  # t(0.975, 4)·s/√n, s² = 3.7
     assert s["mean"]["hi"] - s["mean"]["value"] == pytest.approx(half)
-    assert s["held"] == 4 and s["values"] == [1.0, 2.0, 3.0, 4.0, -1.0]
+    assert s["held"] == 4 and s["values"] == [1.0, 2.0, 3.0, 4.0, -1.0] and s["missing"] == 0
+    assert verdict.summarise([1.0, None, 2.0], +1)["missing"] == 1
     assert verdict.summarise([1.0, -1.0], -1)["held"] == 1
     assert verdict.summarise([1.0, -1.0], None)["held"] is None
 
@@ -89,8 +90,9 @@ def test_measures_read_rise_fall_and_the_gains_at_best_of_n_kl():
     assert measures.rl_peak_d(a) == 1.0 and measures.fit_r2(a, "rl") == 0.9
     rl_gain, bon_gain = measures.gains_at_bon_kl(a)  # d* = 1.6: between the RL points at d 1 (0.2) and 2 (0.1)
     assert rl_gain == pytest.approx(0.2 - 0.6 * 0.1) and bon_gain == pytest.approx(0.1)
-    # a policy loop that never got as far from SFT as best-of-n: no number, not an extrapolated one
-    assert measures.gains_at_bon_kl(_audit(ds=(0.0, 0.5, 1.0))) is None
+    # a policy loop that never got as far from SFT as best-of-n: both read at its largest d (1.0), not extrapolated
+    rl_gain, bon_gain = measures.gains_at_bon_kl(_audit(ds=(0.0, 0.5, 1.0)))
+    assert rl_gain == pytest.approx(0.1) and bon_gain == pytest.approx(0.15 * (1.0 / 1.2))
     flat = _audit(gains=(0.0, -0.1, -0.2))  # falls from the start: no rise, so no "rise then fall"
     assert measures.both(measures.rl_rise(flat), measures.rl_fall(flat)) == pytest.approx(0.0)
     assert measures.both(None, 0.3) is None and measures.minus(0.5, None) is None

@@ -78,19 +78,19 @@ def fit_r2(audit: dict, form: str) -> float | None:
 
 
 def gains_at_bon_kl(audit: dict) -> tuple[float, float] | None:
-    """(policy-optimisation gold gain, best-of-n gold gain) at the KL of best-of-n's largest n, each over its
-    own SFT baseline (the two curves are measured on different prompts). The policy loop's gold is read off its
-    evaluation points, linearly interpolated in d = √KL; None where the loop never got that far from SFT."""
+    """(policy-optimisation gold gain, best-of-n gold gain) at one KL, each over its own SFT baseline (the two
+    curves are measured on different prompts): d* = √KL of best-of-n's largest n, or the policy loop's largest d
+    if it never got that far from SFT. Each curve's gold is read off its points, linearly interpolated in d."""
     bon = sorted(_bon(audit).get("curve") or [], key=lambda c: c["n"])
     rl = sorted(_rl(audit).get("curve") or [], key=lambda c: c["d"])
-    if len(bon) < 2 or len(rl) < 2 or any(c.get("gold") is None for c in rl):
+    if len(bon) < 2 or len(rl) < 2 or any(c.get("gold") is None for c in rl) or \
+            any(_bon_gold(c) is None for c in bon):
         return None
-    d_star = bon[-1]["d"]
-    if d_star > rl[-1]["d"] or _bon_gold(bon[0]) is None or _bon_gold(bon[-1]) is None:
-        return None
+    d_star = min(bon[-1]["d"], rl[-1]["d"])
     rl_sft = next((c["gold"] for c in rl if c.get("step") == 0), rl[0]["gold"])
     rl_gold = float(np.interp(d_star, [c["d"] for c in rl], [c["gold"] for c in rl]))
-    return rl_gold - rl_sft, _bon_gold(bon[-1]) - _bon_gold(bon[0])
+    bon_gold = float(np.interp(d_star, [c["d"] for c in bon], [_bon_gold(c) for c in bon]))
+    return rl_gold - rl_sft, bon_gold - _bon_gold(bon[0])
 
 
 def both(a: float | None, b: float | None) -> float | None:

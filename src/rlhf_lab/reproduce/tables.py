@@ -35,6 +35,8 @@ def estimate_text(summary: dict, measure) -> str:
     text = prose.change_interval(est, kind)
     if summary["held"] is not None and est.get("value") is not None:
         text += f", {'up' if measure.expect > 0 else 'down'} on {summary['held']} of {len(summary['values'])} seeds"
+    if summary.get("missing"):
+        text += f" ({summary['missing']} seed(s) without a number)"
     return text
 
 

@@ -33,11 +33,12 @@ def _clean(values: Sequence[float | None]) -> list[float]:
 
 def summarise(values: Sequence[float | None], expect: int | None) -> dict:
     """{"mean": estimate (value, lo, hi, n), "values", "held": seeds that moved the expected way (None without
-    an expectation)}. `expect`: +1 (the paper predicts a positive number), −1, or None (shown, not judged)."""
+    an expectation), "missing": seeds without a number}. `expect`: +1 (the paper predicts a positive number),
+    −1, or None (shown, not judged)."""
     vals = _clean(values)
     est = stats.mean_t(vals)
     held = None if expect is None else sum((v > 0) if expect > 0 else (v < 0) for v in vals)
-    return {"mean": est, "values": vals, "held": held}
+    return {"mean": est, "values": vals, "held": held, "missing": len(values) - len(vals)}
 
 
 def _side(est: dict, expect: int) -> str:
