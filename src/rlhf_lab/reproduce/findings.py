@@ -105,7 +105,7 @@ FINDINGS: tuple[Finding, ...] = (
             Measure("best-of-n gold gain at that KL", _one(lambda a: (m.gains_at_bon_kl(a) or (None, None))[1]),
                     {"run": "verify-all"}),
         ),
-        control={"run": "default"}, control_text="the default annotators, who verify about half the answers"),
+        control={"run": "default"}, control_text="the default annotators, who can verify only some answers"),
     Finding(
         name="sycophancy", title="Sycophancy",
         paper="Sharma et al. 2023, Towards Understanding Sycophancy in Language Models (arXiv:2310.13548)",
