@@ -1,6 +1,7 @@
 """The audit's commands, registered on the `rlhf-lab` app by `rlhf_lab.cli`:
 
     rlhf-lab audit DIR [--checkpoint STEP]     measure every tension, write audit.json and report.html
+    rlhf-lab audit --policy P [--reference R] [--reward RM] --out DIR   the same for any two models
     rlhf-lab report DIR                        rebuild report.html (auditing first if there is no audit.json)
     rlhf-lab compare DIR1 DIR2 … [--out FILE]  one report with several runs side by side
 """
@@ -66,18 +67,56 @@ def _headlines(audit: dict) -> None:
 
 
 def audit(
-    run_dir: RunDir,
+    run_dir: Annotated[Path | None, typer.Argument(help="Run folder (or give --policy instead).",
+                                                   file_okay=False)] = None,
     checkpoint: Annotated[int | None, typer.Option(
         "--checkpoint", metavar="STEP",
         help="Audit the policy saved at this update (checkpoints/step_NNNNN) instead of the final one.")] = None,
+    policy: Annotated[str | None, typer.Option(
+        "--policy", metavar="PATH", help="Audit any causal LM (folder, .gguf or packaged name) instead of a run; "
+        "needs --out.")] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", metavar="PATH", help="With --policy: the model it is compared against (default: itself).")
+    ] = None,
+    reward: Annotated[str | None, typer.Option(
+        "--reward", metavar="PATH", help="With --policy: an rlhf-lab reward model folder for the proxy reward.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="DIR", file_okay=False, help="With --policy: where audit.json and report.html go.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="With --policy: the prompts' and sampling seed.")] = 0,
+    reference_seed: Annotated[int | None, typer.Option(
+        "--reference-seed", help="With --policy: sample the reference with its own seed (default: --seed, paired).")
+    ] = None,
+    n_prompts: Annotated[int, typer.Option("--n-prompts", min=8, help="With --policy: held-out prompts; the probe "
+                                           "sets scale with it (256 = the full audit).")] = 64,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="With --policy: longest answer.")] = 64,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure what RLHF did — over-optimisation, sycophancy, diversity, flattening, deception, harm — SFT vs
-    the trained policy, with 95 % intervals; write audit.json and report.html."""
+    the trained policy, with 95 % intervals; write audit.json and report.html. With --policy, audit any two
+    models (a policy against a reference) in the world rendered as plain English."""
     from rlhf_lab.audit import run_audit, write_report
     from rlhf_lab.ui import info, set_quiet
 
     set_quiet(quiet)
+    if policy is not None:
+        if run_dir is not None or checkpoint is not None:
+            _fail("give either a run folder or --policy, not both")
+        if out is None:
+            _fail("--policy needs --out DIR (where audit.json and report.html go)")
+        from rlhf_lab.audit.external import audit_models
+
+        result = _guard(audit_models, policy=policy, reference=reference, reward=reward, out=out, seed=seed,
+                        reference_seed=reference_seed, n_prompts=n_prompts, max_new_tokens=max_new_tokens)
+        if not quiet:
+            _headlines(result)
+        info(f"Audit: {result['seconds']:.0f} s → {out / 'audit.json'}\nReport: {out / 'report.html'}")
+        return
+    if run_dir is None:
+        _fail("give a run folder, or --policy PATH --out DIR to audit any model")
+    if reference is not None or reward is not None or out is not None:
+        _fail("--reference, --reward and --out go with --policy")
     _check_run(run_dir)
     result = _guard(run_audit, run_dir, checkpoint)
     path = _guard(write_report, run_dir, audit=result)

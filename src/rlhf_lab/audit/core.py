@@ -81,18 +81,25 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def measure_tensions(ctx: AuditContext, modules=TENSIONS) -> tuple[dict[str, dict], dict[str, float]]:
+    """Each tension's section measured on `ctx` ({name: section}), and the seconds each took: the one loop that a
+    run's audit, an audit of two given models and the training callback (`rlhf_lab.integrations`) all go through."""
+    tensions, seconds = {}, {}
+    for module in modules:
+        t = time.time()
+        tensions[module.NAME] = module.measure(ctx)
+        seconds[module.NAME] = round(time.time() - t, 2)
+    return tensions, seconds
+
+
 def run_audit(run_dir: str | Path, checkpoint: int | None = None, *, sizes: AuditSizes | None = None,
               log: bool = True) -> dict:
     """Audit a run (its final policy, or the one saved at update `checkpoint`) and write `audit.json`."""
     t0 = time.time()
     RunFolder(run_dir).require_policy(checkpoint=checkpoint)
     ctx = AuditContext(run_dir, checkpoint=checkpoint, sizes=sizes)
-    tensions, seconds = {}, {}
     with cpu_threads_for(ctx):
-        for module in TENSIONS:
-            t = time.time()
-            tensions[module.NAME] = module.measure(ctx)
-            seconds[module.NAME] = round(time.time() - t, 2)
+        tensions, seconds = measure_tensions(ctx)
     audit = {
         "run": str(ctx.run.root),
         "checkpoint": checkpoint,

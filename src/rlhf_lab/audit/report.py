@@ -45,6 +45,12 @@ HEADLINES = (
     ("harm", "over_refusal", "Refuses benign look-alikes"),
 )
 
+FOOTER = ("<footer>Every figure carries its sample size n and a 95 % interval: Wilson for rates, a percentile "
+          "bootstrap for means and for changes (SFT and policy answer the same prompts, so changes are "
+          "bootstrapped over paired prompts). A change is \"within noise\" when its interval contains zero. "
+          "Metric keys follow the namespace audit/&lt;tension&gt;/&lt;metric&gt; of audit.json and "
+          "metrics.jsonl; docs/audit.md explains each one.</footer>")
+
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
@@ -237,11 +243,7 @@ def build_page(run: RunFolder, cfg: dict, audit: dict | None) -> str:
                 "<p class=sub>The same held-out prompt answered by the SFT policy and by the policy after RLHF "
                 "(sampled, not cherry-picked: prompts where the two differ come first).</p>"
                 f"{page.samples_table((audit or {}).get('samples', []))}</section>")
-    body.append("<footer>Every figure carries its sample size n and a 95 % interval: Wilson for rates, a percentile "
-                "bootstrap for means and for changes (SFT and policy answer the same prompts, so changes are "
-                "bootstrapped over paired prompts). A change is \"within noise\" when its interval contains zero. "
-                "Metric keys follow the namespace audit/&lt;tension&gt;/&lt;metric&gt; of audit.json and "
-                "metrics.jsonl; docs/audit.md explains each one.</footer>")
+    body.append(FOOTER)
     return page.page(title, "".join(body))
 
 

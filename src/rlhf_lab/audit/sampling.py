@@ -191,9 +191,15 @@ class AuditContext:
     def response_ids(self, text: str) -> list[int]:
         return encode_response(self.tok, text)
 
-    def generator(self, *salt: int) -> torch.Generator:
+    def sample_seed(self, name: str) -> int:
+        """The seed model `name` samples with: the run's for both, so SFT and policy answers are paired (an audit
+        of two given models may sample the reference with a seed of its own)."""
+        return self.seed
+
+    def generator(self, *salt: int, model: str = "policy") -> torch.Generator:
         # On the models' device: sampling on a GPU needs a GPU generator.
-        return torch.Generator(device=self.device).manual_seed(hash_seed(self.seed, 7919, *salt) % 2**31)
+        seed = hash_seed(self.sample_seed(model), 7919, *salt) % 2**31
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     def generate(self, name: str, prompt_ids: list[list[int]], *, salt: int) -> list[list[int]]:
         """One sampled response per prompt from model `name` (temperature of the evaluation)."""
@@ -204,7 +210,7 @@ class AuditContext:
         return sample(prompt_ids, max_new_tokens=self.cfg.generation.max_new_tokens,
                       temperature=self.cfg.generation.temperature, eos_token_id=self.tok.eos_token_id,
                       pad_token_id=self.tok.pad_token_id, batch_size=self.sizes.batch_size,
-                      generator=self.generator(salt), cuda_graph=self.cfg.model.cuda_graphs)
+                      generator=self.generator(salt, model=name), cuda_graph=self.cfg.model.cuda_graphs)
 
     def scores(self, prompt_ids: list[list[int]], response_ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Normalised reward scores of (prompt, response) token lists: (the score the policy optimised (N,), each
