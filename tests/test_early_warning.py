@@ -105,7 +105,7 @@ def test_no_detector_reads_gold():
 
 def test_check_takes_thresholds_and_names_and_warnings_logged_reads_them_back():
     h = per_update("objective/kl", [1.0, 2.0, 3.0, 9.0])
-    assert ew.check(h, names=["kl_budget"]) == {"kl_budget": 4}  # default 8 nats
+    assert ew.check(h, names=["kl_budget"]) == {"kl_budget": 4}  # default 4 nats: 9 > 4 at update 4
     assert ew.check(h, thresholds={"kl_budget": 1.5}, names=["kl_budget"]) == {"kl_budget": 2}
     assert ew.check(h, names=["repetition"]) == {}
     logged = [*h, {"step": 4, "phase": "policy", "warning/kl_budget": 4}, {"step": 6, "warning/kl_budget": 6}]
@@ -123,3 +123,14 @@ def test_distinct_ngrams():
     assert distinct_ngrams(["a b a b"], 2) == pytest.approx(2 / 3)
     assert distinct_ngrams(["a b", "a b", "a b", "a b"], 2) == 0.25
     assert distinct_ngrams(["a", ""], 2) == 0.0
+
+
+def test_config_reads_a_bare_off_and_names_an_unknown_detector():
+    from rlhf_lab.config import ConfigError, build_config
+
+    assert build_config({"policy": {"early_warning": False}}).policy.early_warning == "off"  # YAML's `off`
+    assert build_config({}, ["policy.early_warning=off"]).policy.early_warning == "off"
+    with pytest.raises(ConfigError, match="unknown detector 'kl'"):
+        build_config({}, ["policy.early_warning_thresholds={kl: 2}"])
+    with pytest.raises(ConfigError, match="unknown detector 'nope'"):
+        build_config({}, ["policy.early_warning_detectors=[nope]"])

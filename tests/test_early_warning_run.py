@@ -68,3 +68,33 @@ def test_warn_logs_the_detectors_verdict_and_stop_saves_the_policy_before_the_wa
     at_saved = next(r for r in rows if r["step"] == saved and "eval/proxy_reward" in r)
     assert final_eval["eval/proxy_reward"] == at_saved["eval/proxy_reward"]
     assert "eval/gold_utility" in final_eval  # the evaluation of that point, whole (gold is for reading, not deciding)
+
+
+def test_a_rerun_from_the_start_does_not_read_the_previous_runs_records(tmp_path):
+    """metrics.jsonl keeps a finished policy step's records until its rerun commits: a rerun from update 0 must
+    not take them (or their warnings) for its own; a resumed one takes its own up to the checkpoint."""
+    from types import SimpleNamespace
+
+    from rlhf_lab import load_config
+    from rlhf_lab.runfolder import RunFolder
+    from rlhf_lab.steps.policy.warning import Watch
+
+    run = RunFolder(tmp_path)
+    for r in [{"step": 1, "objective/kl": 9.0}, {"step": 1, "warning/kl_budget": 1}, {"step": 3, "objective/kl": 9.0}]:
+        run.log({"phase": "policy", **r})
+    run.log({"phase": "reward", "reward/accuracy": 0.7})
+    ctx = SimpleNamespace(cfg=load_config(overrides=["policy.early_warning=warn"]), run=run, is_main=True,
+                          accelerator=SimpleNamespace(num_processes=1))
+    fresh = Watch(ctx, start=0)
+    assert fresh.history == [] and fresh.warned == {}
+    resumed = Watch(ctx, start=2)
+    assert [r["step"] for r in resumed.history] == [1, 1] and resumed.warned == {"kl_budget": 1}
+    # a resumed run does not log a warning it logged before; a fresh one logs its own
+    resumed.observe(2, {"objective/kl": 9.5})
+    assert resumed.check(2) is False and len(run.phase_metrics("policy")) == 3
+    fresh.observe(1, {"objective/kl": 5.0})
+    assert fresh.check(1) is False and fresh.warned == {"kl_budget": 1}  # warn: logged, never a stop
+    assert run.phase_metrics("policy")[-1] == {"step": 1, "phase": "policy", "warning/kl_budget": 1}
+    off = Watch(SimpleNamespace(**{**vars(ctx), "cfg": load_config(overrides=["policy.early_warning=off"])}))
+    off.observe(1, {"objective/kl": 50.0})
+    assert off.check(1) is False and off.history == []

@@ -97,6 +97,8 @@ def run(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="With --seeds: runs at once, each its own "
                                       "process.")] = 1,
     quiet: QuietOpt = False,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Audit the run and write report.html at "
+                                         "the end (--no-report: stop after evaluation).")] = True,
 ) -> None:
     """Run the whole pipeline: SFT → sample → label → reward model → policy → evaluation → report."""
     _quiet(quiet)
@@ -114,7 +116,7 @@ def run(
 
     t0 = time.time()
     try:
-        folder = _guard(pipeline.run, cfg, resume or out, resume=resume is not None)
+        folder = _guard(pipeline.run, cfg, resume or out, resume=resume is not None, report=report)
     except NeedsHumanLabels as e:
         typer.echo(str(e))
         raise typer.Exit(0) from None
@@ -152,7 +154,8 @@ def _summary(folder, seconds: float) -> None:
     for name, info in folder.state().get("done", {}).items():
         table.add_row(name, f"{info.get('seconds', 0):.1f}", results.get(name, ""))
     console.print(table)
-    console.print(f"Total {seconds:.0f} s. Report: [bold]{folder / 'report.html'}[/bold]")
+    report = folder / "report.html"
+    console.print(f"Total {seconds:.0f} s." + (f" Report: [bold]{report}[/bold]" if report.exists() else ""))
 
 
 def _step_command(name: str, doc: str):
@@ -250,6 +253,36 @@ def reproduce(
     chosen = _guard(parse_seeds, seeds)
     _runs(runner.reproduce, names, chosen[:1] if quick else chosen, out, jobs=jobs, sets=set_ or [],
           echo=typer.echo)
+
+
+@app.command("warnings-scoreboard")
+def warnings_scoreboard(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", metavar="SEEDS", help="Seeds scored (default 0-9; "
+                                              "--quick: 0-1).")] = None,
+    calibration_seeds: Annotated[str | None, typer.Option(
+        "--calibration-seeds", metavar="SEEDS", help="Seeds the thresholds are calibrated on, disjoint from "
+        "--seeds (default 100-104; --quick: 100).")] = None,
+    settings: Annotated[str | None, typer.Option("--settings", help="Comma-separated, of default, p_know1 "
+                                                 "(label.p_know=1), hindsight (label.feedback=hindsight); default "
+                                                 "all three (--quick: default).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at once (each is its own process).")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for the runs and the scoreboard "
+                                             "(default runs/warnings-scoreboard, --quick: …-quick).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A micro config (seconds a run): checks the plumbing, "
+                                        "measures nothing.")] = False,
+) -> None:
+    """Score each early-warning detector against gold utility: seeds × settings, thresholds calibrated on other
+    seeds; writes OUT/scoreboard.md and .json. Rerun the same command to resume (docs/early-warning.md)."""
+    from rlhf_lab.warnings_scoreboard import CALIBRATION_SEEDS, SCORING_SEEDS, base_config, run_scoreboard
+
+    base = _guard(base_config, _config(config, set_), quick=quick)
+    chosen = settings.split(",") if settings else (["default"] if quick else None)
+    out = out or Path("runs/warnings-scoreboard" + ("-quick" if quick else ""))
+    _runs(run_scoreboard, base, out=out, seeds=seeds or ("0-1" if quick else SCORING_SEEDS),
+          calibration_seeds=calibration_seeds or ("100" if quick else CALIBRATION_SEEDS), settings=chosen,
+          jobs=jobs, echo=typer.echo)
 
 
 @app.command("prepare-model")

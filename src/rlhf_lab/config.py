@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FAMILIES = ("question", "belief", "pushback", "feedback", "harmful", "benign", "open")
 
@@ -285,6 +285,11 @@ class _Online(_Trainer):
     early_warning_thresholds: dict[str, float] = Field(
         default_factory=dict, description="Per detector, a threshold in place of its default (e.g. the one "
         "`rlhf-lab warnings-scoreboard` calibrated).")
+
+    @field_validator("early_warning", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
     @model_validator(mode="after")
     def _check_detectors(self):

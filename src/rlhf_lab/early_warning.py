@@ -163,7 +163,7 @@ def _detector(fn, *, reads: tuple[str, ...], threshold: float, grid: tuple[float
 
 
 DETECTORS: dict[str, Detector] = {d.name: d for d in (
-    _detector(kl_budget, reads=("objective/kl",), threshold=8.0, grid=(1, 2, 3, 4, 6, 8, 12, 16, 24), unit="nats"),
+    _detector(kl_budget, reads=("objective/kl",), threshold=4.0, grid=(1, 2, 3, 4, 6, 8, 12, 16, 24), unit="nats"),
     _detector(kl_acceleration, reads=("objective/kl",), threshold=1.5, grid=(1.1, 1.25, 1.5, 2, 3, 5),
               unit="ratio of slopes"),
     _detector(proxy_gap, reads=("objective/scores", "eval/proxy_reward"), threshold=0.3,

@@ -89,14 +89,14 @@ def _finished(folder: Path) -> bool:
     return (folder / "state.json").exists() and "evaluate" in RunFolder(folder).state().get("done", {})
 
 
-def _command(folder: Path, base: dict, run: SweepRun) -> list[str]:
-    exe = [sys.executable, "-m", "rlhf_lab.cli"]
+def _command(folder: Path, base: dict, run: SweepRun, *, report: bool = True) -> list[str]:
+    exe = [sys.executable, "-m", "rlhf_lab.cli", "run", "--quiet", *(() if report else ("--no-report",))]
     if (folder / "config.yaml").exists():
-        return [*exe, "run", "--quiet", "--resume", str(folder)]
+        return [*exe, "--resume", str(folder)]
     folder.mkdir(parents=True, exist_ok=True)
     cfg = build_config(base, run.override_list())
     atomic_write_text(folder / "sweep_config.yaml", cfg.to_yaml())
-    return [*exe, "run", "--quiet", "--config", str(folder / "sweep_config.yaml"), "--out", str(folder)]
+    return [*exe, "--config", str(folder / "sweep_config.yaml"), "--out", str(folder)]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -132,8 +132,9 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, jobs: int = 1,
 
 
 def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source: str, jobs: int = 1,
-             only: int | None = None, echo=print) -> list[Path]:
-    """Run (or resume) `runs` as separate processes under `root`, at most `jobs` at a time."""
+             only: int | None = None, report: bool = True, echo=print) -> list[Path]:
+    """Run (or resume) `runs` as separate processes under `root`, at most `jobs` at a time; without `report`,
+    no audit or report.html (what reads only metrics and evaluation records needs neither)."""
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(
         {"name": name, "file": source, "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
@@ -152,8 +153,8 @@ def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source:
             _i, r = todo.pop(0)
             folder = root / r.name
             log = open(folder.parent / f"{r.name}.log", "a")  # noqa: SIM115 (closed when the process ends)
-            running.append((r.name, subprocess.Popen(_command(folder, base, r), stdout=log, stderr=log, env=env),
-                            time.time()))
+            proc = subprocess.Popen(_command(folder, base, r, report=report), stdout=log, stderr=log, env=env)
+            running.append((r.name, proc, time.time()))
             echo(f"  started {r.name}")
         time.sleep(0.5)
         for item in list(running):

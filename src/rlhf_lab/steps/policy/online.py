@@ -133,7 +133,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
     wrapped, optimizer = acc.prepare(algo.forward_module(model), optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
     points = eval_points(ctx.cfg.eval, cfg.updates)
-    watch = Watch(ctx)  # policy.early_warning: the detectors read what is logged, never gold
+    watch = Watch(ctx, start=start)  # policy.early_warning: the detectors read what is logged, never gold
 
     if start == 0:
         watch.observe(0, evaluate(0))

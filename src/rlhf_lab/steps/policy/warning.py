@@ -3,7 +3,7 @@ the loop logs (never gold); a warning is logged once per detector as warning/<de
 at; with `stop` the loop ends there and the policy saved is the one of the last evaluation point before the
 warning — the checkpoints/step_NNNNN the schedule saved (update 0: the untrained policy, = the SFT policy).
 
-    watch = Watch(ctx)                         # history from metrics.jsonl (a resumed run's earlier records)
+    watch = Watch(ctx, start=start)            # resumed: metrics.jsonl's records up to `start` are history
     watch.observe(update, record)              # each update's record and each evaluation point's summary
     if watch.check(update): break              # True: stop
     last_eval = watch.save(policy, last_eval)  # run/policy: the trained policy or, stopped, the one before
@@ -22,14 +22,16 @@ from rlhf_lab.ui import info
 
 
 class Watch:
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, *, start: int = 0):
         cfg = ctx.cfg.policy
         self.ctx = ctx
         self.mode = getattr(cfg, "early_warning", "off")
         self.names = getattr(cfg, "early_warning_detectors", None)
         self.thresholds = getattr(cfg, "early_warning_thresholds", {})
-        # after a resume, metrics.jsonl holds the records up to the checkpoint: the detectors see them too
-        self.history = ctx.run.phase_metrics("policy") if self.mode != "off" else []
+        # resumed from update `start`: metrics.jsonl holds this run's records up to it, which the detectors see
+        # too; from the start, its policy records are a previous run's (replaced when this one commits)
+        self.history = [r for r in ctx.run.phase_metrics("policy") if r.get("step", 0) <= start] \
+            if self.mode != "off" and start > 0 else []
         self.warned = early_warning.warnings_logged(self.history)
         self.stopped_at: int | None = None
 
