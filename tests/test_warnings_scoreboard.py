@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rlhf_lab import early_warning
-from rlhf_lab.warnings_scoreboard import RunResult, calibrate, read_run, score, scoreboard
+from rlhf_lab.warnings_scoreboard import RunResult, base_config, calibrate, markdown, read_run, score, scoreboard
 
 POINTS = (0, 1, 2, 4, 8, 16)
 
@@ -82,6 +82,18 @@ def test_scoreboard_needs_disjoint_seeds_and_scores_with_the_calibrated_threshol
     assert s["on_time"]["value"] == 1.0 and s["false_alarms"] == 0 and s["stop_better"] == 2
     assert s["stop_minus_end"]["value"] == pytest.approx(0.3 - (-0.5))  # stop keeps update 4's gold
     assert board["repetition"]["summary"]["warned"] == 0  # nothing logged for it: never fires
+    assert s["meets_bar"] and not board["repetition"]["summary"]["meets_bar"]
+    md = markdown(board, {"settings": {"default": {}}, "calibration_seeds": [100, 101], "scoring_seeds": [0, 1],
+                          "early_margin": 0.5})
+    assert "false alarms in ≤ 20 % of the runs: kl_budget." in md
+
+
+def test_the_scoreboards_runs_never_stop_early():
+    """A stopped run hides where its gold would have gone: the scoreboard's runs warn, whatever the config says."""
+    from rlhf_lab.config import load_config
+
+    base = base_config(load_config(overrides=["policy.early_warning=stop"]), quick=True)
+    assert base["policy"]["early_warning"] == "warn" and base["policy"]["updates"] == 6
 
 
 def test_quick_scoreboard_end_to_end(tmp_path):

@@ -31,6 +31,7 @@ from rlhf_lab.sweep import SweepRun, parse_seeds, run_runs
 SETTINGS: dict[str, dict] = {"default": {}, "p_know1": {"label.p_know": 1.0},
                              "hindsight": {"label.feedback": "hindsight"}}
 SCORING_SEEDS, CALIBRATION_SEEDS = "0-9", "100-104"
+BAR_ON_TIME, BAR_FALSE = 0.7, 0.2  # issue 19's bar: on time in ≥ 70 % of falling runs, false alarms in ≤ 20 %
 EARLY = 0.5  # a warning below this share of the peak's distance √KL is more than the margin early: false alarm
 # --quick: a micro config that runs in seconds, enough points for a curve; for the end-to-end test
 QUICK = ["sft.n_demos=1000", "sft.epochs=2", "sample.n_prompts=60", "sample.k=2", "reward.epochs=1",
@@ -141,14 +142,17 @@ def summarise(rows: list[dict]) -> dict:
         lo, hi = stats.bootstrap_ci(values, lambda a: np.median(a, axis=1))
         return stats.estimate(float(np.median(values)), lo, hi, len(values))
 
+    on_time = stats.rate([r["on_time"] for r in falling])
+    false_rate = stats.rate([r["false_alarm"] for r in rows])
     return {
         "runs": len(rows), "falling": len(falling), "warned": len(warned),
-        "on_time": stats.rate([r["on_time"] for r in falling]),
+        "meets_bar": bool(falling) and on_time["value"] >= BAR_ON_TIME and false_rate["value"] <= BAR_FALSE,
+        "on_time": on_time,
         "by_next_point": stats.rate([r["by_next_point"] for r in falling]),
         "lead_updates": median([r["lead_updates"] for r in lead]),
         "lead_nats": median([r["lead_nats"] for r in lead]),
         "false_alarms": sum(r["false_alarm"] for r in rows),
-        "false_alarm_rate": stats.rate([r["false_alarm"] for r in rows]),
+        "false_alarm_rate": false_rate,
         "gold_stop": stats.mean_t([r["gold_stop"] for r in rows]),
         "gold_end": stats.mean_t([r["gold_end"] for r in rows]),
         "gold_peak": stats.mean_t([r["gold_peak"] for r in rows]),
@@ -235,7 +239,10 @@ def markdown(board: dict, meta: dict) -> str:
             f"({s['warned']} warned)", _fmt(s["stop_minus_end"]), _fmt(s["peak_minus_stop"]),
             f"{s['stop_better']}/{s['runs']}"]) + " |")
     any_board = next(iter(board.values()))["summary"]
-    tail = (f"\n\nRuns scored: {any_board['runs']}, of which gold falls in {any_board['falling']}. "
+    meets = [n for n, b in board.items() if b["summary"]["meets_bar"]]
+    tail = (f"\n\nOn time in ≥ {100 * BAR_ON_TIME:.0f} % of the falling runs with false alarms in ≤ "
+            f"{100 * BAR_FALSE:.0f} % of the runs: {', '.join(meets) if meets else 'no detector'}.")
+    tail += (f" Runs scored: {any_board['runs']}, of which gold falls in {any_board['falling']}. "
             f"Mean gold at the end {_fmt(any_board['gold_end'])}, at the oracle peak {_fmt(any_board['gold_peak'])}."
             "\n\n## Calibration (calibration seeds)\n\n| detector | threshold: on time / false alarms / warned |\n"
             "|---|---|\n")
@@ -249,5 +256,7 @@ def base_config(cfg, *, quick: bool) -> dict:
     """The config every run shares (a dict, as a sweep's `base`); --quick puts the micro config on top."""
     from rlhf_lab.config import build_config
 
-    data = yaml.safe_load(cfg.to_yaml())
-    return yaml.safe_load(build_config(data, QUICK).to_yaml()) if quick else data
+    data = yaml.safe_load(build_config(yaml.safe_load(cfg.to_yaml()), QUICK if quick else []).to_yaml())
+    if "early_warning" in data["policy"]:
+        data["policy"]["early_warning"] = "warn"  # a run stopped early would hide where its gold goes
+    return data
