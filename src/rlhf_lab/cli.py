@@ -40,6 +40,9 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="SECTION.KEY=VALUE",
     help="Override one config key (repeatable), e.g. --set policy.kl_coef=0.1")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ReportToOpt = Annotated[list[str] | None, typer.Option(
+    "--report-to", metavar="TRACKER", help="Also log the metrics to tensorboard, wandb or mlflow (repeatable or "
+    "comma-separated; offline, under RUN/trackers/; sets logging.report_to).")]
 RunDir = Annotated[Path, typer.Argument(help="Run folder.", file_okay=False)]
 
 
@@ -77,6 +80,14 @@ def _config(config: Path | None, sets: list[str] | None):
     return _guard(load_config, config, sets or [])
 
 
+def _report_to(names: list[str] | None) -> list[str]:
+    """--report-to as a --set override of logging.report_to (none when not given)."""
+    if not names:
+        return []
+    chosen = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    return [f"logging.report_to=[{', '.join(chosen)}]"]
+
+
 def _quiet(q: bool) -> None:
     from rlhf_lab.ui import set_quiet
 
@@ -97,6 +108,7 @@ def run(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="With --seeds: runs at once, each its own "
                                       "process.")] = 1,
     quiet: QuietOpt = False,
+    report_to: ReportToOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Audit the run and write report.html at "
                                          "the end (--no-report: stop after evaluation).")] = True,
 ) -> None:
@@ -104,7 +116,10 @@ def run(
     _quiet(quiet)
     if resume is not None and (config is not None or set_ or seeds):
         _fail("--resume continues with the run's saved config; do not pass --config/--set/--seeds with it", 2)
-    cfg = None if resume else _config(config, set_)
+    cfg = None if resume else _config(config, [*(set_ or []), *_report_to(report_to)])
+    if resume is not None and report_to:
+        # the saved config with other trackers: the same experiment, so it continues where it stopped
+        cfg, resume, out = _config(resume / "config.yaml", _report_to(report_to)), None, resume
     if seeds is not None:
         from rlhf_lab.sweep import run_seeds
 
@@ -159,10 +174,12 @@ def _summary(folder, seconds: float) -> None:
 
 
 def _step_command(name: str, doc: str):
-    def command(run_dir: RunDir, config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    def command(run_dir: RunDir, config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+                report_to: ReportToOpt = None) -> None:
         _quiet(quiet)
         from rlhf_lab import pipeline
 
+        set_ = [*(set_ or []), *_report_to(report_to)]
         saved = run_dir / "config.yaml"
         cfg = None
         if config is not None or set_ or not saved.exists():

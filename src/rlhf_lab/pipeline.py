@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from rlhf_lab import trackers
 from rlhf_lab.config import Config, ConfigError, build_config, read_yaml
 from rlhf_lab.runfolder import STEPS, RunFolder, atomic_write_text
 from rlhf_lab.steps.common import Context
@@ -77,7 +78,10 @@ def step(name: str, out: str | Path, cfg: Config | None = None) -> dict:
         first = f"`rlhf-lab run --out {run.root}`" if saved is None else f"`rlhf-lab {missing[0]} {run.root}`"
         raise ConfigError(f"{run.root}: {name} needs {', '.join(missing)} done first; start with {first}")
     new_yaml = cfg.to_yaml()
-    return _run_one(name, Context(cfg, run), config_yaml=None if new_yaml == saved else new_yaml)
+    trackers.check_available(cfg.logging.report_to)
+    ctx = Context(cfg, run)
+    with trackers.session(run.root, cfg, main=ctx.is_main):
+        return _run_one(name, ctx, config_yaml=None if new_yaml == saved else new_yaml)
 
 
 def _warn_if_untested(ctx: Context) -> None:
@@ -115,25 +119,36 @@ def run(cfg: Config | None = None, out: str | Path | None = None, *, resume: boo
         if out is None:
             raise ConfigError("resume needs the run folder to continue")
         cfg, run_folder = open_run(out)
+        trackers.check_available(cfg.logging.report_to)
     else:
         cfg, out = cfg or Config(), out or default_out()
+        trackers.check_available(cfg.logging.report_to)  # before anything is written
         existing = RunFolder(out)
         if existing.state()["done"] and existing.config_path.exists() and \
-                existing.config_path.read_text() != cfg.to_yaml():
+                not _same_experiment(existing, cfg):
             # its finished steps were made under the other config: skipping them would mix the two
             raise ConfigError(f"{existing.root} is a run with another config; continue it with `rlhf-lab run "
                               f"--resume {existing.root}`, rerun one step with `rlhf-lab STEP {existing.root} "
                               "--set …`, or choose another --out")
         cfg, run_folder = open_run(out, cfg)
     ctx = Context(cfg, run_folder)
-    for name in STEPS:
-        if run_folder.is_done(name):
-            info(f"[dim]{name}: done already, skipped[/dim]")
-            continue
-        _run_one(name, ctx)
-    if report:
-        build_report(run_folder)
+    with trackers.session(run_folder.root, cfg, main=ctx.is_main):  # one tracker run for the steps and the audit
+        for name in STEPS:
+            if run_folder.is_done(name):
+                info(f"[dim]{name}: done already, skipped[/dim]")
+                continue
+            _run_one(name, ctx)
+        if report:
+            build_report(run_folder)
     return run_folder
+
+
+def _same_experiment(run_folder: RunFolder, cfg: Config) -> bool:
+    """Whether the run's saved config is `cfg` but for where metrics are logged (`logging`)."""
+    try:
+        return build_config(read_yaml(run_folder.config_path)).experiment_yaml() == cfg.experiment_yaml()
+    except ConfigError:
+        return False
 
 
 def build_report(run_folder: RunFolder) -> Path:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rlhf_lab import trackers
+
 STEPS = ("sft", "sample", "label", "reward", "policy", "evaluate")
 # What a step leaves to continue from; resuming one trained on since-changed inputs would mix old and new.
 RESUME_POINTS = {"policy": ("policy_ckpt", "checkpoints")}
@@ -268,8 +270,8 @@ class RunFolder:
 
     # metrics -------------------------------------------------------------------------------------------
     def log(self, record: dict) -> None:
-        """Append one JSON object to metrics.jsonl (flushed and synced, so a crash loses at most it).
-        Only the main process writes."""
+        """Append one JSON object to metrics.jsonl (flushed and synced, so a crash loses at most it) and hand
+        it to the run's open experiment trackers, if any (trackers.py). Only the main process writes."""
         if not _is_main():
             return
         self.root.mkdir(parents=True, exist_ok=True)
@@ -277,6 +279,7 @@ class RunFolder:
             fh.write(json.dumps(record, default=float) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        trackers.forward(self.root, record)
 
     def metrics(self) -> list[dict]:
         if not self.metrics_path.exists():

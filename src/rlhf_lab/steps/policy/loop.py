@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from rlhf_lab import trackers
 from rlhf_lab.models.heads import ScalarHeadModel
 from rlhf_lab.models.lm import save_lm
 from rlhf_lab.models.tokenizer import decode_response
@@ -180,6 +181,10 @@ class EvalPoints:
         ctx.run.log({"step": update, "phase": "policy", **summary})
         if ctx.is_main:  # per-prompt records: the audit's paired interval of each point against update 0 (SFT)
             write_jsonl(ctx.run / "checkpoints" / "evals" / f"step_{update:05d}.jsonl", records)
+            trackers.forward_table(ctx.run.root, "eval/samples", [
+                {"step": update, "family": r["family"], "user_group": r["user_group"], "prompt": r["prompt"],
+                 "completion": r["response"], "proxy": r["proxy"], "gold": r["gold"], "kl": r["kl"]}
+                for r in records], step=update, phase="policy")
         if update > 0 and ctx.is_main:
             with atomic_dir(ctx.run / "checkpoints" / f"step_{update:05d}") as tmp:
                 save_lm(self.policy, ctx.tokenizer, tmp)
@@ -188,7 +193,7 @@ class EvalPoints:
 
 def config_fingerprint(ctx: Context) -> str:
     """What a checkpoint must have been written under to be resumed: the whole resolved config."""
-    return hashlib.sha256(ctx.cfg.to_yaml().encode()).hexdigest()[:16]
+    return hashlib.sha256(ctx.cfg.experiment_yaml().encode()).hexdigest()[:16]
 
 
 def resume(ctx: Context, *, model, optimizer, kl_ctl=None, generator: torch.Generator | None = None,
