@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from figures import annotate_load_row, stamp
 from sqlalchemy import func, select
 
 from rlhf_lab.annotate import crud
@@ -176,6 +177,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--rate", type=float, default=0.0,
                     help="total submissions/s to offer, spread over the annotators; 0 = as fast as possible")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the row to this file (for measured.py).")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     if args.db == "sqlite":
@@ -208,11 +210,16 @@ def main() -> None:
     check = verify(url, acked, args.overlap)
     backend = "SQLite (WAL, synchronous=FULL)" if url.startswith("sqlite") else "PostgreSQL"
     offered = f"{args.rate:.0f}/s" if args.rate else "max"
-    print(f"| {backend} | {args.workers} | {args.annotators} | {offered} | {len(acked)} | {len(acked) / elapsed:.0f} | "
-          f"{1000 * percentile(latencies, 0.5):.1f} | {1000 * percentile(latencies, 0.99):.1f} | "
-          f"{1000 * server_cpu / max(1, len(acked)):.2f} | "
-          f"{check['lost']} | {check['duplicated']} | {check['pairs_over_overlap']} | {len(errors)} | "
-          f"{os.getloadavg()[0]:.1f} |")
+    row = {"store": backend, "workers": args.workers, "annotators": args.annotators, "offered": offered,
+           "labels": len(acked), "labels_per_s": len(acked) / elapsed, "p50_ms": 1000 * percentile(latencies, 0.5),
+           "p99_ms": 1000 * percentile(latencies, 0.99),
+           "server_cpu_ms_per_label": 1000 * server_cpu / max(1, len(acked)),
+           "lost": check["lost"], "duplicated": check["duplicated"], "pairs_over_overlap": check["pairs_over_overlap"],
+           "errors": len(errors), "load_avg": os.getloadavg()[0]}
+    print(annotate_load_row(row))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**stamp(), "row": row}, indent=1))
     if errors:
         print("first errors:", errors[:3], file=sys.stderr)
     tmp.cleanup()

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import stamp
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))  # a checkout without `pip install -e .`
 
@@ -68,7 +69,7 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
 
-    results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "shape": s}
+    results = {**stamp(), "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "shape": s}
     with autocast:
         for name, fn in runs.items():
             fn()  # warm-up

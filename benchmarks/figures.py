@@ -6,11 +6,28 @@ wrote (reward/metrics.json, eval/summary.json, audit.json, state.json) and never
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+
+def checkout_commit() -> str | None:
+    """HEAD of this checkout, with '+dirty' when src/ differs from it: the code a benchmark measured."""
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return None
+    dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src"]).returncode
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def stamp() -> dict:
+    """The date and commit every benchmark's --json output carries (measured.py stamps the docs with them)."""
+    return {"date": datetime.date.today().isoformat(), "commit": checkout_commit()}
 
 # ---------------------------------------------------------------- does RLHF help before it over-optimises?
 
@@ -200,3 +217,37 @@ def run_date(run: Path) -> str | None:
         return None
     ats = [v.get("at", "") for v in json.loads(state.read_text()).get("done", {}).values()]
     return max(ats)[:10] if ats else None
+
+
+# ---------------------------------------------------------------- the annotation app under load (annotate_load.py)
+
+ANNOTATE_LOAD_HEADER = ("| store | workers | annotators | offered | labels | labels/s | p50 ms | p99 ms | "
+                        "server CPU/label ms | lost | duplicated | pairs over overlap | errors | load avg |")
+
+
+def annotate_load_row(r: dict) -> str:
+    return (f"| {r['store']} | {r['workers']} | {r['annotators']} | {r['offered']} | {r['labels']} | "
+            f"{r['labels_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cpu_ms_per_label']:.2f} | "
+            f"{r['lost']} | {r['duplicated']} | {r['pairs_over_overlap']} | {r['errors']} | {r['load_avg']:.1f} |")
+
+
+def annotate_load_table(records: list[dict]) -> list[str]:
+    return [ANNOTATE_LOAD_HEADER, "|---" * ANNOTATE_LOAD_HEADER.count(" | ") + "|---|",
+            *map(annotate_load_row, records)]
+
+
+# ---------------------------------------------------------------- sampling alone (bench_generation.py --json)
+
+SAMPLERS = {
+    "hf_generate": "HF `generate`",
+    "loop": "ours, eager loop over a growing KV cache",
+    "static_graph": "ours, static KV cache, step recorded as a CUDA graph (the default on a GPU)",
+}
+
+
+def generation_table(result: dict) -> list[str]:
+    lines = ["| sampler | ms per decoding step | tokens/s | vs HF `generate` |", "|---|---|---|---|"]
+    for key, name in SAMPLERS.items():
+        r = result[key]
+        lines.append(f"| {name} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:,.0f} | {r['vs_hf']:.2f}× |")
+    return lines

@@ -10,9 +10,11 @@ A table of measured figures lives between two markers, the first naming where it
     | … the table … |
     <!-- /measured -->
 
-kind says how the block is built from its source (KINDS below; `manual`: no generator, the table was written by
-hand from `cmd`'s output); source is a path or glob relative to the repository root (run folders, or a
-benchmark's --json file); commit and date are the stamp: the code that measured the figures and the day it did.
+kind says how the block is built from its source: `instrument` and `seeds` from run folders (the tables of
+summarise_instrument.py and summarise_runs.py), `default_run`, `annotate_load` and `generation` from the --json
+files of run_default.py, annotate_load.py and bench_generation.py, and `manual`: no generator, the table was
+written by hand from `cmd`'s output. source is a path or glob relative to the repository root; commit and
+date are the stamp: the code that measured the figures and the day it did.
 Optional: code="PATHS" — what the figures measure, comma-separated (default src/rlhf_lab); --check calls a block
 stale when a commit after its stamp touched those paths. A regenerated block is stamped with the commit its
 source names (a benchmark's JSON records it) or else HEAD (give --commit when the runs are older than HEAD), and
@@ -31,7 +33,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from figures import default_run_table, instrument_row, instrument_summary, instrument_table, run_date, seeds_table
+from figures import (
+    annotate_load_table,
+    default_run_table,
+    generation_table,
+    instrument_row,
+    instrument_summary,
+    instrument_table,
+    run_date,
+    seeds_table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", "ARCHITECTURE.md", "docs/*.md", "benchmarks/README.md"]
@@ -76,6 +87,16 @@ def _default_run(paths: list[Path]) -> tuple[list[str], str | None, str | None]:
     return default_run_table(records), max(d["date"] for d in docs), docs[-1].get("commit")
 
 
+def _annotate_load(paths: list[Path]) -> tuple[list[str], str | None, str | None]:
+    docs = [json.loads(p.read_text()) for p in paths]  # one row per file, in the order of their names
+    return annotate_load_table([d["row"] for d in docs]), max(d["date"] for d in docs), docs[-1].get("commit")
+
+
+def _generation(paths: list[Path]) -> tuple[list[str], str | None, str | None]:
+    doc = json.loads(paths[-1].read_text())
+    return generation_table(doc), doc.get("date"), doc.get("commit")
+
+
 def _latest(runs: list[Path]) -> str | None:
     dates = [d for d in map(run_date, runs) if d]
     return max(dates) if dates else None
@@ -90,6 +111,8 @@ KINDS = {
     "instrument": (_finished_run, _instrument),
     "seeds": (_finished_run, _seeds),
     "default_run": (Path.is_file, _default_run),
+    "annotate_load": (Path.is_file, _annotate_load),
+    "generation": (Path.is_file, _generation),
     "manual": (Path.exists, None),
 }
 

@@ -9,7 +9,6 @@ them with the date and commit, the source measured.py regenerates benchmarks/REA
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
 import resource
@@ -19,17 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from figures import default_run_record, default_run_table
-
-
-def _commit() -> str | None:
-    """HEAD of the checkout the run used, with '+dirty' when its tracked files differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode:
-        return None
-    dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src"]).returncode
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+from figures import default_run_record, default_run_table, stamp
 
 
 def main() -> None:
@@ -55,8 +44,7 @@ def main() -> None:
     print(f"\n{machine}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"date": datetime.date.today().isoformat(), "commit": _commit(),
-                                         "machine": machine, "runs": records}, indent=1))
+        args.json.write_text(json.dumps({**stamp(), "machine": machine, "runs": records}, indent=1))
 
 
 if __name__ == "__main__":

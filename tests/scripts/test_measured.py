@@ -51,17 +51,18 @@ def test_regenerates_a_block_from_a_run_folder(micro_run, tmp_path):
     assert again.returncode == 0 and doc.read_text() == text  # regeneration is a fixed point
 
 
-def test_check_lists_a_missing_source_and_a_stale_stamp(micro_run, tmp_path):
+def test_check_lists_a_missing_source_and_a_stale_stamp(tmp_path):
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     first = subprocess.run(["git", "-C", str(ROOT), "rev-list", "--max-parents=0", "HEAD"], capture_output=True,
                            text=True).stdout.split()[0]
-    doc = tmp_path / "doc.md"
+    doc, source = tmp_path / "doc.md", tmp_path / "bench.json"
+    source.write_text("{}")  # --check only asks whether a source exists
     doc.write_text("intro\n\n"
                    + block("gone", f'kind=seeds source="{tmp_path}/runs/seed-*" cmd="rlhf-lab run --seeds 0-4" '
                            f"commit={head}")
-                   + block("current", f'kind=seeds source="{micro_run}" cmd="rlhf-lab run" commit={head} '
+                   + block("current", f'kind=default_run source="{source}" cmd="run_default.py" commit={head} '
                            "code=no/such/path")
-                   + block("old", f'kind=seeds source="{micro_run}" cmd="rlhf-lab run" commit={first} code=src'))
+                   + block("old", f'kind=default_run source="{source}" cmd="run_default.py" commit={first} code=src'))
     r = measured("--check", doc)  # the repository's own history decides staleness
     assert r.returncode == 1
     out = r.stdout.splitlines()
@@ -100,3 +101,27 @@ def test_a_marker_shown_as_code_is_not_a_block(tmp_path):
     doc.write_text(f"How to mark a table:\n\n    {example}\n\n```\n{example}\n<!-- /measured -->\n```\n")
     r = measured("--check", doc, "--root", tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "0 of 0 blocks flagged", r.stdout + r.stderr
+
+
+def test_regenerates_a_block_from_a_benchmark_json(micro_run, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from figures import default_run_record
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    record = default_run_record(micro_run, wall_s=12.4, peak_rss_gb=0.5, sets=["seed=0", "policy.updates=3"])
+    source = tmp_path / "bench" / "default_run.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps({"date": "2026-01-02", "commit": "fedcba9", "runs": [record]}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(block("default", 'kind=default_run source=bench/default_run.json cmd="python run_default.py"'))
+    r = measured(doc, "--root", tmp_path)  # source relative to the root; the stamp is the JSON's
+    assert r.returncode == 0, r.stderr
+    lines = doc.read_text().splitlines()
+    assert lines[0].endswith("commit=fedcba9 date=2026-01-02 -->")
+    ev = json.loads((micro_run / "eval" / "summary.json").read_text())
+    row = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert row[:3] == ["0 policy.updates=3", "12", "0.50"]
+    assert row[-1] == f"{ev['policy']['policy/kl']:.1f}"
+    assert row[-2] == f"{ev['sft']['sft/gold_utility']:+.2f} → {ev['policy']['policy/gold_utility']:+.2f}".replace(
+        "-", "−")
