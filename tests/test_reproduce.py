@@ -190,12 +190,14 @@ def _cli(*args, cwd=None):
                           text=True, timeout=900, cwd=cwd)
 
 
-def test_cli_list_help_and_unknown_name():
+def test_cli_list_help_and_unknown_name(tmp_path):
     r = _cli("--list")
     assert r.returncode == 0 and all(f.name in r.stdout for f in FINDINGS)
     assert "default" in r.stdout and "verify-all" in r.stdout
     r = _cli("sycophancy", "bogus")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "unknown finding 'bogus'" in r.stderr
+    r = _cli("deception", "--seeds", "2-1", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "--seeds '2-1'" in r.stderr and not (tmp_path / "out").exists()
     r = _cli("--help")
     assert r.returncode == 0 and "--quick" in r.stdout and "--seeds" in r.stdout
 

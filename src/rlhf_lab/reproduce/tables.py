@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from rlhf_lab.audit import page, prose
+from rlhf_lab.reproduce import verdict as V
 from rlhf_lab.reproduce.runner import folder_name
 from rlhf_lab.runfolder import atomic_write_text
 
@@ -33,7 +34,9 @@ def estimate_text(summary: dict, measure) -> str:
     if measure.expect is None:
         return prose.short(est, kind)
     text = prose.change_interval(est, kind)
-    if summary["held"] is not None and est.get("value") is not None:
+    if len(summary["values"]) == 1:
+        text += f", {V.one_seed_direction(summary['values'], measure.expect)} (one seed)"
+    elif summary["held"] is not None and est.get("value") is not None:
         text += f", {'up' if measure.expect > 0 else 'down'} on {summary['held']} of {len(summary['values'])} seeds"
     if summary.get("missing"):
         text += f" ({summary['missing']} seed(s) without a number)"
