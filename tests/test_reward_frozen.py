@@ -57,3 +57,15 @@ def test_saved_model_ranks_as_the_cached_features_did(frozen_run):
     assert stats["reward/n_eval"] == len(held_rows) > 0
     assert stats["reward/accuracy"] == pytest.approx(float(np.mean(held)))
     assert accuracy(rm, tokenize_pairs(ctx, train_rows), pad, "cpu").mean() > 0.6
+
+
+def test_choices_panel_says_how_the_reward_model_learned():
+    from rlhf_lab import load_config
+    from rlhf_lab.audit.choices import choices
+
+    def rows(*overrides):
+        return dict(choices(load_config(overrides=list(overrides)).model_dump(mode="json")))
+
+    assert "How the reward model learned" not in rows()
+    said = rows("reward.train=head_on_frozen", "sft.enabled=false")["How the reward model learned"]
+    assert "frozen base model" in said and "head_on_frozen" in said

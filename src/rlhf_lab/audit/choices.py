@@ -68,6 +68,12 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
            "majority": "one majority vote per pair"}.get(label.get("aggregate"), str(label.get("aggregate")))
     rows.append(("How labels were aggregated", f"{agg}; {label.get('overlap', 1)} label(s) per pair; ties "
                  f"{'allowed and dropped' if label.get('ties', True) else 'not allowed'}"))
+    reward = cfg.get("reward", {})
+    if reward.get("train") == "head_on_frozen":
+        trunk = "SFT model" if reward.get("init", "sft") == "sft" and sft.get("enabled", True) else "base model"
+        rows.append(("How the reward model learned", f"only a linear head, on features of the frozen {trunk} "
+                     "(reward.train: head_on_frozen): it can rank by what that network already represents, and "
+                     "nothing else"))
     kl = f"β = {pol.get('kl_coef')} ({pol.get('kl_controller', 'fixed')}"
     kl += f", target {pol.get('target_kl')} nats)" if pol.get("kl_controller") == "adaptive" else ")"
     if audit:
