@@ -251,3 +251,25 @@ def generation_table(result: dict) -> list[str]:
         r = result[key]
         lines.append(f"| {name} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:,.0f} | {r['vs_hf']:.2f}× |")
     return lines
+
+
+# ---------------------------------------------------------------- what the SFT model knows (sft_knowledge.py --json)
+
+def sft_knowledge_table(docs: list[dict]) -> list[str]:
+    """One row per run: greedy answers right per kind of fact (the lowest temperature), and what sampling at the
+    highest temperature says over all kinds."""
+    lines = ["| SFT | sums | differences | capitals, rivers | sampled at T = 1, all kinds |", "|---|---|---|---|---|"]
+    for d in docs:
+        greedy_t, sampled_t = min(r["temperature"] for r in d["rows"]), max(r["temperature"] for r in d["rows"])
+
+        def right(*, kinds: tuple[str, ...], difficulty: float | None = None, d=d, t=greedy_t) -> str:
+            rows = [r for r in d["rows"] if r["temperature"] == t and r["kind"] in kinds
+                    and (difficulty is None or r["difficulty"] == difficulty)]
+            n = sum(r["n"] for r in rows)
+            return f"{100 * sum(r['right'] * r['n'] for r in rows) / n:.0f} %" if n else "–"
+
+        everything = next(r for r in d["rows"] if r["temperature"] == sampled_t and r["kind"] == "all")
+        lines.append(f"| {d['sft_epochs']} epochs | {right(kinds=('arith',), difficulty=0.1)} | "
+                     f"{right(kinds=('arith',), difficulty=0.2)} | {right(kinds=('capital', 'river'))} | "
+                     f"{100 * everything['right']:.0f} % right, {100 * everything['no_answer']:.0f} % no answer |")
+    return lines

@@ -11,10 +11,10 @@ A table of measured figures lives between two markers, the first naming where it
     <!-- /measured -->
 
 kind says how the block is built from its source: `instrument` and `seeds` from run folders (the tables of
-summarise_instrument.py and summarise_runs.py), `default_run`, `annotate_load` and `generation` from the --json
-files of run_default.py, annotate_load.py and bench_generation.py, and `manual`: no generator, the table was
-written by hand from `cmd`'s output. source is a path or glob relative to the repository root; commit and
-date are the stamp: the code that measured the figures and the day it did.
+summarise_instrument.py and summarise_runs.py); `default_run`, `annotate_load`, `generation` and `sft_knowledge`
+from the --json files of run_default.py, annotate_load.py, bench_generation.py and sft_knowledge.py; `manual`:
+no generator, the table was written by hand from `cmd`'s output. source is a path or glob relative to the
+repository root; commit and date are the stamp: the code that measured the figures and the day it did.
 Optional: code="PATHS" — what the figures measure, comma-separated (default src/rlhf_lab); --check calls a block
 stale when a commit after its stamp touched those paths. A regenerated block is stamped with the commit its
 source names (a benchmark's JSON records it) or else HEAD (give --commit when the runs are older than HEAD), and
@@ -42,6 +42,7 @@ from figures import (
     instrument_table,
     run_date,
     seeds_table,
+    sft_knowledge_table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +98,11 @@ def _generation(paths: list[Path]) -> tuple[list[str], str | None, str | None]:
     return generation_table(doc), doc.get("date"), doc.get("commit")
 
 
+def _sft_knowledge(paths: list[Path]) -> tuple[list[str], str | None, str | None]:
+    docs = [json.loads(p.read_text()) for p in paths]  # one row per file, in the order of their names
+    return sft_knowledge_table(docs), max(d["date"] for d in docs), docs[-1].get("commit")
+
+
 def _latest(runs: list[Path]) -> str | None:
     dates = [d for d in map(run_date, runs) if d]
     return max(dates) if dates else None
@@ -113,6 +119,7 @@ KINDS = {
     "default_run": (Path.is_file, _default_run),
     "annotate_load": (Path.is_file, _annotate_load),
     "generation": (Path.is_file, _generation),
+    "sft_knowledge": (Path.is_file, _sft_knowledge),
     "manual": (Path.exists, None),
 }
 
