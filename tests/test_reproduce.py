@@ -152,6 +152,12 @@ def test_plan_shares_runs_between_findings_and_lets_a_finding_keep_its_cause():
     assert sorted(names) == sorted(f"{r}_seed-{s}" for r in ("default", "verify-all", "few-labels") for s in (0, 1))
     few = next(r for r in plan if r.name == "few-labels_seed-1")
     assert few.overrides == {"sample.n_prompts": 300, "sft.epochs": 2, "seed": 1}
+    said = []
+    plan = runner.plan(runner.select(["diversity"]), [0], ["policy.updates=3", "sft.epochs=2"], echo=said.append)
+    bon = next(r for r in plan if r.name == "best-of-n_seed-0")  # best-of-n has no updates: not applied, and said
+    assert bon.overrides == {"sft.epochs": 2, "policy.algorithm": "best_of_n", "seed": 0}
+    assert next(r for r in plan if r.name == "default_seed-0").overrides["policy.updates"] == 3
+    assert said == ["  --set policy.updates: not a key of run 'best-of-n''s algorithm, not applied there"]
 
 
 def test_tables_state_verdict_and_control_rows_with_links(tmp_path):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rlhf_lab.config import ConfigError, build_config, parse_override
+from rlhf_lab.config import POLICY_CONFIGS, ConfigError, build_config, parse_override
 from rlhf_lab.reproduce import verdict as V
 from rlhf_lab.reproduce.findings import BY_NAME, FINDINGS, Finding
 from rlhf_lab.runfolder import RunFolder
@@ -67,14 +67,28 @@ def _set_overrides(sets: list[str]) -> dict:
     return {".".join(parts): value for parts, value in map(parse_override, sets)}
 
 
+def _applies(key: str, overrides: dict, common: dict) -> bool:
+    """A --set `policy.*` key applies only to the runs whose algorithm has it (policy.updates means nothing to
+    best-of-n); every other key applies to every run."""
+    section, _, field = key.partition(".")
+    if section != "policy" or field == "algorithm":
+        return True
+    algorithm = overrides.get("policy.algorithm", common.get("policy.algorithm", "ppo"))
+    return algorithm not in POLICY_CONFIGS or field in POLICY_CONFIGS[algorithm].model_fields
+
+
 def plan(findings: list[Finding], seeds: list[int], sets: list[str] | None = None,
-         folder: Path = FINDINGS_DIR) -> list[SweepRun]:
+         folder: Path = FINDINGS_DIR, *, echo=None) -> list[SweepRun]:
     """Every (run, seed) the findings need, each validated now so a typo fails before any run."""
     common = _set_overrides(sets or [])
     out = []
     for seed in seeds:
         for name, overrides in finding_runs(findings, folder).items():
-            run = SweepRun(name=folder_name(name, seed), overrides={**common, **overrides, "seed": seed})
+            skipped = [k for k in common if not _applies(k, overrides, common)]
+            if skipped and echo and seed == seeds[0]:
+                echo(f"  --set {', '.join(skipped)}: not a key of run {name!r}'s algorithm, not applied there")
+            mine = {k: v for k, v in common.items() if k not in skipped}
+            run = SweepRun(name=folder_name(name, seed), overrides={**mine, **overrides, "seed": seed})
             try:
                 build_config({}, run.override_list())
             except ConfigError as e:
@@ -109,7 +123,7 @@ def reproduce(names: list[str] | None, seeds: str | list[int], out: str | Path |
 
     findings = select(names)
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else list(seeds)
-    runs = plan(findings, seeds, sets, folder)
+    runs = plan(findings, seeds, sets, folder, echo=echo)
     root = Path(out) if out else Path("runs") / "reproduce"
     echo(f"reproduce: {len(findings)} finding(s), {len(runs) // len(seeds)} distinct run(s) × {len(seeds)} seed(s)")
     t0 = time.time()
