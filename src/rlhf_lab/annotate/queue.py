@@ -96,24 +96,36 @@ _GOLD = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is
 _I2 = I.alias("previous")
 _PREVIOUS_PROMPT = (select(_I2.c.prompt).join(A, A.c.item_id == _I2.c.id).where(A.c.annotator_id == bindparam("aid"))
                     .order_by(A.c.id.desc()).limit(1).scalar_subquery())
-_SAME_PROMPT = select(I.c.prompt == _PREVIOUS_PROMPT).where(I.c.id == bindparam("iid"))
+# the pair's content (what the screen shows) and whether its prompt is the previous pair's, in one round trip
+_SAME_PROMPT = (select(I.c.prompt, I.c.response_a, I.c.response_b, I.c.outcome,
+                       (I.c.prompt == _PREVIOUS_PROMPT).label("same"))
+                .where(I.c.id == bindparam("iid")))
 # pairs of an id range whose prompt is not the one of the annotator's previous pair (all, if none)
 _OTHER_PROMPT = select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.id >= bindparam("lo"),
                                      I.c.id <= bindparam("hi"),
                                      func.coalesce(I.c.prompt != _PREVIOUS_PROMPT, True))
-# Open pairs are found a chunk at a time in id order (an index range scan), then checked with one grouped
-# lookup; a single query with a correlated count per pair leaves the planner free to count every pair first.
+# Open pairs are found a chunk at a time: the chunk's pairs in id order (an index range scan, LIMIT inside a
+# subquery), each with its slots counted by a join to its assignments, in one round trip. A single query with
+# a correlated count per pair and no chunk leaves the planner free to count every pair first.
 _CANDIDATES = (select(I.c.id).where(I.c.project_id == bindparam("pid"), I.c.is_gold.is_(False),
-                                    I.c.id >= bindparam("start")).order_by(I.c.id).limit(bindparam("n")))
+                                    I.c.id >= bindparam("start")).order_by(I.c.id).limit(bindparam("n"))
+               .subquery("candidates"))
 _HOLDS_SLOT = or_(A.c.status == "done", and_(A.c.status == "pending", A.c.created_at > bindparam("cutoff")))
 _MINE = A.c.annotator_id == bindparam("aid")
-# by id range, not an IN list: one index range scan, and no statement to re-render for each list of ids
-_SLOTS = (select(A.c.item_id, func.sum(case((_HOLDS_SLOT, 1), else_=0)), func.sum(case((_MINE, 1), else_=0)))
-          .where(A.c.item_id >= bindparam("lo"), A.c.item_id <= bindparam("hi")).group_by(A.c.item_id))
+# (pair id, slots held, held by this annotator); a pair without assignments joins to NULLs and counts 0
+_SLOTS = (select(_CANDIDATES.c.id, func.sum(case((_HOLDS_SLOT, 1), else_=0)), func.sum(case((_MINE, 1), else_=0)))
+          .select_from(_CANDIDATES.outerjoin(A, A.c.item_id == _CANDIDATES.c.id))
+          .group_by(_CANDIDATES.c.id).order_by(_CANDIDATES.c.id))
 SCAN_CHUNK = 64
 _ITEM = select(I.c.prompt, I.c.response_a, I.c.response_b, I.c.outcome).where(I.c.id == bindparam("iid"))
 _NEW_ASSIGNMENT = insert(A).returning(A.c.id)
 _ASSIGNMENT = select(A.c.item_id, A.c.annotator_id, A.c.status, A.c.left_is_a).where(A.c.id == bindparam("asg"))
+# a submission's assignment and whether its client_id is stored already, in one round trip (PostgreSQL runs
+# every statement as a round trip from the one writer thread, so their number bounds labels per second)
+_ASSIGNMENT_AND_CLIENT_ID = (
+    select(A.c.item_id, A.c.annotator_id, A.c.status, A.c.left_is_a,
+           select(L.c.id).where(L.c.client_id == bindparam("cid")).scalar_subquery().label("label_id"))
+    .where(A.c.id == bindparam("asg")))
 _SET_STATUS = (update(A).where(A.c.id == bindparam("asg"), A.c.status == "pending")
                .values(status=bindparam("new_status")))
 _LABEL_BY_CLIENT_ID = select(L).where(L.c.client_id == bindparam("cid"))
@@ -149,17 +161,20 @@ def order_key(annotator_id: int, item_id: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{annotator_id}/{item_id}".encode(), digest_size=8).digest(), "big")
 
 
-def _pick(conn, *, annotator_id: int, project_id: int, ids: list[int]) -> int:
+def _pick(conn, *, annotator_id: int, project_id: int, ids: list[int]) -> tuple[int, object | None]:
     """The first of `ids` in the annotator's order whose prompt differs from their previous pair's (the
-    first in that order when all share it). The order shuffles pairs within blocks of WINDOW ids and keeps
-    the blocks in id order: no pair waits long behind newer ones, so pairs still complete near the frontier."""
+    first in that order when all share it), and that pair's content when it was read on the way (else None).
+    The order shuffles pairs within blocks of WINDOW ids and keeps the blocks in id order: no pair waits long
+    behind newer ones, so pairs still complete near the frontier."""
     ranked = sorted(ids, key=lambda i: (i // WINDOW, order_key(annotator_id, i)))
-    args = {"aid": annotator_id, "iid": ranked[0]}
-    if len(ranked) == 1 or not conn.execute(_SAME_PROMPT, args).scalar():  # the usual case: one point lookup
-        return ranked[0]
+    if len(ranked) == 1:
+        return ranked[0], None
+    first = conn.execute(_SAME_PROMPT, {"aid": annotator_id, "iid": ranked[0]}).one()
+    if not first.same:  # the usual case: one point lookup, which also read the pair for the screen
+        return ranked[0], first
     other = set(conn.execute(_OTHER_PROMPT, {"pid": project_id, "aid": annotator_id, "lo": min(ids),
                                              "hi": max(ids)}).scalars())
-    return next((i for i in ranked if i in other), ranked[0])
+    return next((i for i in ranked if i in other), ranked[0]), None
 
 
 def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id: int,
@@ -169,13 +184,11 @@ def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id:
     cutoff = utcnow() - LEASE
     first_open, unseen = None, []
     while len(unseen) < want:
-        ids = conn.execute(_CANDIDATES, {"pid": project_id, "start": start, "n": SCAN_CHUNK}).scalars().all()
-        if not ids:
+        rows = conn.execute(_SLOTS, {"pid": project_id, "start": start, "n": SCAN_CHUNK, "cutoff": cutoff,
+                                     "aid": annotator_id}).all()
+        if not rows:
             break
-        rows = conn.execute(_SLOTS, {"lo": ids[0], "hi": ids[-1], "cutoff": cutoff, "aid": annotator_id})
-        slots = {i: (active, mine) for i, active, mine in rows}
-        for item_id in ids:
-            active, mine = slots.get(item_id, (0, 0))
+        for item_id, active, mine in rows:
             if active >= overlap:
                 continue
             first_open = item_id if first_open is None else first_open
@@ -183,7 +196,7 @@ def _scan_open(conn, *, project_id: int, overlap: int, start: int, annotator_id:
                 unseen.append(item_id)
                 if len(unseen) == want:
                     break
-        start = ids[-1] + 1
+        start = rows[-1][0] + 1
     return first_open, unseen
 
 
@@ -213,9 +226,9 @@ def _screen(item, *, left_is_a: bool, feedback_mode: str) -> dict:
             "outcome": item.outcome if feedback_mode == "hindsight" else None}
 
 
-def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_mode: str) -> dict:
-    """What the annotator's screen shows for an assignment."""
-    item = conn.execute(_ITEM, {"iid": item_id}).one()
+def _view(conn, *, assignment_id: int, item_id: int, left_is_a: bool, feedback_mode: str, item=None) -> dict:
+    """What the annotator's screen shows for an assignment (`item`: the pair's row, when already read)."""
+    item = item if item is not None else conn.execute(_ITEM, {"iid": item_id}).one()
     return {"assignment_id": assignment_id, **_screen(item, left_is_a=left_is_a, feedback_mode=feedback_mode),
             "feedback_mode": feedback_mode}
 
@@ -232,7 +245,7 @@ def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: Fr
                          feedback_mode=_project(s, project_id).feedback_mode)
     # 1. lock: one assignment at a time per project, across processes
     project = _project(s, project_id, lock=True)
-    item_id = None
+    item_id, item = None, None
     # 2. a gold check, on its turn
     if project.gold_rate > 0:
         position = conn.execute(_POSITION, {"aid": annotator_id}).scalar_one()
@@ -246,20 +259,24 @@ def next_assignment(s: Session, *, annotator_id: int, project_id: int, hints: Fr
         hints.set(project_id, 2**31 - 1 if first_open is None else first_open)  # 2**31 - 1: all full
         if not unseen:
             return None
-        item_id = _pick(conn, annotator_id=annotator_id, project_id=project_id, ids=unseen)
+        item_id, item = _pick(conn, annotator_id=annotator_id, project_id=project_id, ids=unseen)
     # 4. the screen order, from another bit of the annotator's hash
     left_is_a = order_key(annotator_id, -item_id) % 2 == 0
     asg_id = conn.execute(_NEW_ASSIGNMENT, {"item_id": item_id, "annotator_id": annotator_id, "left_is_a": left_is_a,
                                             "status": "pending", "created_at": utcnow()}).scalar_one()
     return _view(conn, assignment_id=asg_id, item_id=item_id, left_is_a=left_is_a,
-                 feedback_mode=project.feedback_mode)
+                 feedback_mode=project.feedback_mode, item=item)
 
 
-def _own_assignment(conn, annotator_id: int, assignment_id: int):
-    asg = conn.execute(_ASSIGNMENT, {"asg": assignment_id}).first()
+def _own(asg, annotator_id: int):
+    """`asg` (a row of the assignment asked for, or None), if it is this annotator's."""
     if asg is None or asg.annotator_id != annotator_id:
         raise Rejected(404, "no such assignment in your queue")
     return asg
+
+
+def _own_assignment(conn, annotator_id: int, assignment_id: int):
+    return _own(conn.execute(_ASSIGNMENT, {"asg": assignment_id}).first(), annotator_id)
 
 
 def label_view(lab) -> dict:
@@ -279,13 +296,15 @@ def submit_label(s: Session, *, annotator_id: int, project_id: int, assignment_i
     """Store the annotator's label for their assignment; returns (label, created). A repeated `client_id`
     returns the stored label with created=False (a retried submit is stored once)."""
     conn = s.connection()
-    existing = conn.execute(_LABEL_BY_CLIENT_ID, {"cid": client_id}).first()
-    if existing is not None:
-        if existing.annotator_id != annotator_id:
-            raise Rejected(409, "this client_id belongs to another submission")
-        return label_view(existing), False
+    asg = conn.execute(_ASSIGNMENT_AND_CLIENT_ID, {"asg": assignment_id, "cid": client_id}).first()
+    if asg is None or asg.label_id is not None:  # a retry, or no such assignment: the client_id decides first
+        existing = conn.execute(_LABEL_BY_CLIENT_ID, {"cid": client_id}).first()
+        if existing is not None:
+            if existing.annotator_id != annotator_id:
+                raise Rejected(409, "this client_id belongs to another submission")
+            return label_view(existing), False
     _check_answer(choice, strength)
-    asg = _own_assignment(conn, annotator_id, assignment_id)
+    asg = _own(asg, annotator_id)
     if asg.status != "pending":
         raise Rejected(409, f"this assignment is already {asg.status}")
     project = _project(s, project_id, lock=True)  # a write transaction: lock now, assignment reuses it

@@ -36,7 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.schema import CreateColumn
@@ -236,9 +236,12 @@ class AnnotationStore:
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
             if url.startswith("postgresql+psycopg"):
-                # psycopg prepares a statement after 5 runs and PostgreSQL may then switch to a generic
-                # plan; for the queue's "first open pair" query that plan scans every pair (~100× slower).
-                kwargs["connect_args"] = {"prepare_threshold": None}
+                # psycopg prepares a statement after 5 runs (PostgreSQL then parses it once per connection),
+                # but PostgreSQL may then switch to a generic plan, and for the queue's "first open pair"
+                # query that plan scanned every pair (~100× slower): plan each execution for its values.
+                # (connect_args replace the URL's own `options`, such as a search_path: keep them)
+                kwargs["connect_args"] = {"options": " ".join(filter(None, (
+                    make_url(url).query.get("options"), "-c plan_cache_mode=force_custom_plan")))}
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
