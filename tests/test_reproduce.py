@@ -193,7 +193,7 @@ def test_tables_state_verdict_and_control_rows_with_links(tmp_path):
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "reproduce", *args], capture_output=True,
-                          text=True, timeout=900, cwd=cwd)
+                          text=True, timeout=1800, cwd=cwd)  # generous: a shared machine can be 10× slower
 
 
 def test_cli_list_help_and_unknown_name(tmp_path):
