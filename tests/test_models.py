@@ -116,6 +116,54 @@ def test_static_cache_sampling_draws_what_the_loop_draws(arch):
 
 
 
+def test_a_reserved_cache_draws_what_a_growing_cache_draws(monkeypatch):
+    """The sampling loop's KV cache writes into buffers allocated once (no copy of the cache per token): from the
+    same generator, the same samples as the concatenating cache, with k copies per prompt and rows that stop
+    early; and step by step the same logits, also when the buffer has to grow and after rows are selected."""
+    from rlhf_lab.models import generation
+
+    tok, model = world_tok_and_model()
+    model.eval()
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+               ["user : what is 2 plus 2 ? assistant :", "user : hi", "user : tell me about x . assistant :"]]
+    batch = left_pad(prompts, tok.pad_token_id)
+    kw = dict(max_new_tokens=14, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              copies=3)
+    kw["eos_token_id"] = int(sample_loop(model, batch, generator=torch.Generator().manual_seed(4), **kw)[0, 4])
+    reserved = sample_loop(model, batch, generator=torch.Generator().manual_seed(4), **kw)
+    growing_cache = generation.new_cache
+    monkeypatch.setattr(generation, "new_cache", lambda m, capacity=0: growing_cache(m))
+    growing = sample_loop(model, batch, generator=torch.Generator().manual_seed(4), **kw)
+    monkeypatch.undo()
+    assert torch.equal(reserved, growing)
+    assert (reserved == tok.pad_token_id).any() and not (reserved == tok.pad_token_id).all(0).any()
+
+    # step by step, with a buffer too small for the whole sequence (it grows) and rows selected after the prompt
+    ids, mask = batch.input_ids, batch.attention_mask
+    key = generation.cache_kwarg(model)
+    caches = {"reserved": generation.new_cache(model, capacity=ids.shape[1] + 1), "growing": growing_cache(model)}
+    assert type(caches["reserved"].layers[0]).__name__ == "ReservedLayer"
+    logits = {}
+    with torch.no_grad():
+        for name, cache in caches.items():
+            pos, m, out = position_ids_from_mask(mask), mask, []
+            step_ids, step_pos = ids, pos
+            for t in range(5):
+                out.append(model(input_ids=step_ids, attention_mask=m, position_ids=step_pos, use_cache=True,
+                                 **{key: cache}).logits[:, -1])
+                if t == 0:
+                    rows = torch.tensor([2, 0, 0, 1])
+                    cache.batch_select_indices(rows)
+                    m, pos, out[0] = m[rows], pos[rows], out[0][rows]
+                    nxt = pos[:, -1:] + 1
+                step_ids = out[-1].argmax(-1, keepdim=True)
+                step_pos, nxt = nxt, nxt + 1
+                m = torch.cat([m, torch.ones_like(m[:, :1])], 1)
+            logits[name] = torch.stack(out)  # (steps, 4, V)
+    assert caches["reserved"].get_seq_length() == caches["growing"].get_seq_length() == ids.shape[1] + 4
+    assert torch.allclose(logits["reserved"], logits["growing"], atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_decoding_draws_what_the_loop_draws():
     """On a GPU the static step is recorded once and replayed per token: same samples as the eager loop."""
