@@ -156,8 +156,14 @@ class LabelConfig(Section):
         None, description="Annotator groups and shares; None = the same as world.user_groups.")
     n_annotators: int = Field(24, ge=1, description="Simulated annotators in the pool.")
     overlap: int = Field(1, ge=1, le=32, description="Labels per pair (distinct annotators).")
-    p_know: float = Field(0.5, ge=0, le=1, description="Chance an annotator can verify an item of difficulty 0 "
-                          "scales as p_know ** (0.5 + 2·difficulty); 1 = always verifies.")
+    # 0.7, not 0.5: a reward model learns the verified signal of an item only where annotators check it more
+    # often than not. At 0.5 they checked a sum 62 % of the time but a place 20–35 %, and best-of-n under the
+    # reward model raised gold by −0.02 to +0.10 on seeds 0–2 (no tilt a policy could follow); at 0.7 (sums 78 %,
+    # obscure places still 44 %) +0.15 to +0.25, while the hard items keep the sycophancy incentive
+    # (docs/world.md, benchmarks/reward_tilt.py).
+    p_know: float = Field(0.7, ge=0, le=1, description="How much annotators can check: an item of difficulty d is "
+                          "verified with probability p_know ** (0.5 + 2·d) (a sum 0.1, an obscure place 0.9); "
+                          "1 = always verifies.")
     noise: float = Field(0.3, gt=0, description="Bradley–Terry noise temperature τ of the annotators.")
     jitter: float = Field(0.2, ge=0, description="Per-annotator log-normal spread of the weights below.")
     w_correct: float = Field(2.0, ge=0, description="Weight on verified correctness.")

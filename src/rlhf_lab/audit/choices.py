@@ -4,6 +4,7 @@ this project asks that these be shown, because they are usually made opaquely.""
 
 from __future__ import annotations
 
+from rlhf_lab.config import LabelConfig
 from rlhf_lab.world.annotators import p_verify
 
 # Difficulty of an easy sum and of an obscure place's capital (world/knowledge.py).
@@ -50,7 +51,7 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
                                       "import": f"an imported preference file ({label.get('import_path')})"}[source]))
     rows.append(("Who asks", f"users: {_pool(users)} — the policy never sees which group is asking"))
     if source == "simulated":
-        pk = float(label.get("p_know", 0.6))
+        pk = float(label.get("p_know", LabelConfig.model_fields["p_know"].default))
         over = "(overridden: in hindsight every answer is verified) " if label.get("feedback") == "hindsight" else ""
         rows.append(("What annotators could verify",
                      f"{over}p_know = {pk}: they check an easy sum {p_verify(pk, EASY):.0%} of the time and an obscure "
