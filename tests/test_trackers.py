@@ -66,7 +66,7 @@ def test_tensorboard_and_wandb_hold_the_metrics_of_metrics_jsonl(tmp_path):
 
     out = tmp_path / "run"
     sets = [a for o in MICRO for a in ("--set", o)]
-    r = _cli("run", "--quiet", "--out", str(out), *sets, "--report-to", "tensorboard,wandb")
+    r = _cli("run", "--quiet", "--out", str(out), *sets, "--report-to", "wandb", "--report-to", "tensorboard")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     policy = [r for r in rows if r["phase"] == "policy"]
@@ -81,6 +81,7 @@ def test_tensorboard_and_wandb_hold_the_metrics_of_metrics_jsonl(tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert {"objective/kl", "eval/gold_utility", "sft/loss", "reward/accuracy", audit_key} <= set(tags)
+    assert not [t for t in tags if t.startswith("step/")]  # W&B's step keys are W&B's alone
     for key, want in (("objective/kl", kl), ("eval/gold_utility", gold)):
         got = {e.step: e.value for e in events.Scalars(key)}
         assert got == pytest.approx(want, rel=1e-6), key
@@ -111,6 +112,16 @@ def test_tensorboard_and_wandb_hold_the_metrics_of_metrics_jsonl(tmp_path):
         assert [(t["prompt"], t["completion"], t["gold"]) for t in logged] == \
             [(e["prompt"], e["response"], e["gold"]) for e in evals[step]]
     assert seen == set(gold)
+
+    # `rlhf-lab audit RUN --checkpoint 2` sends its audit/… to the run's trackers, at step 2
+    r = _cli("audit", str(out), "--checkpoint", "2", "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (again,) = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                if r["phase"] == "audit" and r["checkpoint"] == 2]
+    events = EventAccumulator(str(out / "trackers" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert {e.step: e.value for e in events.Scalars(audit_key)}[2] == pytest.approx(again[audit_key], rel=1e-6)
+    assert len(list((out / "trackers" / "wandb").glob("offline-run-*"))) == 2
 
     # trackers are not the experiment: the same config without them continues the run, nothing redone
     from rlhf_lab import load_config, run

@@ -70,8 +70,10 @@ class TrackerSet:
     """The trackers of one run folder, open for one process."""
 
     def __init__(self, root: Path, cfg: Config):
+        from accelerate import PartialState
         from accelerate.tracking import MLflowTracker, TensorBoardTracker, WandBTracker
 
+        PartialState()  # the trackers act on the main process; a no-op where a step's Accelerator exists already
         self.root, self.trackers, self._wandb_steps = root, {}, set()
         folder = root / "trackers"
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,15 +105,15 @@ class TrackerSet:
         values = metric_values(record)
         if not values:
             return
-        step, phase = record.get("step"), record.get("phase", "run")
+        # an audit of the checkpoint of update N belongs at step N
+        step, phase = record.get("step", record.get("checkpoint")), record.get("phase", "run")
         for kind, tracker in self.trackers.items():
             if kind == "wandb":
                 # W&B wants one rising step per run; a run's phases each count from 0, so each key is drawn
                 # against its own phase's step (`step/<phase>`), logged beside it.
                 if step is not None:
                     self._define_wandb_steps(tracker.tracker, values, f"step/{phase}")
-                    values = {**values, f"step/{phase}": step}
-                tracker.log(values)
+                tracker.log(values if step is None else {**values, f"step/{phase}": step})
             elif kind == "mlflow":
                 tracker.log({_mlflow_key(k): v for k, v in values.items()}, step=step or 0)
             else:

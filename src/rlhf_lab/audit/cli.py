@@ -118,7 +118,13 @@ def audit(
     if reference is not None or reward is not None or out is not None:
         _fail("--reference, --reward and --out go with --policy")
     _check_run(run_dir)
-    result = _guard(run_audit, run_dir, checkpoint)
+    from rlhf_lab import trackers
+    from rlhf_lab.config import load_config
+
+    cfg = _guard(load_config, run_dir / "config.yaml")
+    _guard(trackers.check_available, cfg.logging.report_to)
+    with trackers.session(run_dir, cfg):  # the run's trackers get audit/… (at step N with --checkpoint N)
+        result = _guard(run_audit, run_dir, checkpoint)
     path = _guard(write_report, run_dir, audit=result)
     if not quiet:
         _headlines(result)
