@@ -69,11 +69,14 @@ def _audit(*, gains=(0.0, 0.2, 0.1), ds=(0.0, 1.0, 2.0), bon=((1, 0.0, 0.0), (4,
     curve = [{"step": i, "d": d, "kl": d * d, "gold": g, "proxy": 0.0}
              for i, (g, d) in enumerate(zip(gains, ds, strict=True))]
     best = max(range(len(gains)), key=lambda i: gains[i])
-    peak = {"d": ds[best], "gold": gains[best], "gain": {"value": gains[best]}, "final_gain": {"value": gains[-1]}}
+    peak = {"d": ds[best], "gold": gains[best], "gain": {"value": gains[best]}, "final_gain": {"value": gains[-1]},
+            "cross_fit": {"rise": gains[best] - gains[0], "fall": gains[best] - gains[-1]}}
     bon_curve = [{"n": n, "d": d, "gold": {"value": g}} for n, d, g in bon]
     bbest = max(bon_curve, key=lambda c: c["gold"]["value"])
     bon_peak = {"n": bbest["n"], "gold": bbest["gold"]["value"],
-                "drop_to_N": {"value": bon_curve[-1]["gold"]["value"] - bbest["gold"]["value"]}}
+                "drop_to_N": {"value": bon_curve[-1]["gold"]["value"] - bbest["gold"]["value"]},
+                "cross_fit": {"rise": bbest["gold"]["value"] - bon_curve[0]["gold"]["value"],
+                              "fall": bbest["gold"]["value"] - bon_curve[-1]["gold"]["value"]}}
     tensions = {"overoptimisation": {"rl": {"curve": curve, "peak": peak, "fit": {"gold": {"r2": 0.9}}},
                                      "bon": {"curve": bon_curve, "peak": bon_peak}, "metrics": {}}}
     for tension, keys in (metrics or {}).items():
@@ -96,6 +99,34 @@ def test_measures_read_rise_fall_and_the_gains_at_best_of_n_kl():
     flat = _audit(gains=(0.0, -0.1, -0.2))  # falls from the start: no rise, so no "rise then fall"
     assert measures.both(measures.rl_rise(flat), measures.rl_fall(flat)) == pytest.approx(0.0)
     assert measures.both(None, 0.3) is None and measures.minus(0.5, None) is None
+
+
+def _rl_audit(means, seed: int, prompts: int = 64) -> dict:
+    """The RL section the audit builds from per-prompt gold: true mean gold `means` per evaluation point, each
+    prompt's gold that plus unit noise."""
+    import numpy as np
+
+    from rlhf_lab.audit.overoptimisation import _rl_section
+
+    rng = np.random.default_rng(seed)
+    gold = np.asarray(means)[None, :] + rng.normal(size=(prompts, len(means)))  # (P, J)
+    records = {2 * j: [{"prompt_id": f"p{i}", "gold": float(gold[i, j])} for i in range(prompts)]
+               for j in range(len(means))}
+    curve = [{"step": 2 * j, "d": float(j), "kl": float(j * j), "gold": float(gold[:, j].mean()), "proxy": 0.1 * j}
+             for j in range(len(means))]
+    return {"tensions": {"overoptimisation": {"rl": _rl_section(curve, True, records)}}}
+
+
+def test_rise_then_fall_on_a_flat_noisy_curve_is_not_reproduced():
+    """The best point's own rise and fall are ≥ 0 on every seed of a flat curve (the maximum of noisy means), so
+    min(rise, fall) over seeds read 'reproduced' from noise; chosen on other prompts, they are 0 on average."""
+    headline = next(f for f in FINDINGS if f.name == "overoptimisation").headline
+    flat = [headline.fn({"run": _rl_audit([0.0] * 6, seed)}) for seed in range(12)]
+    assert any(v < 0 for v in flat)
+    assert verdict.verdict(flat, +1) != "reproduced"
+    assert verdict.verdict(flat[:3], +1) != "reproduced"
+    hump = [headline.fn({"run": _rl_audit([0.0, 0.4, 0.8, 0.6, 0.3, 0.0], seed)}) for seed in range(3)]
+    assert verdict.verdict(hump, +1) == "reproduced"
 
 
 def test_each_finding_headline_reads_its_runs():

@@ -133,6 +133,35 @@ def gold_gain(records: dict[int, list[dict]], step: int) -> dict | None:
     return stats.difference([a for a, _ in pairs], [b for _, b in pairs], paired=True, seed=step)
 
 
+def cross_fit_rise_fall(gold: np.ndarray) -> dict | None:
+    """Rise (gold at the best point − at the first) and fall (at the best − at the last) of a curve, the best
+    point chosen on one half of the prompts (even / odd rows) and read on the other, averaged over both ways.
+    gold: (P, J) per prompt × point in curve order, J = 0 the start. The argmax's own rise and fall are ≥ 0
+    even on a flat curve (the winner's curse: the maximum of noisy means); read on prompts that did not choose
+    it, each is 0 in expectation when gold does not move, so "rise then fall" across seeds is not noise."""
+    P, J = gold.shape
+    if P < 2 or J < 2:
+        return None
+    halves = (np.arange(P) % 2 == 0, np.arange(P) % 2 == 1)
+    rise = fall = 0.0
+    for choose, read in (halves, halves[::-1]):
+        j = int(np.argmax(gold[choose].mean(0)))
+        g = gold[read].mean(0)  # (J,)
+        rise += (g[j] - g[0]) / 2
+        fall += (g[j] - g[-1]) / 2
+    return {"rise": float(rise), "fall": float(fall)}
+
+
+def _records_matrix(records: dict[int, list[dict]], steps: list[int]) -> np.ndarray | None:
+    """(P, J) gold of the prompts every point in `steps` has, rows sorted by prompt id; None if a point lacks
+    per-prompt records."""
+    if not records or any(s not in records for s in steps):
+        return None
+    by_step = [{str(r["prompt_id"]): r["gold"] for r in records[s]} for s in steps]
+    ids = sorted(set.intersection(*(set(b) for b in by_step)))
+    return np.array([[b[i] for b in by_step] for i in ids], dtype=float).reshape(len(ids), len(steps))
+
+
 def eval_records(run) -> dict[int, list[dict]]:
     """Per-prompt records of every evaluation point the policy loop kept, by update."""
     from rlhf_lab.runfolder import read_jsonl
@@ -159,6 +188,8 @@ def _rl_section(curve: list[dict], has_gold: bool, records: dict[int, list[dict]
                 "fitted_d": fitted_peak("rl", fits["gold"]),
                 "gain": gold_gain(records or {}, best["step"]),
                 "final_gain": gold_gain(records or {}, curve[-1]["step"]), "final_step": curve[-1]["step"]}
+        matrix = _records_matrix(records or {}, [c["step"] for c in curve])
+        peak["cross_fit"] = None if matrix is None else cross_fit_rise_fall(matrix)
     return {"curve": curve, "fit": fits, "peak": peak}
 
 
@@ -209,7 +240,7 @@ def _bon_section(ctx: AuditContext) -> dict:
         peak = {"n": ns[j], "kl": float(kl[:, j].mean()), "kl_bound": float(kl_bon(ns[j])), "d": float(d[j]),
                 "gold": float(g[j]), "fitted_d": fitted_peak("bon", fits["gold"]),
                 # gold at the largest n minus gold at the peak, paired over prompts: has it turned down?
-                "drop_to_N": stats.mean(bg[:, -1] - bg[:, j], seed=99)}
+                "drop_to_N": stats.mean(bg[:, -1] - bg[:, j], seed=99), "cross_fit": cross_fit_rise_fall(bg)}
     return {"curve": curve, "fit": fits, "peak": peak, "n_prompts": len(groups), "N": N}
 
 

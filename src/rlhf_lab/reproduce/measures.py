@@ -35,16 +35,19 @@ def _bon(audit: dict) -> dict:
     return audit.get("tensions", {}).get("overoptimisation", {}).get("bon") or {}
 
 
+def _cross_fit(section: dict, key: str) -> float | None:
+    return ((section.get("peak") or {}).get("cross_fit") or {}).get(key)
+
+
 def rl_rise(audit: dict) -> float | None:
-    """Gold at the best evaluation point minus the SFT policy's (paired over the same held-out prompts)."""
-    return ((_rl(audit).get("peak") or {}).get("gain") or {}).get("value")
+    """Gold at the best evaluation point minus the SFT policy's, the best point chosen on the other half of the
+    prompts (audit/overoptimisation.py `cross_fit_rise_fall`: the argmax's own rise is ≥ 0 on noise)."""
+    return _cross_fit(_rl(audit), "rise")
 
 
 def rl_fall(audit: dict) -> float | None:
-    """Gold at the best evaluation point minus gold at the last one (0 when the last point is the best)."""
-    peak = _rl(audit).get("peak") or {}
-    gain, final = (peak.get("gain") or {}).get("value"), (peak.get("final_gain") or {}).get("value")
-    return None if gain is None or final is None else gain - final
+    """Gold at the best evaluation point minus gold at the last one, the best point chosen as in rl_rise."""
+    return _cross_fit(_rl(audit), "fall")
 
 
 def rl_peak_d(audit: dict) -> float | None:
@@ -58,17 +61,14 @@ def _bon_gold(point: dict) -> float | None:
 
 
 def bon_rise(audit: dict) -> float | None:
-    """Best-of-n from the SFT policy: gold at its best n minus gold at n = 1 (the SFT policy itself)."""
-    curve = sorted(_bon(audit).get("curve") or [], key=lambda c: c["n"])
-    peak = _bon(audit).get("peak") or {}
-    first = _bon_gold(curve[0]) if curve else None
-    return None if first is None or peak.get("gold") is None else peak["gold"] - first
+    """Best-of-n from the SFT policy: gold at its best n minus gold at n = 1 (the SFT policy itself), the best n
+    chosen on the other half of the prompts (as rl_rise)."""
+    return _cross_fit(_bon(audit), "rise")
 
 
 def bon_fall(audit: dict) -> float | None:
-    """Best-of-n: gold at its best n minus gold at the largest n."""
-    drop = ((_bon(audit).get("peak") or {}).get("drop_to_N") or {}).get("value")
-    return None if drop is None else -drop
+    """Best-of-n: gold at its best n minus gold at the largest n, the best n chosen as in bon_rise."""
+    return _cross_fit(_bon(audit), "fall")
 
 
 def fit_r2(audit: dict, form: str) -> float | None:
