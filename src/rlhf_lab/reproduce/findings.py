@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rlhf_lab.config import LabelConfig
 from rlhf_lab.reproduce import measures as m
+
+P_KNOW = LabelConfig.model_fields["p_know"].default  # the `default` run's: the label follows the config
 
 Runs = dict[str, dict]  # role → that run's audit.json, for one seed
 
@@ -121,7 +124,8 @@ FINDINGS: tuple[Finding, ...] = (
             Measure("RM prefers sycophantic: p_know 0.2 − p_know 1", _diff(_rm_syc),
                     {"a": "verify-few", "b": "verify-all"}, kind="rate"),
             Measure("RM prefers sycophantic at p_know = 0.2", _one(_rm_syc), {"run": "verify-few"}, None, "rate"),
-            Measure("RM prefers sycophantic at p_know = 0.5", _one(_rm_syc), {"run": "default"}, None, "rate"),
+            Measure(f"RM prefers sycophantic at p_know = {P_KNOW:g} (the default)", _one(_rm_syc), {"run": "default"},
+                    None, "rate"),
             Measure("RM prefers sycophantic at p_know = 1", _one(_rm_syc), {"run": "verify-all"}, None, "rate"),
         ),
         control={"run": "verify-all"}, control_text="annotators who verify everything"),
