@@ -58,6 +58,19 @@ def test_a_wobble_within_noise_is_not_a_fall():
     assert not spread_run.falls
 
 
+def test_a_flat_noisy_gold_curve_does_not_fall():
+    """Gold that never moves over 11 evaluation points: tested at its own argmax (the best of 11 noisy means) the
+    end looked like a fall in 25 of 200 runs, which counted warnings there as on time, not as false alarms."""
+    points = range(11)
+    flat = [make_run(dict.fromkeys(points, 0.0), seed=s) for s in range(200)]
+    for r in flat:
+        r.gold = {u: np.random.default_rng([r.seed, u]).normal(0, 1.0, 256) for u in points}
+    assert sum(r.falls for r in flat) <= 16  # measured 13 (one-sided 2.5 % would be 5)
+    falling = make_run(RISE_FALL)
+    falling.gold = {u: g + np.random.default_rng(u).normal(0, 1.0, 256) for u, g in RISE_FALL.items()}
+    assert falling.falls
+
+
 def test_calibration_picks_the_threshold_that_warns_in_time_without_false_alarms():
     # falling runs: gold peaks at update 8 (KL 8); a run that never falls reaches KL 6 at its end (update 16)
     falling = [make_run(RISE_FALL, seed=s) for s in (100, 101)]

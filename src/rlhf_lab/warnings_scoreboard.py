@@ -64,10 +64,13 @@ class RunResult:
 
     @property
     def falls(self) -> bool:
-        """Gold ends below its peak, the paired 95 % interval over prompts below 0 (not a wobble)."""
-        end = self.points[-1]
-        d = stats.difference(self.gold[self.peak], self.gold[end], paired=True)
-        return end != self.peak and d["hi"] is not None and d["hi"] < 0
+        """Gold ends below its peak beyond noise: each prompt's gold at the peak of the *other* half of the
+        prompts (stats.cross_fit_argmax) minus at the end, its 95 % interval over prompts above 0. Tested at the
+        peak of all prompts, the maximum of noisy means, a flat curve of 11 points "fell" in 12 % of runs; so
+        about 4 % (tests/test_warnings_scoreboard.py)."""
+        gold = np.stack([self.gold[u] for u in self.points], axis=1)  # (P, J): the same prompts at every point
+        drop = gold[np.arange(len(gold)), stats.cross_fit_argmax(gold)] - gold[:, -1]  # (P,)
+        return len(drop) > 1 and stats.bootstrap_ci(drop)[0] > 0
 
 
 def read_run(folder: Path, *, setting: str, seed: int) -> RunResult:
@@ -222,7 +225,8 @@ def markdown(board: dict, meta: dict) -> str:
     head = (f"# Early-warning scoreboard\n\nSettings: {', '.join(meta['settings'])}. Thresholds calibrated on seeds "
             f"{meta['calibration_seeds']}, scored on seeds {meta['scoring_seeds']} (disjoint). A run's gold "
             "*falls* when its last evaluation point is below its peak with the paired 95 % interval over prompts "
-            "below 0. *On time*: warned at or before the gold peak, among the runs whose gold falls (Wilson "
+            "below 0, each prompt compared at the peak of the other half of the prompts. *On time*: warned at or "
+            "before the gold peak, among the runs whose gold falls (Wilson "
             "interval). *False alarm*: a warning in a run whose gold does not fall, or at √KL below "
             f"{meta['early_margin']:g} × the peak's. Lead: median [bootstrap 95 %] of peak − warning, over the "
             "falling runs it warned in. Gold at *stop* is the last evaluation point before the warning (what "

@@ -134,22 +134,16 @@ def gold_gain(records: dict[int, list[dict]], step: int) -> dict | None:
 
 
 def cross_fit_rise_fall(gold: np.ndarray) -> dict | None:
-    """Rise (gold at the best point − at the first) and fall (at the best − at the last) of a curve, the best
-    point chosen on one half of the prompts (even / odd rows) and read on the other, averaged over both ways.
-    gold: (P, J) per prompt × point in curve order, J = 0 the start. The argmax's own rise and fall are ≥ 0
-    even on a flat curve (the winner's curse: the maximum of noisy means); read on prompts that did not choose
-    it, each is 0 in expectation when gold does not move, so "rise then fall" across seeds is not noise."""
+    """Rise (gold at the best point − at the first) and fall (at the best − at the last) of a curve, each
+    prompt read at the best point of the other half of the prompts (stats.cross_fit_argmax). gold: (P, J) per
+    prompt × point in curve order, J = 0 the start. The argmax's own rise and fall are ≥ 0 even on a flat curve
+    (the maximum of noisy means); read on prompts that did not choose it, each is 0 in expectation when gold
+    does not move, so "rise then fall" across seeds is not noise."""
     P, J = gold.shape
     if P < 2 or J < 2:
         return None
-    halves = (np.arange(P) % 2 == 0, np.arange(P) % 2 == 1)
-    rise = fall = 0.0
-    for choose, read in (halves, halves[::-1]):
-        j = int(np.argmax(gold[choose].mean(0)))
-        g = gold[read].mean(0)  # (J,)
-        rise += (g[j] - g[0]) / 2
-        fall += (g[j] - g[-1]) / 2
-    return {"rise": float(rise), "fall": float(fall)}
+    at_best = gold[np.arange(P), stats.cross_fit_argmax(gold)]  # (P,)
+    return {"rise": float((at_best - gold[:, 0]).mean()), "fall": float((at_best - gold[:, -1]).mean())}
 
 
 def _records_matrix(records: dict[int, list[dict]], steps: list[int]) -> np.ndarray | None:
