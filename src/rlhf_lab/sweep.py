@@ -99,14 +99,21 @@ def _command(folder: Path, base: dict, run: SweepRun, *, report: bool = True) ->
     return [*exe, "--config", str(folder / "sweep_config.yaml"), "--out", str(folder)]
 
 
+MAX_SEED, MAX_SEEDS = 2**31 - 1, 1000  # torch seeds are 64-bit; 1000 runs is past any sweep on one machine
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' → [0, 1, 2, 3, 4]; '0,2,7' → [0, 2, 7]; '3' → [3]. Raises ConfigError naming what is wrong."""
+    """'0-4' → [0, 1, 2, 3, 4]; '0,2,7' → [0, 2, 7]; '3' → [3]. Raises ConfigError naming what is wrong
+    (before a range is expanded: '0-10000000000' is an error, not a list that fills the memory)."""
     seeds: list[int] = []
     for part in str(text).split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m or (m[2] is not None and int(m[2]) < int(m[1])):
             raise ConfigError(f"--seeds {text!r}: expected seeds like 0-4 or 0,2,7 (non-negative, ranges low-high)")
-        seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
+        low, high = int(m[1]), int(m[2] or m[1])
+        if high > MAX_SEED or len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise ConfigError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds, each at most {MAX_SEED}")
+        seeds += range(low, high + 1)
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: a seed repeats")
     return seeds

@@ -22,7 +22,8 @@ def test_parse_seeds():
     assert parse_seeds("0,2,7") == [0, 2, 7]
     assert parse_seeds("3") == [3]
     assert parse_seeds("0-1, 5") == [0, 1, 5]
-    for bad in ("4-0", "a", "-1", "1,1", "", "0-2,2"):
+    # huge values: one error before anything is expanded (the range once filled the memory)
+    for bad in ("4-0", "a", "-1", "1,1", "", "0-2,2", "0-100000000000", "99999999999999999999999", "0-999,1000"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)
 
