@@ -71,6 +71,16 @@ def test_a_flat_noisy_gold_curve_does_not_fall():
     assert falling.falls
 
 
+def test_a_repeated_setting_is_one_error_and_writes_nothing(tmp_path):
+    from rlhf_lab import load_config
+    from rlhf_lab.warnings_scoreboard import run_scoreboard
+
+    base = base_config(load_config(), quick=True)
+    with pytest.raises(ValueError, match=r"run name\(s\) default_seed-0, default_seed-1 repeat"):
+        run_scoreboard(base, out=tmp_path / "out", seeds="0", calibration_seeds="1", settings=["default", "default"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_calibration_picks_the_threshold_that_warns_in_time_without_false_alarms():
     # falling runs: gold peaks at update 8 (KL 8); a run that never falls reaches KL 6 at its end (update 16)
     falling = [make_run(RISE_FALL, seed=s) for s in (100, 101)]

@@ -142,6 +142,9 @@ def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source:
              only: int | None = None, report: bool = True, echo=print) -> list[Path]:
     """Run (or resume) `runs` as separate processes under `root`, at most `jobs` at a time; without `report`,
     no audit or report.html (what reads only metrics and evaluation records needs neither)."""
+    repeated = sorted({r.name for r in runs if sum(q.name == r.name for q in runs) > 1})
+    if repeated:  # two processes would train into one folder
+        raise ValueError(f"{name}: run name(s) {', '.join(repeated)} repeat; each run needs its own folder")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(
         {"name": name, "file": source, "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
