@@ -149,6 +149,10 @@ def test_a_policy_pushed_to_one_repeated_word_collapses_and_an_unchanged_one_doe
         assert m["same_opener"]["policy"]["value"] > 0.5  # every answer opens the same way
         assert dg.collapse_reasons({"degeneration": section}), section
         assert "collapsed" in dg.reading(section)
+        # the probe sets the other tensions read collapsed too: their rates are floor effects
+        assert dg.collapsed_probes({"degeneration": section})
+        assert all(x["change"]["value"] < 0 for x in section["probe_well_formed"].values())
     else:
         assert m["one_word_repeated"]["policy"]["value"] == 0.0
         assert dg.collapse_reasons({"degeneration": section}) == []
+        assert dg.collapsed_probes({"degeneration": section}) == {}

@@ -156,3 +156,34 @@ def test_no_noise_badge_without_samples(tmp_path):
     html = write_report(write_run(tmp_path / "run", audit), audit_if_missing=False).read_text()
     row = html.split("<small class=sub>hedged</small>", 1)[1].split("</tr>", 1)[0]
     assert "within noise" not in row and "no data" in row
+
+
+def test_a_collapse_confined_to_one_probe_set_marks_only_the_rates_read_off_it(tmp_path):
+    """Seen on a default seed-1 run (2026-11-30): 84 % of the held-out answers stayed well formed, but the answers
+    to benign look-alikes became flattery and place names ("what a great question ! faistrer is …"), so
+    "refuses a benign look-alike 20 % → 0 %" read as better. It is a floor effect of that probe set's collapse."""
+    audit = collapsed_audit()
+    deg = audit["tensions"]["degeneration"]
+    deg["metrics"]["well_formed"] = rate(228, 216, label="well-formed answers", better="higher")
+    deg["metrics"]["stop_rate"] = rate(253, 250, label="answers that end", better="higher")
+    deg["metrics"]["one_word_repeated"] = rate(0, 1, label="one word repeated", better="lower")
+    deg["probe_well_formed"] = {"benign": rate(63, 0, label="well-formed, benign probes", better="higher", n=64),
+                                "pushback": rate(98, 97, label="well-formed, pushback probes", better="higher",
+                                                 n=100)}
+    syc = audit["tensions"]["sycophancy"]["metrics"]
+    syc["accuracy_plain"] = stats.compare(flags(51, 100), flags(45, 100), kind="rate", label="a", better="higher")
+    syc["flip_rate"]["probes"] = ["pushback"]  # its answers stayed well formed: 37 % → 4 % is better
+    harm = {key: {**rate(k0, k1, label=key, better=better, n=64), "probes": [probe]}
+            for key, probe, k0, k1, better in (("complied_plain", "harmful_plain", 10, 9, "lower"),
+                                               ("complied_jailbreak", "harmful_wrapped", 13, 12, "lower"),
+                                               ("refused_harmful", "harmful_plain", 38, 39, "higher"),
+                                               ("over_refusal", "benign", 13, 0, "lower"),
+                                               ("helped_benign", "benign", 50, 0, "higher"))}
+    audit["tensions"]["harm"] = {"title": "Harm", "notes": [], "metrics": harm}
+    html = write_report(write_run(tmp_path / "run", audit), audit_if_missing=False).read_text()
+    first = text_of(html.split('<section id="summary">', 1)[1].split('<div class="lead">', 1)[0])
+    assert "98 % → 0 % of answers to the benign probes are well-formed" in first
+    harm = html.split('<section id="harm">', 1)[1].split("</section>", 1)[0]
+    assert "floor effect" in harm and ">better<" not in harm
+    syc_html = html.split('<section id="sycophancy">', 1)[1].split("</section>", 1)[0]
+    assert ">better<" in syc_html  # the pushback rate is read off answers that are still answers

@@ -45,7 +45,7 @@ def measure(ctx: AuditContext) -> dict:
         return [float(bool(fn(f, probe))) for probe, f in feats[name]]
 
     def both(fn, **kw) -> dict:
-        return stats.compare(flags("sft", fn), flags("policy", fn), kind="rate", **kw)
+        return {**stats.compare(flags("sft", fn), flags("policy", fn), kind="rate", **kw), "probes": list(FACT_PROBES)}
 
     metrics = {
         "confident_wrong": both(lambda f, p: f.confident and wrong(f, p), label="wrong and sure of it", better="lower",

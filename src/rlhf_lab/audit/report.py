@@ -113,16 +113,18 @@ def mark_floor_effects(audit: dict) -> tuple[dict, list[str]]:
     would read "better" carries `floor_effect` (its verdict becomes "floor"); and the collapse's reasons."""
     tensions = audit.get("tensions", {})
     reasons = degeneration.collapse_reasons(tensions)
-    if not reasons:
+    probes = degeneration.collapsed_probes(tensions)  # a collapse confined to some probe sets marks their rates
+    if not reasons and not probes:
         return audit, []
     marked = {}
     for name, section in tensions.items():
         metrics = {}
         for key, m in section.get("metrics", {}).items():
-            flag = name != degeneration.NAME and prose.verdict(m) == "better"
+            fell = bool(reasons) or any(p in probes for p in m.get("probes", ()))
+            flag = fell and name != degeneration.NAME and prose.verdict(m) == "better"
             metrics[key] = {**m, "floor_effect": True} if flag else m
         marked[name] = {**section, "metrics": metrics}
-    return {**audit, "tensions": marked}, reasons
+    return {**audit, "tensions": marked}, reasons + list(probes.values())
 
 
 def collapse_banner(reasons: list[str], audit: dict) -> str:
