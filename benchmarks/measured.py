@@ -1,7 +1,8 @@
 """Regenerate the docs' tables of measured figures from the run folders and benchmark outputs they came from.
 
     python benchmarks/measured.py                 # rewrite every block whose source exists
-    python benchmarks/measured.py --check         # list blocks whose source is missing or whose stamp is stale
+    python benchmarks/measured.py --check         # list blocks whose source is missing, whose table is not the one
+                                                  # their source builds, or whose stamp is stale
     python benchmarks/measured.py --only NAME --source NAME=/elsewhere/seed-* [FILE ...]
 
 A table of measured figures lives between two markers, the first naming where it came from:
@@ -232,11 +233,26 @@ def staleness(block: Block, root: Path) -> str | None:
         return f"measured with uncommitted changes to {commit.removesuffix('+dirty')}"
     if git(root, "cat-file", "-e", f"{commit}^{{commit}}") is None:
         return f"its commit {commit} is not in this repository's history"
+    # code committed after the day of the measurement cannot have made it (e.g. HEAD stamped on older runs)
+    made = git(root, "show", "-s", "--format=%cs", commit)
+    if made and block.attrs.get("date") and made > block.attrs["date"]:
+        return f"its commit {commit} ({made}) is newer than its figures ({block.attrs['date']}); give --commit"
     paths = block.attrs.get("code", "src/rlhf_lab").split(",")
     later = git(root, "log", "--format=%h %ad", "--date=short", f"{commit}..HEAD", "--", *paths)
     if later:
         lines = later.splitlines()
         return f"{len(lines)} commit(s) to {','.join(paths)} since {commit} (latest {lines[0]})"
+    return None
+
+
+def _out_of_date(block: Block, paths: list[Path]) -> str | None:
+    """Why the block's table is not the one its source builds (a hand edit, or runs redone since), or None."""
+    try:
+        built, _, _ = KINDS[block.attrs["kind"]][1](paths)
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        return f"cannot build from {paths[0]}…: {type(e).__name__} {e}"
+    if block.file.read_text().splitlines()[block.line:block.end - 1] != built:
+        return "its table differs from what its source builds; run measured.py to rewrite it"
     return None
 
 
@@ -246,9 +262,11 @@ def check(blocks: list[Block], root: Path, overrides: dict[str, str]) -> int:
         reasons = []
         if b.attrs["kind"] == "manual":
             reasons.append("written by hand (no generator)")
-        elif not sources(b, root, overrides):
+        elif not (paths := sources(b, root, overrides)):
             reasons.append(f"source missing ({overrides.get(b.name, b.attrs['source'])}); produce it with: "
                            f"{b.attrs['cmd']}")
+        elif why := _out_of_date(b, paths):
+            reasons.append(why)
         if why := staleness(b, root):
             reasons.append(f"stale: {why}")
         if reasons:
@@ -272,6 +290,8 @@ def regenerate(blocks: list[Block], root: Path, overrides: dict[str, str], commi
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise MarkerError(f"{b.where}: {b.name}: cannot build from {paths[0]}…: {type(e).__name__} {e}") from None
         b.attrs["commit"] = commit or source_commit or git(root, "rev-parse", "--short", "HEAD") or "unknown"
+        if b.attrs["commit"] == "unknown":  # not a hash: the marker would no longer parse
+            raise MarkerError(f"{b.where}: {b.name}: no commit to stamp (not a git checkout): give --commit")
         if date:
             b.attrs["date"] = date
         by_file.setdefault(b.file, []).append((b, [marker(b), *lines, "<!-- /measured -->"]))
@@ -291,7 +311,8 @@ def regenerate(blocks: list[Block], root: Path, overrides: dict[str, str], commi
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*", type=Path, help=f"Markdown files (default: {' '.join(DOCS)}).")
-    ap.add_argument("--check", action="store_true", help="List blocks whose source is missing or stamp is stale.")
+    ap.add_argument("--check", action="store_true", help="List blocks whose source is missing, whose table "
+                    "differs from what their source builds, or whose stamp is stale.")
     ap.add_argument("--only", action="append", default=[], metavar="NAME", help="Only these blocks (repeatable).")
     ap.add_argument("--source", action="append", default=[], metavar="NAME=PATH",
                     help="Read block NAME from PATH (a glob) instead of its marker's source; not written back.")
@@ -300,13 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = args.root.resolve()
     files = [f.resolve() for f in args.files] or sorted({Path(p) for pat in DOCS for p in glob.glob(str(root / pat))})
+    if bad := [s for s in args.source if "=" not in s]:
+        print(f"--source {bad[0]}: write NAME=PATH", file=sys.stderr)
+        return 2
     overrides = dict(s.split("=", 1) for s in args.source)
     try:
         blocks = [b for bs in read_blocks(files, root).values() for b in bs if not args.only or b.name in args.only]
     except MarkerError as e:
         print(e, file=sys.stderr)
         return 2
-    if unknown := set(args.only) - {b.name for b in blocks}:
+    if unknown := (set(args.only) | set(overrides)) - {b.name for b in blocks}:
         print(f"no block named {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     if args.check:

@@ -10,6 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "measured.py"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from figures import default_run_record, default_run_table  # noqa: E402
+
+sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def measured(*args) -> subprocess.CompletedProcess:
@@ -56,21 +60,74 @@ def test_check_lists_a_missing_source_and_a_stale_stamp(tmp_path):
     first = subprocess.run(["git", "-C", str(ROOT), "rev-list", "--max-parents=0", "HEAD"], capture_output=True,
                            text=True).stdout.split()[0]
     doc, source = tmp_path / "doc.md", tmp_path / "bench.json"
-    source.write_text("{}")  # --check only asks whether a source exists
+    source.write_text(json.dumps({"date": "2026-01-02", "commit": "fedcba9", "runs": []}))  # a table without rows
+    table = "\n".join(default_run_table([]))  # what that source builds
     doc.write_text("intro\n\n"
                    + block("gone", f'kind=seeds source="{tmp_path}/runs/seed-*" cmd="rlhf-lab run --seeds 0-4" '
                            f"commit={head}")
                    + block("current", f'kind=default_run source="{source}" cmd="run_default.py" commit={head} '
-                           "code=no/such/path")
-                   + block("old", f'kind=default_run source="{source}" cmd="run_default.py" commit={first} code=src'))
+                           "code=no/such/path", table)
+                   + block("old", f'kind=default_run source="{source}" cmd="run_default.py" commit={first} code=src',
+                           table))
     r = measured("--check", doc)  # the repository's own history decides staleness
     assert r.returncode == 1
     out = r.stdout.splitlines()
     assert out[0] == (f"{doc}:3: gone: source missing ({tmp_path}/runs/seed-*); produce it with: "
                       "rlhf-lab run --seeds 0-4")
-    assert out[1].startswith(f"{doc}:9: old: stale: ") and f"to src since {first}" in out[1]
+    assert out[1].startswith(f"{doc}:10: old: stale: ") and f"to src since {first}" in out[1]
     assert out[-1] == "2 of 3 blocks flagged"
     assert not any(": current:" in line for line in out)
+
+
+def test_check_lists_a_stamp_whose_commit_is_newer_than_its_figures(tmp_path):
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    made = subprocess.run(["git", "-C", str(ROOT), "show", "-s", "--format=%cs", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    doc, source = tmp_path / "doc.md", tmp_path / "bench.json"
+    source.write_text(json.dumps({"date": "2026-01-02", "commit": head, "runs": []}))
+    table = "\n".join(default_run_table([]))
+    attrs = f'kind=default_run source="{source}" cmd="run_default.py" code=no/such/path commit={head}'
+    doc.write_text(block("old-runs", f"{attrs} date=2000-01-01", table) + block("same-day", f"{attrs} date={made}",
+                                                                                  table))
+    r = measured("--check", doc)  # HEAD did not exist in 2000: it cannot be the code that measured those figures
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [f"{doc}:1: old-runs: stale: its commit {head} ({made}) is newer than its "
+                                     "figures (2000-01-01); give --commit", "1 of 2 blocks flagged"]
+
+
+def test_check_lists_a_table_that_is_not_what_its_source_builds(micro_run, tmp_path):
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    doc = tmp_path / "doc.md"
+    doc.write_text(block("micro", f'kind=instrument source="{micro_run}" cmd="rlhf-lab run" commit={head} '
+                          "code=no/such/path"))
+    assert measured(doc, "--root", tmp_path, "--commit", head).returncode == 0  # built from the run: current
+    built = doc.read_text()
+    r = measured("--check", doc)  # the repository's own history decides staleness
+    assert r.returncode == 0 and r.stdout.strip() == "0 of 1 blocks flagged", r.stdout + r.stderr
+    lines = built.splitlines()
+    row = lines[3].split("|")
+    row[2] = " 0.999 "  # a figure edited by hand (or runs redone since): the stamp is current, the table is not
+    doc.write_text("\n".join([*lines[:3], "|".join(row), *lines[4:]]) + "\n")
+    r = measured("--check", doc)
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0] == (f"{doc}:1: micro: its table differs from what its source builds; "
+                                        "run measured.py to rewrite it")
+    broken = tmp_path / "broken"  # a finished run whose reward model's figures are gone: it no longer builds
+    for name in ("audit.json", "state.json"):
+        (broken / name).parent.mkdir(exist_ok=True)
+        (broken / name).write_bytes((micro_run / name).read_bytes())
+    r = measured("--check", doc, "--source", f"micro={broken}")
+    assert r.returncode == 1 and f"{doc}:1: micro: cannot build from {broken}" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["--source", "no-equals-sign"], ["--source", "nosuch=elsewhere/*"]])
+def test_a_bad_source_override_is_one_line(micro_run, tmp_path, args):
+    doc = tmp_path / "doc.md"
+    text = block("good", f'kind=instrument source="{micro_run}" cmd="rlhf-lab run"')
+    doc.write_text(text)
+    r = measured(doc, "--root", tmp_path, *args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert doc.read_text() == text
 
 
 @pytest.mark.parametrize(("marker", "line", "says"), [
@@ -104,11 +161,6 @@ def test_a_marker_shown_as_code_is_not_a_block(tmp_path):
 
 
 def test_regenerates_a_block_from_a_benchmark_json(micro_run, tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from figures import default_run_record
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
     record = default_run_record(micro_run, wall_s=12.4, peak_rss_gb=0.5, sets=["seed=0", "policy.updates=3"])
     source = tmp_path / "bench" / "default_run.json"
     source.parent.mkdir()
