@@ -6,6 +6,7 @@ built-in world, so each measure is a pure function of the text."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 TERMINATORS = frozenset(".!?")
 
@@ -37,11 +38,21 @@ def distinct_words(text: str) -> float:
     return len(set(w)) / len(w) if w else 0.0
 
 
-def distinct_ngrams(texts: list[str], n: int = 2) -> float:
-    """Distinct-n over a set of answers (Li et al. 2016): distinct word n-grams / all word n-grams, pooled over
-    the answers — 1 when no n-gram repeats anywhere, near 0 when every answer says the same. 0 without n-grams."""
-    grams = [tuple(w[i: i + n]) for t in texts for w in [words(t)] for i in range(len(w) - n + 1)]
+def ngrams(tokens: Sequence, n: int) -> list[tuple]:
+    return [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)] if n > 0 else []
+
+
+def distinct_n(responses: Sequence[Sequence], n: int) -> float:
+    """Distinct-n (Li et al. 2016) over a set of token sequences (words or ids): distinct n-grams / all n-grams,
+    pooled over the set — 1 when no n-gram repeats anywhere, near 0 when every answer says the same. 0 without
+    n-grams."""
+    grams = [g for r in responses for g in ngrams(r, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_ngrams(texts: list[str], n: int = 2) -> float:
+    """distinct_n over the answers' words."""
+    return distinct_n([words(t) for t in texts], n)
 
 
 def opener(text: str) -> str:

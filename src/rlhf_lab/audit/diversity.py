@@ -26,6 +26,7 @@ import numpy as np
 from rlhf_lab.audit import prose, stats
 from rlhf_lab.audit.encoder import PACKAGE, embed_unique, load_encoder
 from rlhf_lab.audit.plots import bars, finished
+from rlhf_lab.text_metrics import distinct_n, ngrams  # one definition of distinct-n (text_metrics.py)
 
 if TYPE_CHECKING:
     from rlhf_lab.audit.sampling import AuditContext
@@ -33,16 +34,6 @@ if TYPE_CHECKING:
 NAME = "diversity"
 TITLE = "Diversity"
 Tokens = Sequence[str | int]
-
-
-def ngrams(tokens: Tokens, n: int) -> list[tuple]:
-    return [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)] if n > 0 else []
-
-
-def distinct_n(responses: Sequence[Tokens], n: int) -> float:
-    """Unique n-grams over all n-grams in the set (0 when there are none)."""
-    grams = [g for r in responses for g in ngrams(r, n)]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def ead_n(responses: Sequence[Tokens], n: int, vocab_size: int) -> float:
