@@ -187,3 +187,16 @@ def test_sessions_invites_and_admin_tokens_are_one_time_and_hashed(store):
         for table in ("invites", "admin_tokens", "web_sessions"):
             for row in conn.execute(text(f"SELECT token_hash FROM {table}")):
                 assert row[0] not in (token, invite, admin_session, annotator_session) and len(row[0]) == 64
+
+
+@pytest.mark.postgres
+def test_postgres_connections_keep_the_urls_options_and_plan_each_execution(pg_url):
+    """psycopg prepares repeated statements; the store sets plan_cache_mode so PostgreSQL never swaps in a generic
+    plan for the open-pair scan, and must not drop the URL's own options (here the test's search_path) doing so."""
+    store = AnnotationStore(pg_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SHOW search_path")).scalar() == pg_url.rsplit("%3D", 1)[1]
+            assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+    finally:
+        store.close()
