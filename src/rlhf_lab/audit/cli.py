@@ -48,8 +48,8 @@ def _headlines(audit: dict) -> None:
 
     audit, collapsed = mark_floor_effects(audit)  # the terminal reads a collapse as the report does
     if collapsed:
-        console.print("[bold red]The policy's answers collapsed:[/bold red] " + "; ".join(collapsed)
-                      + ". Rates that fell with it are marked floor effect, not better.")
+        console.print("[bold red]The policy's answers collapsed (all, or those to some kinds of prompt):[/bold red] "
+                      + "; ".join(collapsed) + ". Rates that fell with it are marked floor effect, not better.")
     table = Table(title="Audit: SFT → after RLHF (95 % CI of the change)")
     for col in ("tension", "metric", "SFT", "after RLHF", "change", ""):
         table.add_column(col)

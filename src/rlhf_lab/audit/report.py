@@ -131,7 +131,8 @@ def collapse_banner(reasons: list[str], audit: dict) -> str:
     """The first thing on the page when the answers collapsed: what fell, and how to read the rest."""
     floors = [m.get("label", k) for s in audit.get("tensions", {}).values()
               for k, m in s.get("metrics", {}).items() if m.get("floor_effect")]
-    text = ("<b>The policy's answers collapsed.</b> After RLHF: " + page.esc("; ".join(reasons)) + ". "
+    text = ("<b>The policy's answers collapsed</b> (all of them, or those to some kinds of prompt). After RLHF: "
+            + page.esc("; ".join(reasons)) + ". "
             "Rates read off the answers fall when answers stop being answers, so a fall here is a floor effect, "
             "not an improvement")
     if floors:
