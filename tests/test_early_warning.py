@@ -134,3 +134,6 @@ def test_config_reads_a_bare_off_and_names_an_unknown_detector():
         build_config({}, ["policy.early_warning_thresholds={kl: 2}"])
     with pytest.raises(ConfigError, match="unknown detector 'nope'"):
         build_config({}, ["policy.early_warning_detectors=[nope]"])
+    for bad in (".nan", ".inf"):  # never crossed (NaN) or never reached: a detector silently off
+        with pytest.raises(ConfigError, match=r"early_warning_thresholds\.kl_budget: \S+ is not a finite number"):
+            build_config({}, [f"policy.early_warning_thresholds={{kl_budget: {bad}}}"])

@@ -8,6 +8,7 @@ saved as `config.yaml` in the run folder. Unknown keys, wrong types and out-of-r
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -305,6 +306,9 @@ class _Online(_Trainer):
             if name not in DETECTORS:
                 raise ValueError(f"policy.early_warning: unknown detector {name!r} (expected one of "
                                  f"{', '.join(DETECTORS)})")
+        for name, t in self.early_warning_thresholds.items():
+            if not math.isfinite(t):  # a NaN threshold is never crossed: a detector silently off
+                raise ValueError(f"policy.early_warning_thresholds.{name}: {t} is not a finite number")
         return self
 
 
