@@ -86,6 +86,28 @@ def test_each_pair_gets_overlap_distinct_annotators_and_nobody_twice(store):
     assert sum(len(v) for v in per_annotator.values()) == 15
 
 
+def test_the_open_pair_scan_crosses_chunks_of_full_pairs(store):
+    """More full pairs than one scan chunk (queue.SCAN_CHUNK) before the open ones: a process that knows no
+    frontier yet still finds them, and an annotator's own open pair deep in a chunk is passed over."""
+    n = 2 * queue.SCAN_CHUNK + 20
+    pid = store.create_project_with_items("chunks", _items(pair_rows(n)), overlap=1).id
+    a, b = _annotators(store, pid, 2)
+    with store.session() as s:
+        ids = s.scalars(select(Item.id).where(Item.project_id == pid).order_by(Item.id)).all()
+        full = ids[:-10]
+        for item_id in full:  # a labelled every pair but the last 10 (done: each holds its one slot)
+            s.add(Assignment(item_id=item_id, annotator_id=a, status="done", left_is_a=True))
+        s.add(Assignment(item_id=ids[-10], annotator_id=b, status="pending", left_is_a=True))
+    got = []
+    with store.session() as s:  # b's pending pair first, as ever
+        got.append(queue.next_assignment(s, annotator_id=b, project_id=pid, hints=queue.FrontierHints()))
+    with store.session() as s:
+        queue.skip(s, annotator_id=b, project_id=pid, assignment_id=got[0]["assignment_id"],
+                   hints=queue.FrontierHints())
+    seen = _label_all(store, pid, b, queue.FrontierHints())  # a fresh process: no frontier known
+    assert sorted(seen) == ids[-9:]  # the open pairs past two full chunks, less the one b skipped
+    assert _label_all(store, pid, a, queue.FrontierHints()) == [ids[-10]]  # the skipped pair's slot is free again
+
 def test_gold_items_come_at_the_configured_rate(store):
     rows = pair_rows(30, gold={i: "a" for i in range(20, 30)})  # 20 regular pairs, 10 gold checks
     pid = store.create_project_with_items("g", _items(rows), overlap=1, gold_rate=0.25).id
