@@ -16,7 +16,8 @@ against the same TRL run, the best TRL 1.12 can do (it has no shared layout).
 
 Every row also states the precision each side really computed in: both sides hook the first matmul of each model
 (`bench_dtype.py`), and a row where any model of either side ran in another dtype than the size's stated
-precision is flagged ("MISMATCH") rather than silently compared.
+precision is flagged ("MISMATCH") rather than silently compared; so is a side whose models' dtypes were never
+observed ("NOT OBSERVED").
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ LAYOUT = {"ppo": "separate value model / separate value model",
 
 def dtype_cell(runs: list[dict], precision: str) -> str:
     """What one side's models computed in over its runs: "bfloat16" when every watched matmul of every model
-    ran in the stated precision, else "MISMATCH reference: float32 ×41; …"."""
+    ran in the stated precision, else "MISMATCH reference: float32 ×41; …", or "NOT OBSERVED" when no watched
+    matmul ran at all (the models computed elsewhere than the hooked modules: unverified, not like for like)."""
     from bench_dtype import EXPECTED, mismatches
 
     dtypes: dict[str, dict[str, int]] = {}
@@ -50,7 +52,7 @@ def dtype_cell(runs: list[dict], precision: str) -> str:
             for d, n in counts.items():
                 dtypes.setdefault(role, {})[d] = dtypes.setdefault(role, {}).get(d, 0) + n
     if not dtypes:
-        return "not observed"
+        return "NOT OBSERVED"
     bad = mismatches(dtypes, precision)
     return ("MISMATCH " + "; ".join(bad)) if bad else f"{EXPECTED[precision]} ({', '.join(sorted(dtypes))})"
 
@@ -121,9 +123,9 @@ def main() -> None:
             oc, tc = med(ours, "cpu_samples_per_s"), med(theirs, "cpu_samples_per_s")
             om, tm = med(ours, "peak_mem_mb"), med(theirs, "peak_mem_mb")
             dt_ours, dt_peer = dtype_cell(ours, precision), dtype_cell(theirs, precision)
-            if "MISMATCH" in dt_ours + dt_peer:
-                print(f"[{size} {algo}] compute dtypes differ from the stated {precision}: ours {dt_ours}; "
-                      f"peer {dt_peer}", file=sys.stderr, flush=True)
+            if "MISMATCH" in dt_ours + dt_peer or "NOT OBSERVED" in dt_ours + dt_peer:
+                print(f"[{size} {algo}] compute dtypes differ from the stated {precision} (or were not observed): "
+                      f"ours {dt_ours}; peer {dt_peer}", file=sys.stderr, flush=True)
             row = (size, algo, theirs[0]["side"], LAYOUT.get(algo, "–"), dt_ours, dt_peer, UNIT.get(algo, "samples/s"),
                    f"{o:.2f}", f"{t:.2f}", f"{o / t:.2f}×", f"{oc:.2f}", f"{tc:.2f}", f"{oc / tc:.2f}×", f"{om:.0f}",
                    f"{tm:.0f}")

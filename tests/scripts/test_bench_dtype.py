@@ -65,3 +65,14 @@ def test_gpt2_conv1d_is_watched_and_unused_roles_are_left_out():
 def test_a_model_without_a_matmul_is_refused():
     with pytest.raises(ValueError, match="Embedding has no Linear"):
         first_matmul(torch.nn.Embedding(4, 4))
+
+
+def test_a_row_cell_flags_a_mismatch_and_a_side_never_observed():
+    from bench_vs_trl import dtype_cell
+
+    runs = [{"dtypes": {"policy": {"bfloat16": 3}}}, {"dtypes": {"policy": {"bfloat16": 2}, "reward": {"bfloat16": 1}}}]
+    assert dtype_cell(runs, "bf16") == "bfloat16 (policy, reward)"
+    runs[1]["dtypes"]["reference"] = {"float32": 4}
+    assert dtype_cell(runs, "bf16") == "MISMATCH reference: float32 ×4"
+    # no hook ever fired (the models ran outside the watched modules): unverified, so flagged, not a clean row
+    assert dtype_cell([{"dtypes": {}}, {}], "bf16") == "NOT OBSERVED"
