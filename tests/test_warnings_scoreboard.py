@@ -81,6 +81,17 @@ def test_a_repeated_setting_is_one_error_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_algorithm_without_the_online_loop_is_refused():
+    from rlhf_lab import load_config
+    from rlhf_lab.config import ConfigError
+
+    for algorithm in ("dpo", "best_of_n"):  # no warnings, no KL per update: a scoreboard of nothing
+        with pytest.raises(ConfigError, match=f"policy.algorithm={algorithm}: the scoreboard scores"):
+            base_config(load_config(overrides=[f"policy.algorithm={algorithm}"]), quick=True)
+    grpo = base_config(load_config(overrides=["policy.algorithm=grpo"]), quick=True)
+    assert grpo["policy"]["early_warning"] == "warn"
+
+
 def test_calibration_picks_the_threshold_that_warns_in_time_without_false_alarms():
     # falling runs: gold peaks at update 8 (KL 8); a run that never falls reaches KL 6 at its end (update 16)
     falling = [make_run(RISE_FALL, seed=s) for s in (100, 101)]

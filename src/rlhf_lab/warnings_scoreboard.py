@@ -187,7 +187,8 @@ def run_scoreboard(base: dict, *, out: Path, seeds: str = SCORING_SEEDS, calibra
     settings = settings or list(SETTINGS)
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
-        raise ValueError(f"--settings: unknown {', '.join(unknown)} (expected some of {', '.join(SETTINGS)})")
+        raise ValueError(f"--settings: unknown {', '.join(map(repr, unknown))} (expected some of "
+                         f"{', '.join(SETTINGS)})")
     score_seeds, cal_seeds = parse_seeds(seeds), parse_seeds(calibration_seeds)
     if set(score_seeds) & set(cal_seeds):
         raise ValueError(f"--seeds {seeds} and --calibration-seeds {calibration_seeds} overlap: calibration and "
@@ -258,9 +259,11 @@ def markdown(board: dict, meta: dict) -> str:
 
 def base_config(cfg, *, quick: bool) -> dict:
     """The config every run shares (a dict, as a sweep's `base`); --quick puts the micro config on top."""
-    from rlhf_lab.config import build_config
+    from rlhf_lab.config import ConfigError, build_config
 
+    if not hasattr(cfg.policy, "early_warning"):  # no online loop: no history for the detectors, nothing to score
+        raise ConfigError(f"policy.algorithm={cfg.policy.algorithm}: the scoreboard scores the online loop's "
+                          "warnings (ppo, rloo or grpo)")
     data = yaml.safe_load(build_config(yaml.safe_load(cfg.to_yaml()), QUICK if quick else []).to_yaml())
-    if "early_warning" in data["policy"]:
-        data["policy"]["early_warning"] = "warn"  # a run stopped early would hide where its gold goes
+    data["policy"]["early_warning"] = "warn"  # a run stopped early would hide where its gold goes
     return data
