@@ -108,7 +108,7 @@ FINDINGS: tuple[Finding, ...] = (
             Measure("best-of-n gold gain at that KL", _one(lambda a: (m.gains_at_bon_kl(a) or (None, None))[1]),
                     {"run": "verify-all"}),
         ),
-        control={"run": "default"}, control_text="the default annotators, who can verify only some answers"),
+        control={"run": "verify-few"}, control_text="annotators who can verify few answers (p_know 0.2)"),
     Finding(
         name="sycophancy", title="Sycophancy",
         paper="Sharma et al. 2023, Towards Understanding Sycophancy in Language Models (arXiv:2310.13548)",
