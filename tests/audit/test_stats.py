@@ -87,3 +87,15 @@ def test_krippendorff_alpha_matches_the_reference_package():
 def test_perfect_agreement_gives_alpha_one():
     counts = np.array([[3, 0, 0], [0, 3, 0], [3, 0, 0], [0, 2, 0]])
     assert stats.krippendorff_alpha(counts)["value"] == pytest.approx(1.0)
+
+
+def test_cross_fit_argmax_chooses_each_row_on_the_other_half():
+    values = np.random.default_rng(3).normal(size=(9, 5))  # (P, J), odd P: halves of 5 and 4 rows
+    best = stats.cross_fit_argmax(values)
+    for i in range(9):  # naive: the column of highest mean over the rows of the other parity
+        other = [r for r in range(9) if r % 2 != i % 2]
+        assert best[i] == int(np.argmax(values[other].mean(0)))
+    # a row's own value never chooses its column: raising it leaves the choice for its half as it was
+    bumped = values.copy()
+    bumped[0, (best[0] + 1) % 5] += 100.0
+    assert stats.cross_fit_argmax(bumped)[0] == best[0]
