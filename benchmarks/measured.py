@@ -198,6 +198,7 @@ def marker(block: Block) -> str:
 def read_blocks(files: list[Path], root: Path) -> dict[Path, list[Block]]:
     out: dict[Path, list[Block]] = {}
     seen: dict[str, Block] = {}
+    built_from: dict[tuple[str, str], Block] = {}
     for f in files:
         shown = str(f.relative_to(root)) if f.is_relative_to(root) else str(f)
         out[f] = parse(f, f.read_text(), shown=shown)
@@ -205,6 +206,13 @@ def read_blocks(files: list[Path], root: Path) -> dict[Path, list[Block]]:
             if b.name in seen:
                 raise MarkerError(f"{shown}:{b.line}: block name {b.name!r} is also used at {seen[b.name].where}")
             seen[b.name] = b
+            # two blocks built from one source are one table: a second one (say, figures of earlier defaults
+            # kept beside new ones) would be silently overwritten with the first's figures
+            key = (b.attrs["kind"], b.attrs.get("source", ""))
+            if key[0] != "manual" and key in built_from:
+                raise MarkerError(f"{shown}:{b.line}: block {b.name!r} has the kind and source of "
+                                  f"{built_from[key].name!r} at {built_from[key].where}; give it its own source")
+            built_from[key] = b
     return out
 
 

@@ -59,15 +59,16 @@ def test_check_lists_a_missing_source_and_a_stale_stamp(tmp_path):
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     first = subprocess.run(["git", "-C", str(ROOT), "rev-list", "--max-parents=0", "HEAD"], capture_output=True,
                            text=True).stdout.split()[0]
-    doc, source = tmp_path / "doc.md", tmp_path / "bench.json"
-    source.write_text(json.dumps({"date": "2026-01-02", "commit": "fedcba9", "runs": []}))  # a table without rows
+    doc, source, other = tmp_path / "doc.md", tmp_path / "bench.json", tmp_path / "other.json"
+    for f in (source, other):  # a table without rows; one source per block
+        f.write_text(json.dumps({"date": "2026-01-02", "commit": "fedcba9", "runs": []}))
     table = "\n".join(default_run_table([]))  # what that source builds
     doc.write_text("intro\n\n"
                    + block("gone", f'kind=seeds source="{tmp_path}/runs/seed-*" cmd="rlhf-lab run --seeds 0-4" '
                            f"commit={head}")
                    + block("current", f'kind=default_run source="{source}" cmd="run_default.py" commit={head} '
                            "code=no/such/path", table)
-                   + block("old", f'kind=default_run source="{source}" cmd="run_default.py" commit={first} code=src',
+                   + block("old", f'kind=default_run source="{other}" cmd="run_default.py" commit={first} code=src',
                            table))
     r = measured("--check", doc)  # the repository's own history decides staleness
     assert r.returncode == 1
@@ -83,12 +84,16 @@ def test_check_lists_a_stamp_whose_commit_is_newer_than_its_figures(tmp_path):
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     made = subprocess.run(["git", "-C", str(ROOT), "show", "-s", "--format=%cs", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    doc, source = tmp_path / "doc.md", tmp_path / "bench.json"
-    source.write_text(json.dumps({"date": "2026-01-02", "commit": head, "runs": []}))
+    doc = tmp_path / "doc.md"
+    for name in ("old", "same"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"date": "2026-01-02", "commit": head, "runs": []}))
     table = "\n".join(default_run_table([]))
-    attrs = f'kind=default_run source="{source}" cmd="run_default.py" code=no/such/path commit={head}'
-    doc.write_text(block("old-runs", f"{attrs} date=2000-01-01", table) + block("same-day", f"{attrs} date={made}",
-                                                                                  table))
+
+    def attrs(source):
+        return f'kind=default_run source="{tmp_path / source}" cmd="run_default.py" code=no/such/path commit={head}'
+
+    doc.write_text(block("old-runs", f"{attrs('old.json')} date=2000-01-01", table)
+                   + block("same-day", f"{attrs('same.json')} date={made}", table))
     r = measured("--check", doc)  # HEAD did not exist in 2000: it cannot be the code that measured those figures
     assert r.returncode == 1
     assert r.stdout.splitlines() == [f"{doc}:1: old-runs: stale: its commit {head} ({made}) is newer than its "
@@ -141,9 +146,12 @@ def test_a_bad_source_override_is_one_line(micro_run, tmp_path, args):
     ("<!-- /measured -->", 4, "without an opening marker"),
     ("<!-- measured: x kind=seeds source=a cmd=b -->\n| open |", 4, "is not closed"),
     ("<!-- measured: good kind=manual cmd=b -->\n<!-- /measured -->", 4, "also used at doc.md:1"),
+    ("<!-- measured: earlier kind=instrument source=SOURCE cmd=b -->\n<!-- /measured -->", 4,
+     "has the kind and source of 'good' at doc.md:1"),
 ])
 def test_a_malformed_marker_is_one_line_naming_file_and_line(micro_run, tmp_path, marker, line, says):
     doc = tmp_path / "doc.md"
+    marker = marker.replace("SOURCE", f'"{micro_run}"')
     text = block("good", f'kind=instrument source="{micro_run}" cmd="rlhf-lab run"') + marker + "\n"
     doc.write_text(text)
     r = measured(doc, "--root", tmp_path)
