@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "measured.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from figures import default_run_record, default_run_table  # noqa: E402
+from figures import default_run_record, default_run_table, instrument_summary  # noqa: E402
 
 sys.path.remove(str(ROOT / "benchmarks"))
 
@@ -185,3 +185,11 @@ def test_regenerates_a_block_from_a_benchmark_json(micro_run, tmp_path):
     assert row[-1] == f"{ev['policy']['policy/kl']:.1f}"
     assert row[-2] == f"{ev['sft']['sft/gold_utility']:+.2f} → {ev['policy']['policy/gold_utility']:+.2f}".replace(
         "-", "−")
+
+
+def test_the_instrument_summary_counts_only_runs_that_have_a_best_point():
+    row = {"rm_acc": 0.7, "proxy_gain_std": 1.0, "peak_lo": None, "peak_step": None, "final_lo": None,
+           "final_hi": None, "points_below_2": 0, "well_formed": 0.9, "rm_syc": None}
+    with_peak = {**row, "gold_peak": 0.3, "gold_final": 0.1}
+    without = {**row, "gold_peak": None, "gold_final": -0.4}  # no evaluation curve: no best point to fall below
+    assert "the end below the best point on 1 of 2" in instrument_summary([with_peak, without])
