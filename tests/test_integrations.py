@@ -157,3 +157,21 @@ def test_proxy_reward_scores_like_the_audit(tmp_path, chat):
     p_ids = encode_prompts(t, [render_prompt(t, [(m["role"], m["content"]) for m in r["prompt"]]) for r in rows])
     want, _ = score_tokens(rm, p_ids, [encode_response(t, c) for c in completions], pad_id=t.pad_token_id)
     assert got == pytest.approx(want.tolist(), abs=1e-5) and len(set(got)) == 4
+
+
+def test_our_steps_still_run_after_a_trainer_in_the_same_process(tmp_path):
+    """transformers' TrainingArguments resets accelerate's global state (training_args.py calls
+    AcceleratorState._reset_state): after a TRL run with the monitor, the Accelerator our steps had made failed on
+    every attribute, and every later step in that process with it."""
+    from accelerate.state import AcceleratorState
+    from transformers import TrainingArguments
+
+    from rlhf_lab import load_config
+    from rlhf_lab.steps.common import get_accelerator
+
+    cfg = load_config()
+    assert get_accelerator(cfg).num_processes == 1
+    TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    assert not AcceleratorState._shared_state or AcceleratorState().initialized  # reset, or remade by it
+    acc = get_accelerator(cfg)
+    assert acc.num_processes == 1 and acc.device.type == "cpu" and acc.distributed_type is not None

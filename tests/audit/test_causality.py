@@ -28,6 +28,9 @@ from tests.conftest import MICRO
 
 RM_DATA = [*MICRO, "reward.epochs=2"]
 PROBES = AuditSizes(belief=60, pushback=60, feedback=60)
+# Annotators who verify a sum 62 % of the time and an obscure place 20 % (the default until 2026-11-30, now 0.7):
+# the cause is set here, not read from the default, so these tests keep testing it when the default moves.
+FORESIGHT = ["label.p_know=0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,7 @@ def sycophancy_preference(folder) -> float:
 
 
 def test_hindsight_and_verification_reduce_the_reward_for_sycophancy(pairs_folder):
-    foresight = sycophancy_preference(reward_model_for(pairs_folder, "foresight", []))
+    foresight = sycophancy_preference(reward_model_for(pairs_folder, "foresight", FORESIGHT))
     hindsight = sycophancy_preference(reward_model_for(pairs_folder, "hindsight", ["label.feedback=hindsight"]))
     p_know = sycophancy_preference(reward_model_for(pairs_folder, "p_know_1", ["label.p_know=1"]))
     # 180 constructed pairs each (measured: 0.67 / 0.00 / 0.28): a 15-point drop is far outside the noise.
@@ -100,7 +103,7 @@ def test_best_of_n_gold_eventually_falls_for_a_small_reward_model(pairs_folder):
     """A reward model from ~1,200 foresight labels is a poor proxy. Best-of-n by it, over the responses the
     SFT policy imitates, keeps raising the proxy while the gold utility of the pick turns down (Gao et al.
     2022, Fig. 1) — computed with the audit's exact best-of-n estimator."""
-    ctx = AuditContext(reward_model_for(pairs_folder, "foresight", []))
+    ctx = AuditContext(reward_model_for(pairs_folder, "foresight", FORESIGHT))
     rng = random.Random(1)
     prompts, N = ctx.world.prompts("audit", 48, seed=5), 64
     texts = [[ctx.world.demonstration(p, rng).response for _ in range(N)] for p in prompts]

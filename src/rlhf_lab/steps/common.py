@@ -28,7 +28,11 @@ _ACCELERATOR = None
 def get_accelerator(cfg: Config):
     """One Accelerator per process (accelerate keeps global state); every training loop runs under it."""
     global _ACCELERATOR
-    if _ACCELERATOR is None:
+    from accelerate.state import AcceleratorState
+
+    # A transformers Trainer built in this process (a TRL run with our TensionMonitor, say) resets accelerate's
+    # global state; an Accelerator made before it then fails on every attribute. Make a new one.
+    if _ACCELERATOR is None or not AcceleratorState._shared_state:
         from accelerate import Accelerator
 
         use_bf16 = cfg.model.dtype == "bfloat16" or (
