@@ -134,18 +134,25 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
                 loss = (w.to(c.device) * preference_nll(c, r)).sum() * (acc.num_processes * real / total_w)
                 acc.backward(loss)
                 acc.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                advance(1, loss=loss.item())
-                if step % 20 == 0 or step == total:
-                    ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
-                                 "reward/margin": (c[:, 0] - r[:, 0]).mean().item()})
+                step = _step(ctx, optimizer, scheduler, advance, step=step, total=total, loss=loss, c=c, r=r)
     rm = acc.unwrap_model(rm)
     if ctx.cfg.model.lora:
         rm.backbone = rm.backbone.merge_and_unload()
     return rm, accuracy(rm, held, pad, acc.device)
+
+
+def _step(ctx: Context, optimizer, scheduler, advance, *, step: int, total: int, loss, c, r) -> int:
+    """After the backward: one optimiser step, its progress, and its log every 20 steps and at the last (the
+    loss and the mean margin of the batch's chosen over rejected scores c, r: (b, n)). → the new step count."""
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    step += 1
+    advance(1, loss=loss.item())
+    if step % 20 == 0 or step == total:
+        ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
+                     "reward/margin": (c[:, 0] - r[:, 0]).mean().item()})
+    return step
 
 
 @torch.no_grad()
@@ -201,14 +208,7 @@ def train_head_on_frozen(ctx: Context, rm: ScalarHeadModel, train, held, *, seed
                 w = w_all[idx].to(c.device)
                 loss = (w * preference_nll(c, r)).sum() / (float(w.sum()) or 1.0)
                 loss.backward()
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                advance(1, loss=loss.item())
-                if step % 20 == 0 or step == total:
-                    ctx.run.log({"step": step, "phase": "reward", "reward/loss": loss.item(),
-                                 "reward/margin": (c[:, 0] - r[:, 0]).mean().item()})
+                step = _step(ctx, optimizer, scheduler, advance, step=step, total=total, loss=loss, c=c, r=r)
     with torch.no_grad():
         c, r = rm._head(feats[he[:, 0]])[:, 0], rm._head(feats[he[:, 1]])[:, 0]  # (held,) μ, as `accuracy`
     return rm, ((c > r).float() + 0.5 * (c == r).float()).cpu().numpy()
