@@ -8,7 +8,6 @@ saved as `config.yaml` in the run folder. Unknown keys, wrong types and out-of-r
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -300,15 +299,10 @@ class _Online(_Trainer):
 
     @model_validator(mode="after")
     def _check_detectors(self):
-        from rlhf_lab.early_warning import DETECTORS
+        from rlhf_lab.early_warning import check_choice
 
-        for name in [*(self.early_warning_detectors or []), *self.early_warning_thresholds]:
-            if name not in DETECTORS:
-                raise ValueError(f"policy.early_warning: unknown detector {name!r} (expected one of "
-                                 f"{', '.join(DETECTORS)})")
-        for name, t in self.early_warning_thresholds.items():
-            if not math.isfinite(t):  # a NaN threshold is never crossed: a detector silently off
-                raise ValueError(f"policy.early_warning_thresholds.{name}: {t} is not a finite number")
+        check_choice(self.early_warning_detectors, self.early_warning_thresholds,
+                     detectors_key="policy.early_warning", thresholds_key="policy.early_warning_thresholds")
         return self
 
 

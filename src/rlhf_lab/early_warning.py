@@ -184,6 +184,21 @@ DETECTORS: dict[str, Detector] = {d.name: d for d in (
 )}
 
 
+MODES = ("off", "warn", "stop")  # policy.early_warning and the TRL callback's (integrations/warning.py) alike
+
+
+def check_choice(detectors: list[str] | None, thresholds: dict[str, float], *, detectors_key: str,
+                 thresholds_key: str) -> None:
+    """Refuse an unknown detector name, or a threshold that is not a finite number (a NaN is never crossed: the
+    detector would be silently off); the error names the setting (`detectors_key`, `thresholds_key`.<name>)."""
+    for name in [*(detectors or []), *thresholds]:
+        if name not in DETECTORS:
+            raise ValueError(f"{detectors_key}: unknown detector {name!r} (expected one of {', '.join(DETECTORS)})")
+    for name, t in thresholds.items():
+        if not isinstance(t, int | float) or not math.isfinite(t):
+            raise ValueError(f"{thresholds_key}.{name}: {t} is not a finite number")
+
+
 def check(history: list[dict], *, thresholds: dict[str, float] | None = None,
           names: list[str] | None = None) -> dict[str, int]:
     """{detector: the update it fires at} for each detector in `names` (default all) that fires on `history`,

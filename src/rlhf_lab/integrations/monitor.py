@@ -10,7 +10,9 @@ are drawn once and reused. Metrics go through the trainer's own `log` (`audit/<t
 `<output_dir>/tension_completions.jsonl`.
 
 `hooks`: functions called on every trainer log, `hook(logs, state, control) -> dict | None`; what they return is
-logged too (the early-warning detectors plug in here). One process measures (the main one).
+logged too. `early_warning` (off | warn | stop, as `policy.early_warning`): `attach` also attaches an
+`integrations.warning.EarlyWarning`, whose detectors read the trainer's metrics and this monitor's degeneration
+measures. One process measures (the main one).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rlhf_lab.audit import deception, degeneration, diversity, harm, overoptimis
 from rlhf_lab.audit.core import cpu_threads_for, flatten, measure_tensions
 from rlhf_lab.audit.external import ModelsContext, audit_config
 from rlhf_lab.audit.sampling import AuditSizes
+from rlhf_lab.integrations.warning import EarlyWarning
 
 # The default probe size: enough for a rate to move visibly between calls, small enough to cost ≤ 10 % of the training
 # steps at the default `every` = 100 (one measurement ≈ 10 GRPO steps of a tiny model: benchmarks/bench_monitor.py).
@@ -61,11 +64,15 @@ class TensionMonitor(TrainerCallback):
     every: optimiser steps between measurements. sizes: probe prompts per set (`MONITOR_SIZES`). tensions: the
     tension modules to measure. n_prompts: held-out questions for gold, KL and degeneration. max_new_tokens,
     temperature: how the probes are sampled. seed: which probes, and the sampling seed (the same each call, so
-    changes between calls are the model's). hooks: see the module docstring."""
+    changes between calls are the model's). hooks: see the module docstring. early_warning,
+    early_warning_detectors, early_warning_thresholds: `EarlyWarning`'s mode, detectors and thresholds; off by
+    default (at 16 held-out questions a rate moves 1/16 per answer, noisy for the default thresholds)."""
 
     def __init__(self, *, every: int = 100, sizes: AuditSizes = MONITOR_SIZES, tensions: Sequence = MONITOR_TENSIONS,
                  n_prompts: int = 16, max_new_tokens: int = 48, temperature: float = 1.0, seed: int = 0,
-                 hooks: Sequence[Hook] = ()):
+                 hooks: Sequence[Hook] = (), early_warning: str = "off",
+                 early_warning_detectors: Sequence[str] | None = None,
+                 early_warning_thresholds: dict[str, float] | None = None):
         if every < 1:
             raise ValueError(f"TensionMonitor: every must be ≥ 1 (got {every})")
         self.every, self.sizes, self.tensions, self.hooks = every, sizes, tuple(tensions), list(hooks)
@@ -78,12 +85,16 @@ class TensionMonitor(TrainerCallback):
         self.seconds: list[float] = []  # wall time of each measurement
         self._empty = tempfile.TemporaryDirectory(prefix="rlhf-lab-monitor-")
         self._hooking = False
+        self.early_warning = EarlyWarning(mode=early_warning, detectors=early_warning_detectors,
+                                          thresholds=early_warning_thresholds) if early_warning != "off" else None
 
     def attach(self, trainer: Trainer) -> Trainer:
         """Register on `trainer` (its `log` is how the metrics reach log_history and report_to); returns it."""
         self.trainer = trainer
         if self not in trainer.callback_handler.callbacks:
             trainer.add_callback(self)
+        if self.early_warning is not None:  # after the monitor: its on_log sees this step's measurement
+            self.early_warning.attach(trainer)
         return trainer
 
     # -- the Trainer's events ------------------------------------------------------------------------------
