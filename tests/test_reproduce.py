@@ -246,7 +246,10 @@ def test_reproduce_micro_end_to_end(tmp_path):
     sets = [a for item in MICRO for a in ("--set", item)]
     r = _cli("deception", "jailbreaks", "--quick", "--out", str(out), *sets)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["default_seed-0", "verify-all_seed-0"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["default_seed-0", "shared", "verify-all_seed-0"]
+    # the two runs differ only in who labels: SFT and samples are made once, then copied into both
+    assert "sft, sample made once (shared/sample-" in r.stdout and "for default, verify-all" in r.stdout
+    assert [p.name for p in (out / "shared").iterdir() if p.is_dir()] == [r.stdout.split("(shared/")[1].split(")")[0]]
     md = (out / "reproductions.md").read_text()
     html = (out / "reproductions.html").read_text()
     for title in ("Confident falsehood", "Jailbreaks and over-refusal"):

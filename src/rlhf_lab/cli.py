@@ -111,6 +111,9 @@ def run(
     report_to: ReportToOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Audit the run and write report.html at "
                                          "the end (--no-report: stop after evaluation).")] = True,
+    until: Annotated[str, typer.Option("--until", metavar="STEP", help="Stop after this step (sft, sample, label, "
+                                       "reward, policy), without a report; resume later runs the rest.")]
+    = "evaluate",
 ) -> None:
     """Run the whole pipeline: SFT → sample → label → reward model → policy → evaluation → report."""
     _quiet(quiet)
@@ -121,6 +124,8 @@ def run(
         # the saved config with other trackers: the same experiment, so it continues where it stopped
         cfg, resume, out = _config(resume / "config.yaml", _report_to(report_to)), None, resume
     if seeds is not None:
+        if until != "evaluate":
+            _fail("--until stops one run; it does not combine with --seeds", 2)
         from rlhf_lab.sweep import run_seeds
 
         folders = _runs(run_seeds, cfg, seeds, out, jobs=jobs, echo=typer.echo)
@@ -131,7 +136,7 @@ def run(
 
     t0 = time.time()
     try:
-        folder = _guard(pipeline.run, cfg, resume or out, resume=resume is not None, report=report)
+        folder = _guard(pipeline.run, cfg, resume or out, resume=resume is not None, report=report, until=until)
     except NeedsHumanLabels as e:
         typer.echo(str(e))
         raise typer.Exit(0) from None

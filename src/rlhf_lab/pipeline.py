@@ -110,11 +110,14 @@ def _run_one(name: str, ctx: Context, *, config_yaml: str | None = None) -> dict
 
 
 def run(cfg: Config | None = None, out: str | Path | None = None, *, resume: bool = False,
-        report: bool = True) -> RunFolder:
+        report: bool = True, until: str = STEPS[-1]) -> RunFolder:
     """The whole pipeline: SFT → sample → label → reward → policy → evaluate, then the report.
 
     With `resume=True`, `out` is an existing run folder: its saved config is used and finished steps
-    are skipped (policy optimisation continues from its last checkpoint)."""
+    are skipped (policy optimisation continues from its last checkpoint). With `until`, the run stops after
+    that step, without a report (`rlhf-lab reproduce` makes the steps that runs share this way)."""
+    if until not in STEPS:
+        raise ConfigError(f"--until {until!r}: expected one of {', '.join(STEPS)}")
     if resume:
         if out is None:
             raise ConfigError("resume needs the run folder to continue")
@@ -133,12 +136,12 @@ def run(cfg: Config | None = None, out: str | Path | None = None, *, resume: boo
         cfg, run_folder = open_run(out, cfg)
     ctx = Context(cfg, run_folder)
     with trackers.session(run_folder.root, cfg, main=ctx.is_main):  # one tracker run for the steps and the audit
-        for name in STEPS:
+        for name in STEPS[:STEPS.index(until) + 1]:
             if run_folder.is_done(name):
                 info(f"[dim]{name}: done already, skipped[/dim]")
                 continue
             _run_one(name, ctx)
-        if report:
+        if report and until == STEPS[-1]:
             build_report(run_folder)
     return run_folder
 

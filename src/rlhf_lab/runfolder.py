@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from rlhf_lab import trackers
 
 STEPS = ("sft", "sample", "label", "reward", "policy", "evaluate")
@@ -23,6 +25,20 @@ STEPS = ("sft", "sample", "label", "reward", "policy", "evaluate")
 RESUME_POINTS = {"policy": ("policy_ckpt", "checkpoints")}
 # Files made outside the steps, and the steps whose outputs they read.
 OUTPUT_INPUTS = {"audit.json": ("sft", "sample", "label", "reward", "policy")}
+# The config sections a step reads: those of the whole run, and its own (policy's eval points read `eval`).
+# Each step seeds itself from `seed`, so two runs whose configs agree on `step_inputs(…, step)` make the same
+# outputs up to that step; `rlhf-lab reproduce` makes them once and copies them (copy_steps). A step that
+# starts reading another section must say so here (tests/test_share.py reads the steps' code for it).
+RUN_SECTIONS = ("seed", "world", "model", "generation")
+STEP_SECTIONS = {"sft": ("sft",), "sample": ("sample",), "label": ("label",), "reward": ("reward",),
+                 "policy": ("policy", "eval"), "evaluate": ("eval",)}
+
+
+def step_inputs(config: dict, step: str) -> dict:
+    """The part of a config (a dict as config.yaml holds it) that the outputs of `step` and of every step
+    before it are made from."""
+    sections = [*RUN_SECTIONS, *(s for earlier in STEPS[:STEPS.index(step) + 1] for s in STEP_SECTIONS[earlier])]
+    return {s: config.get(s) for s in dict.fromkeys(sections)}
 
 
 class StaleError(ValueError):
@@ -296,3 +312,35 @@ class RunFolder:
         """Rewrite metrics.jsonl keeping the records for which keep(record) is true (used on resume)."""
         rows = [r for r in self.metrics() if keep(r)]
         write_jsonl(self.metrics_path, rows)
+
+
+def copy_steps(src: str | Path, dst: str | Path, *, config_yaml: str, files: dict[str, str] | None = None) -> None:
+    """Make the run folder `dst` from `src`, a run stopped after some step (`rlhf-lab run --until STEP`), as if
+    `dst` had run those steps itself: every file of `src` — the steps' outputs, state.json with their versions,
+    metrics.jsonl with their records — but `dst`'s own config.yaml (and `files`, name → text). Refused
+    (ValueError) when the two configs differ in a section those steps read (step_inputs). The folder is built
+    under a temporary name and renamed into place: an interruption leaves no `dst`, never a partial one."""
+    src, dst = RunFolder(src), Path(dst)
+    done = list(src.state()["done"])
+    if not done or done != list(STEPS[:len(done)]) or src.state().get("outputs"):
+        raise ValueError(f"{src.root}: not a run stopped after a step (done: {', '.join(done) or 'nothing'})")
+    last = done[-1]
+    mine, theirs = (step_inputs(yaml.safe_load(text) or {}, last)
+                    for text in (config_yaml, src.config_path.read_text()))
+    differ = [s for s in mine if mine[s] != theirs[s]]
+    if differ:
+        raise ValueError(f"{src.root}: its {', '.join(done)} ran under another {', '.join(differ)} config; "
+                         f"{dst} cannot start from them")
+    for stale in dst.parent.glob(f".{dst.name}.tmp-*"):  # left by an interrupted copy of an earlier invocation
+        shutil.rmtree(stale, ignore_errors=True)
+    own = {"config.yaml": config_yaml, **(files or {})}
+    with atomic_dir(dst) as tmp:
+        for item in src.root.iterdir():
+            if item.name in own or item.name.startswith("."):  # .NAME.tmp-PID: a write a crash cut short
+                continue
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name)
+            else:
+                shutil.copy2(item, tmp / item.name)
+        for name, text in own.items():
+            atomic_write_text(tmp / name, text)

@@ -34,13 +34,15 @@ from pathlib import Path
 import yaml
 
 from rlhf_lab.config import ConfigError, build_config, read_yaml
-from rlhf_lab.runfolder import RunFolder, atomic_write_text
+from rlhf_lab.runfolder import STEPS, RunFolder, atomic_write_text, copy_steps
 
 
 @dataclass
 class SweepRun:
     name: str
     overrides: dict = field(default_factory=dict)
+    until: str = STEPS[-1]  # the last step it makes: the steps several runs share stop early, without a report
+    start_from: str | None = None  # a run of the same list whose finished steps this one copies before it starts
 
     def override_list(self) -> list[str]:
         return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
@@ -85,12 +87,13 @@ def load_sweep(path: str | Path) -> tuple[str, dict, list[SweepRun]]:
     return str(data.get("name") or Path(path).stem), base, runs
 
 
-def _finished(folder: Path) -> bool:
-    return (folder / "state.json").exists() and "evaluate" in RunFolder(folder).state().get("done", {})
+def _finished(folder: Path, until: str = STEPS[-1]) -> bool:
+    return (folder / "state.json").exists() and until in RunFolder(folder).state().get("done", {})
 
 
 def _command(folder: Path, base: dict, run: SweepRun, *, report: bool = True) -> list[str]:
-    exe = [sys.executable, "-m", "rlhf_lab.cli", "run", "--quiet", *(() if report else ("--no-report",))]
+    exe = [sys.executable, "-m", "rlhf_lab.cli", "run", "--quiet", *(() if report else ("--no-report",)),
+           *(("--until", run.until) if run.until != STEPS[-1] else ())]
     if (folder / "config.yaml").exists():
         return [*exe, "--resume", str(folder)]
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,28 +144,58 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, jobs: int = 1,
 def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source: str, jobs: int = 1,
              only: int | None = None, report: bool = True, echo=print) -> list[Path]:
     """Run (or resume) `runs` as separate processes under `root`, at most `jobs` at a time; without `report`,
-    no audit or report.html (what reads only metrics and evaluation records needs neither)."""
+    no audit or report.html (what reads only metrics and evaluation records needs neither). A run with
+    `start_from` waits for that run to finish its steps, then starts from a copy of them (runfolder.copy_steps)
+    unless its folder exists already. Returns the folders of the runs that go to the end (not `until` a step)."""
     repeated = sorted({r.name for r in runs if sum(q.name == r.name for q in runs) > 1})
     if repeated:  # two processes would train into one folder
         raise ValueError(f"{name}: run name(s) {', '.join(repeated)} repeat; each run needs its own folder")
+    by_name = {r.name: r for r in runs}
+    unknown = sorted({r.start_from for r in runs if r.start_from and r.start_from not in by_name})
+    if unknown:
+        raise ValueError(f"{name}: runs start from {', '.join(unknown)}, which are not runs of this list")
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(
-        {"name": name, "file": source, "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]},
-        indent=2))
+        {"name": name, "file": source, "runs": [{"name": r.name, "overrides": r.overrides,
+                                                 **({"until": r.until} if r.until != STEPS[-1] else {}),
+                                                 **({"start_from": r.start_from} if r.start_from else {})}
+                                                for r in runs]}, indent=2))
     selected = list(enumerate(runs)) if only is None else [(only, runs[only])]
-    folders = [root / r.name for _, r in selected]
-    todo = [(i, r) for i, r in selected if not _finished(root / r.name)]
-    echo(f"sweep {name}: {len(selected)} runs in {root} ({len(selected) - len(todo)} finished already), "
-         f"{jobs} at a time")
+    whole = [r for _, r in selected if r.until == STEPS[-1]]
+    todo = [r for _, r in selected if not _finished(root / r.name, r.until)]
+    parts = len(selected) - len(whole)
+    echo(f"sweep {name}: {len(whole)} runs{f' and {parts} shared part' + 's' * (parts > 1) if parts else ''} in {root} "
+         f"({len(selected) - len(todo)} finished already), {jobs} at a time")
     running: list[tuple[str, subprocess.Popen, float]] = []
-    failed = []
+    failed: list[str] = []
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2)
                                                                                           // max(1, jobs))))}
+
+    def cannot_start(r: SweepRun) -> bool:  # its folder is to be copied from a run that did not finish its steps
+        return bool(r.start_from) and not (root / r.name / "config.yaml").exists() and \
+            not _finished(root / r.start_from, by_name[r.start_from].until)
+
     while todo or running:
-        while todo and len(running) < jobs:
-            _i, r = todo.pop(0)
+        pending = {r.name for r in todo} | {n for n, _, _ in running}
+        for r in list(todo):
+            if len(running) >= jobs:
+                break
+            if r.start_from in pending and not (root / r.name / "config.yaml").exists():
+                continue  # until its process has ended, not only its steps
+            todo.remove(r)
             folder = root / r.name
-            log = open(folder.parent / f"{r.name}.log", "a")  # noqa: SIM115 (closed when the process ends)
+            if cannot_start(r):  # the run it starts from failed, or was not selected
+                echo(f"  FAILED {r.name}: {r.start_from} did not finish its steps")
+                failed.append(r.name)
+                continue
+            try:
+                _start_from(root, base, r, echo=echo)
+            except (ValueError, OSError) as e:
+                echo(f"  FAILED {r.name}: {e}")
+                failed.append(r.name)
+                continue
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            log = open(root / f"{r.name}.log", "a")  # noqa: SIM115 (closed when the process ends)
             proc = subprocess.Popen(_command(folder, base, r, report=report), stdout=log, stderr=log, env=env)
             running.append((r.name, proc, time.time()))
             echo(f"  started {r.name}")
@@ -171,11 +204,21 @@ def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source:
             rname, proc, t0 = item
             if proc.poll() is not None:
                 running.remove(item)
-                ok = proc.returncode == 0 and _finished(root / rname)
+                ok = proc.returncode == 0 and _finished(root / rname, by_name[rname].until)
                 echo(f"  {'finished' if ok else 'FAILED'} {rname} in {time.time() - t0:.0f} s"
                      + ("" if ok else f" (see {root / (rname + '.log')})"))
                 if not ok:
                     failed.append(rname)
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun the sweep to resume them")
-    return folders
+    return [root / r.name for r in whole]
+
+
+def _start_from(root: Path, base: dict, run: SweepRun, *, echo) -> None:
+    """Make the folder of a run that starts from another's finished steps (not when it exists already)."""
+    folder = root / run.name
+    if not run.start_from or (folder / "config.yaml").exists():
+        return
+    text = build_config(base, run.override_list()).to_yaml()
+    copy_steps(root / run.start_from, folder, config_yaml=text, files={"sweep_config.yaml": text})
+    echo(f"  {run.name}: {', '.join(RunFolder(folder).state()['done'])} copied from {run.start_from}")

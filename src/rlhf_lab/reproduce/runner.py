@@ -3,6 +3,7 @@ one folder per run, resumable: a finished run is not run again), then each findi
 and their verdicts, written as reproductions.md and reproductions.html (tables.py).
 
     OUT/default_seed-0/ …       one run folder per run and seed (a run shared by findings is trained once)
+    OUT/shared/sft-<hash>_seed-0/ …  the steps several runs of a seed have in common, made once (sharing.py)
     OUT/reproductions.md|html   one row per finding, its control, the verdicts, links to every run's report
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from rlhf_lab.config import POLICY_CONFIGS, ConfigError, build_config, parse_override
 from rlhf_lab.reproduce import verdict as V
 from rlhf_lab.reproduce.findings import BY_NAME, FINDINGS, Finding
+from rlhf_lab.reproduce.sharing import share
 from rlhf_lab.runfolder import RunFolder
 from rlhf_lab.sweep import SweepRun, load_sweep, parse_seeds, run_runs
 
@@ -127,7 +129,10 @@ def reproduce(names: list[str] | None, seeds: str | list[int], out: str | Path |
     root = Path(out) if out else Path("runs") / "reproduce"
     echo(f"reproduce: {len(findings)} finding(s), {len(runs) // len(seeds)} distinct run(s) × {len(seeds)} seed(s)")
     t0 = time.time()
-    run_runs("reproduce " + ",".join(f.name for f in findings), {}, runs, root, source=str(folder), jobs=jobs,
+    shared, lines = share(runs, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
+    for line in lines:
+        echo(line)
+    run_runs("reproduce " + ",".join(f.name for f in findings), {}, shared, root, source=str(folder), jobs=jobs,
              echo=echo)
     cache: dict[tuple[str, int], dict] = {}
 
