@@ -171,3 +171,17 @@ def test_run_until_a_step_that_does_not_exist_is_one_line_and_writes_nothing(tmp
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and "--until" in lines[0], result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_shared_part_was_made_under_another_config_fails_by_name_and_is_not_made(tmp_path):
+    """A part on disk (same name) whose steps ran under another config: the run is refused before any process
+    starts, and its folder is not made, so a later invocation cannot take it for a started run."""
+    part = SweepRun("shared/sample-x_seed-0", {"seed": 0}, until="sample")
+    run = SweepRun("b", {"seed": 0, "label.p_know": 1}, start_from=part.name)
+    _stopped_after_sample(tmp_path / "shared" / "sample-x_seed-0", yaml.safe_load(load_config(
+        overrides=["sample.k=3"]).to_yaml()))
+    said = []
+    with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: b;"):
+        run_runs("t", {}, [part, run], tmp_path, source="test", echo=said.append)
+    assert any(line.startswith("  FAILED b: ") and "another sample config" in line for line in said), said
+    assert not (tmp_path / "b").exists()
