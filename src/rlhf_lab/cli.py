@@ -249,7 +249,8 @@ def sweep(
              "process each (rerun the same command to resume; a run several findings read is trained once), then "
              "writes OUT/reproductions.md and OUT/reproductions.html: per finding the paper's claim, our "
              "measurement with a 95 % interval over seeds, the same with the cause switched off, and the verdicts. "
-             "All nine findings are 11 default-size runs per seed.")
+             "All nine findings are 11 default-size runs per seed; the steps they have in common are made once "
+             "(OUT/shared/: 2 SFT policies per seed, not 11) and copied into each run.")
 def reproduce(
     names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", help="Findings to reproduce (default: "
                                                       "all; `--list` names them).")] = None,
