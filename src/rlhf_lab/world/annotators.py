@@ -3,7 +3,9 @@
 Each annotator belongs to a group with a taste for detail, has a chance `p_know` of being able to verify
 an answer (people have limited time and knowledge), and weights on the cues people fall back on when
 they cannot verify: agreement with the user's stated belief, confidence, a claim of having checked,
-hedging, flattery. The choice follows Bradley–Terry with noise temperature τ:
+hedging. Flattery is a liking rather than a guess at correctness, so it sways them whether they verify or
+not (counting it only when unverified was tried, and lowered the early gold gain on both seeds tried).
+The choice follows Bradley–Terry with noise temperature τ:
 
     P(A ≻ B) = σ((u(A) − u(B)) / τ)
 
