@@ -23,7 +23,8 @@ FIRES_AT = 5
 TIMING = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time")
 
 
-def _grpo(tmp_path, chat, *, steps: int, callbacks=(), save_steps: int | None = None):  # noqa: F811
+def _grpo(tmp_path, chat, *, steps: int, callbacks=(), save_steps: int | None = None,  # noqa: F811
+          resume: str | None = None):
     folder, load, tok = chat
     save = dict(save_strategy="steps", save_steps=save_steps) if save_steps else {}
     args = trl.GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
@@ -34,7 +35,7 @@ def _grpo(tmp_path, chat, *, steps: int, callbacks=(), save_steps: int | None = 
                               processing_class=tok)
     for cb in callbacks:
         cb.attach(trainer)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trainer
 
 
@@ -80,6 +81,17 @@ def test_warn_only_logs_and_off_changes_nothing(tmp_path, chat):  # noqa: F811
     for other in (off, warn):
         assert all(torch.equal(p[k], v) for k, v in _params(other.model).items())
     assert not (tmp_path / "warn" / "early_warning.json").exists()
+
+
+def test_a_resumed_run_sees_the_steps_before_its_checkpoint(tmp_path, chat):  # noqa: F811
+    """Resumed from checkpoint-4, the detectors read steps 1–4 from the checkpoint's log_history: the forced
+    detector fires at step 5, as in an uninterrupted run (from step 5 alone its moving average starts at 8)."""
+    first = _grpo(tmp_path, chat, steps=4, save_steps=2, callbacks=[EarlyWarning(mode="warn", **FORCED)])
+    assert first.state.global_step == 4 and not any("warning/entropy_collapse" in h for h in first.state.log_history)
+    again = _grpo(tmp_path, chat, steps=8, save_steps=2, callbacks=[EarlyWarning(mode="warn", **FORCED)],
+                  resume=str(tmp_path / "checkpoint-4"))
+    assert again.state.global_step == 8
+    assert [h["step"] for h in again.state.log_history if "warning/entropy_collapse" in h] == [FIRES_AT]
 
 
 def test_the_monitor_feeds_its_held_out_measures_to_the_detectors(tmp_path, chat):  # noqa: F811

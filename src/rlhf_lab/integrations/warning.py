@@ -95,14 +95,26 @@ class EarlyWarning(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.mode != "off" and self.trainer is None:
             raise ValueError("EarlyWarning needs its trainer: use EarlyWarning(...).attach(trainer)")
-        self.history, self.warned, self.stopped_at = [], {}, None
+        # resumed from a checkpoint: its log_history is this run's history up to there, warnings included (the
+        # detectors see the steps before the checkpoint; a warning is not logged twice)
+        self.history, self.stopped_at = [], None
+        for h in state.log_history:
+            self._add(trainer_records(h, step=h.get("step", 0), monitor=args.world_size == 1))
+        self.warned = early_warning.warnings_logged(state.log_history)
+
+    def _add(self, records: list[dict]) -> None:
+        for r in records:
+            # the start (step 0) is the model training began from; a measurement after a resume starts from the
+            # checkpoint's model, and every measurement logs it again
+            if r["step"] > 0 or not any(h["step"] == 0 for h in self.history):
+                self.history.append(r)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.mode == "off" or self._logging:
             return  # the warning records this callback logs are not signals
         # TensionMonitor measures on the main process only; with several processes the detectors read only the
         # trainer's metrics, gathered over all of them, so every process reaches the same decision unprompted
-        self.history += trainer_records(logs or {}, step=state.global_step, monitor=args.world_size == 1)
+        self._add(trainer_records(logs or {}, step=state.global_step, monitor=args.world_size == 1))
         fired = early_warning.check(self.history, thresholds=self.thresholds, names=self.names)
         new = {name: u for name, u in sorted(fired.items(), key=lambda kv: kv[1]) if name not in self.warned}
         if not new:
