@@ -31,9 +31,10 @@ def _key(config: dict, step: str) -> str:
 
 def share(runs: list[SweepRun], *, started: set[str] = frozenset()) -> tuple[list[SweepRun], list[str]]:
     """(the shared parts, then `runs` with `start_from` set where they have one; lines that say, per seed, which
-    runs share which steps and how many step runs that saves). Runs in `started` (their folder exists: they
-    resume on their own) and runs that log to experiment trackers (whose records would miss the copied steps)
-    take no part."""
+    runs share which steps and how many step runs that saves). Each run's config is its overrides over the
+    defaults (reproduce's runs have no base config). Runs in `started` (their folder exists: they resume on
+    their own) and runs that log to experiment trackers (whose records would miss the copied steps) take no
+    part."""
     configs = {r.name: yaml.safe_load(build_config({}, r.override_list()).to_yaml()) for r in runs}
     members = [r for r in runs if r.name not in started and not configs[r.name]["logging"]["report_to"]]
     levels = STEPS[:-1]  # runs that agree up to the last step are the same run
