@@ -64,6 +64,9 @@ def share(runs: list[SweepRun], *, started: set[str] = frozenset()) -> tuple[lis
         deepest = max(mine, default=None)
         out.append(SweepRun(name=r.name, overrides=r.overrides, until=r.until,
                             start_from=parts[deepest].name if deepest else r.start_from))
+    # the runs that make the most steps themselves start first, so that a long one does not start last
+    until = {p.name: STEPS.index(p.until) for p in parts.values()}
+    out.sort(key=lambda r: until.get(r.start_from, -1))
     return [*parts.values(), *out], _describe(list(parts.values()), out, kept, parts)
 
 
