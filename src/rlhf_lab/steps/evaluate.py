@@ -18,11 +18,13 @@ from rlhf_lab.text_metrics import distinct_ngrams, distinct_words, repeated_ngra
 
 
 def evaluate_policy(ctx, policy, *, ref, rm, prompts, generator: torch.Generator, temperature: float,
-                    max_new_tokens: int, with_kl: bool = True) -> tuple[dict, list[dict]]:
-    """Sample one completion per prompt and measure it. Returns (summary, per-sample records)."""
+                    max_new_tokens: int, with_kl: bool = True,
+                    prompt_ids: list[list[int]] | None = None) -> tuple[dict, list[dict]]:
+    """Sample one completion per prompt and measure it. Returns (summary, per-sample records). `prompt_ids`:
+    the prompts already tokenised (`ctx.prompt_ids(prompts)`), for a caller that evaluates them repeatedly."""
     tok = ctx.tokenizer
     pad = tok.pad_token_id
-    p_ids = ctx.prompt_ids(prompts)
+    p_ids = ctx.prompt_ids(prompts) if prompt_ids is None else prompt_ids
     resp = generate(policy, p_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=pad, generator=generator,
                     batch_size=ctx.cfg.eval.batch_size, cuda_graph=ctx.cfg.model.cuda_graphs)

@@ -170,14 +170,17 @@ class EvalPoints:
     def __init__(self, ctx: Context, policy, *, ref, rm):
         self.ctx, self.policy, self.ref, self.rm = ctx, policy, ref, rm
         self.prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
+        self.prompt_ids = ctx.prompt_ids(self.prompts)  # the same at every point: rendered and tokenised once
         self.seed = process_seeds(ctx.cfg.seed, 0)["eval"]
 
     def __call__(self, update: int) -> dict:
         ctx = self.ctx
+        # Update 0 is the SFT policy, π_ref itself: its KL is 0 (measured, it was the same forward run twice)
         summary, records = evaluate_policy(ctx, self.policy, ref=self.ref, rm=self.rm, prompts=self.prompts,
+                                            prompt_ids=self.prompt_ids,
                                             generator=torch.Generator().manual_seed(self.seed),
                                             temperature=ctx.cfg.generation.temperature,
-                                            max_new_tokens=ctx.cfg.generation.max_new_tokens)
+                                            max_new_tokens=ctx.cfg.generation.max_new_tokens, with_kl=update > 0)
         ctx.run.log({"step": update, "phase": "policy", **summary})
         if ctx.is_main:  # per-prompt records: the audit's paired interval of each point against update 0 (SFT)
             write_jsonl(ctx.run / "checkpoints" / "evals" / f"step_{update:05d}.jsonl", records)
