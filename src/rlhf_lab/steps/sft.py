@@ -66,6 +66,7 @@ def run_sft(ctx: Context) -> dict:
     pad = ctx.tokenizer.pad_token_id
 
     lengths = [len(x) for x, _ in train]
+    targets = [sum(1 for y in labels[1:] if y != -100) for _, labels in train]  # tokens the loss is on, each
     model.train()
     step = 0
     with progress("SFT", total) as advance:
@@ -75,7 +76,7 @@ def run_sft(ctx: Context) -> dict:
                 # global token count, times the number of processes (DDP averages gradients), so any
                 # number of processes gives the gradient of the global batch's mean token loss.
                 part, real = shard(idx, acc)
-                n_tokens = sum(sum(1 for y in train[i][1][1:] if y != -100) for i in idx)
+                n_tokens = sum(targets[i] for i in idx)
                 ids, mask, pos, labels = collate([train[i] for i in part], pad, acc.device)
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
                 loss = sft_loss(logits, labels, reduction="sum") * (acc.num_processes * real / max(1, n_tokens))
