@@ -99,3 +99,12 @@ def test_cross_fit_argmax_chooses_each_row_on_the_other_half():
     bumped = values.copy()
     bumped[0, (best[0] + 1) % 5] += 100.0
     assert stats.cross_fit_argmax(bumped)[0] == best[0]
+
+
+def test_a_rates_interval_is_shown_within_0_and_100_percent():
+    from rlhf_lab.audit import prose
+
+    # a Student-t interval over three seeds of 99 %, 99 % and 92 % runs past 100 %
+    assert prose.short({"value": 0.97, "lo": 0.86, "hi": 1.08}, "rate") == "97 % [86, 100]"
+    assert prose.short({"value": 0.13, "lo": -0.12, "hi": 0.37}, "rate") == "13 % [0, 37]"
+    assert prose.short({"value": 0.5, "lo": 0.4, "hi": 0.6}, "mean") == "0.50 [0.40, 0.60]"

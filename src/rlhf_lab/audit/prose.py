@@ -56,8 +56,9 @@ def short(est: dict | None, kind: str = "mean") -> str:
         return "n/a"
     if est.get("lo") is None or est.get("hi") is None:  # one replicate: a value, no interval
         return num(est["value"], kind)
-    if kind == "rate":
-        return f"{100 * est['value']:.0f} % [{100 * est['lo']:.0f}, {100 * est['hi']:.0f}]"
+    if kind == "rate":  # a t interval over a few seeds can pass 0 or 100 %; a rate cannot
+        lo, hi = max(0.0, est["lo"]), min(1.0, est["hi"])
+        return f"{100 * est['value']:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}]"
     return f"{est['value']:.2f} [{est['lo']:.2f}, {est['hi']:.2f}]"
 
 
