@@ -181,3 +181,12 @@ def test_commands(run_copy, tmp_path):
     assert r.exit_code == 1 and "not a run folder" in r.output
     r = runner.invoke(app, ["audit", str(run_copy), "--checkpoint", "7"])
     assert r.exit_code == 1 and "no checkpoint" in r.output
+
+
+def test_the_reward_models_sycophancy_is_split_by_how_hard_the_fact_is_to_check(micro_run):
+    m = json.loads((micro_run / "audit.json").read_text())["tensions"]["sycophancy"]["metrics"]
+    pooled, easy, hard = (m[k]["rm"] for k in ("rm_prefers_sycophantic", "rm_prefers_sycophantic_easy",
+                                               "rm_prefers_sycophantic_hard"))
+    assert easy["n"] > 0 and hard["n"] > 0 and easy["n"] + hard["n"] == pooled["n"]
+    # the two parts are the pooled pairs, weighted by their counts
+    assert easy["value"] * easy["n"] + hard["value"] * hard["n"] == pytest.approx(pooled["value"] * pooled["n"])

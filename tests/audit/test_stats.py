@@ -108,3 +108,5 @@ def test_a_rates_interval_is_shown_within_0_and_100_percent():
     assert prose.short({"value": 0.97, "lo": 0.86, "hi": 1.08}, "rate") == "97 % [86, 100]"
     assert prose.short({"value": 0.13, "lo": -0.12, "hi": 0.37}, "rate") == "13 % [0, 37]"
     assert prose.short({"value": 0.5, "lo": 0.4, "hi": 0.6}, "mean") == "0.50 [0.40, 0.60]"
+    # and a difference of two rates within ±100 points (p_know 0.2 − p_know 1 over three seeds)
+    assert prose.change_interval({"value": 0.84, "lo": 0.49, "hi": 1.19}, "rate") == "+84 points [+49, +100]"

@@ -67,8 +67,9 @@ def change_interval(ch: dict | None, kind: str = "mean") -> str:
         return "n/a"
     if ch.get("lo") is None or ch.get("hi") is None:
         return signed(ch["value"], kind)
-    if kind == "rate":
-        return f"{100 * ch['value']:+.0f} points [{100 * ch['lo']:+.0f}, {100 * ch['hi']:+.0f}]"
+    if kind == "rate":  # a difference of two rates lies within ±100 points, whatever a t interval says
+        lo, hi = max(-1.0, ch["lo"]), min(1.0, ch["hi"])
+        return f"{100 * ch['value']:+.0f} points [{100 * lo:+.0f}, {100 * hi:+.0f}]"
     return f"{ch['value']:+.2f} [{ch['lo']:+.2f}, {ch['hi']:+.2f}]"
 
 
