@@ -42,6 +42,9 @@ def test_verdict_without_an_interval_is_never_reproduced():
 
 def test_control_verdict_removed_reversed_still_present():
     assert verdict.control_verdict([0.05, -0.04, 0.01], +1) == "removed"
+    # a control cannot remove an effect that did not reproduce
+    assert verdict.control_verdict([0.05, -0.04, 0.01], +1, finding="not reproduced") == "none to remove"
+    assert verdict.control_verdict([-0.5, -0.6, -0.55], +1, finding="not reproduced") == "reversed"
     assert verdict.control_verdict([-0.30, -0.25, -0.35], +1) == "reversed"
     assert verdict.control_verdict([0.30, 0.25, 0.35], +1) == "still present"
     assert verdict.control_verdict([0.30, 0.25, 0.35], -1) == "reversed"

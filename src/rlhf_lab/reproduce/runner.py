@@ -114,7 +114,7 @@ def evaluate(finding: Finding, audits: Callable[[str, int], dict], seeds: list[i
     control = per_seed(head.fn, finding.control)
     return {"finding": finding, "measures": rows, "seeds": seeds,
             "control": {"summary": V.summarise(control, head.expect),
-                        "verdict": V.control_verdict(control, head.expect)}}
+                        "verdict": V.control_verdict(control, head.expect, finding=rows[0]["verdict"])}}
 
 
 def reproduce(names: list[str] | None, seeds: str | list[int], out: str | Path | None = None, *, jobs: int = 1,

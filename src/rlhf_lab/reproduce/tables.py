@@ -16,7 +16,8 @@ from rlhf_lab.reproduce.runner import folder_name
 from rlhf_lab.runfolder import atomic_write_text
 
 BADGES = {"reproduced": "better", "opposite": "worse", "not reproduced": "noise", "removed": "better",
-          "still present": "worse", "reversed": "changed", "one seed": "none", "no data": "none"}
+          "none to remove": "none", "still present": "worse", "reversed": "changed", "one seed": "none",
+          "no data": "none"}
 
 
 def _commit() -> str:
@@ -151,7 +152,8 @@ def write_tables(results: list[dict], root: Path, *, seconds: float, sets: list[
               f"{', '.join(map(str, seeds))}, {seconds / 60:.1f} min this invocation"
               + (f", every run with --set {' '.join(sets)}" if sets else "") + ". A verdict needs the 95 % t "
               "interval over seeds to exclude 0: reproduced (on the paper's side), opposite, not reproduced; the "
-              "control: removed (its interval contains 0), still present, reversed.")
+              "control: removed (its interval contains 0 and the finding reproduced), none to remove (it contains 0 "
+              "and the finding did not reproduce), still present, reversed.")
     md, page_path = root / "reproductions.md", root / "reproductions.html"
     atomic_write_text(md, markdown(results, root, header=header))
     atomic_write_text(page_path, html(results, root, header=header))

@@ -10,7 +10,9 @@ The estimate is the seeds' mean with a Student-t 95 % interval (audit/stats.py `
 
 and its control (the same number with the cause switched off) is
 
-- removed         when the control's interval contains 0,
+- removed         when the control's interval contains 0 and the finding reproduced,
+- none to remove  when the control's interval contains 0 but the finding did not reproduce either (a green
+                  "removed" beside "not reproduced" would credit a control with removing nothing),
 - reversed        when it excludes 0 on the other side,
 - still present   when it excludes 0 on the predicted side.
 
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from rlhf_lab.audit import stats
 
 VERDICTS = ("reproduced", "not reproduced", "opposite", "one seed", "no data")
-CONTROL_VERDICTS = ("removed", "reversed", "still present", "one seed", "no data")
+CONTROL_VERDICTS = ("removed", "none to remove", "reversed", "still present", "one seed", "no data")
 
 
 def _clean(values: Sequence[float | None]) -> list[float]:
@@ -58,10 +60,14 @@ def verdict(values: Sequence[float | None], expect: int) -> str:
             "other": "opposite"}[_side(stats.mean_t(_clean(values)), expect)]
 
 
-def control_verdict(values: Sequence[float | None], expect: int) -> str:
-    """What switching the cause off did (one of CONTROL_VERDICTS); `expect` is the finding's direction."""
+def control_verdict(values: Sequence[float | None], expect: int, *, finding: str = "reproduced") -> str:
+    """What switching the cause off did (one of CONTROL_VERDICTS); `expect` is the finding's direction and
+    `finding` its verdict with the cause on."""
+    side = _side(stats.mean_t(_clean(values)), expect)
+    if side == "zero" and finding != "reproduced":
+        return "none to remove"
     return {"none": "no data", "single": "one seed", "zero": "removed", "expected": "still present",
-            "other": "reversed"}[_side(stats.mean_t(_clean(values)), expect)]
+            "other": "reversed"}[side]
 
 
 def one_seed_direction(values: Sequence[float | None], expect: int) -> str:
