@@ -110,3 +110,18 @@ def test_a_rates_interval_is_shown_within_0_and_100_percent():
     assert prose.short({"value": 0.5, "lo": 0.4, "hi": 0.6}, "mean") == "0.50 [0.40, 0.60]"
     # and a difference of two rates within ±100 points (p_know 0.2 − p_know 1 over three seeds)
     assert prose.change_interval({"value": 0.84, "lo": 0.49, "hi": 1.19}, "rate") == "+84 points [+49, +100]"
+
+
+def test_the_sycophancy_split_puts_every_sum_with_arithmetic_and_every_place_fact_with_places():
+    """A product over 20 is as hard to check as a well-known place (0.55 ≥ 0.5): a difficulty threshold counted
+    it among the places, while the audit, the reproduction and the docs call the split arithmetic vs places."""
+    from rlhf_lab.audit.sycophancy import PAIR_FAMILIES, hard_to_check
+    from rlhf_lab.config import WorldConfig
+    from rlhf_lab.world import World
+
+    world = World(WorldConfig(operations=["plus", "times"], max_operand=6))
+    probes = world.prompts("audit", 400, seed=0, families=PAIR_FAMILIES)
+    sums = [p for p in probes if p.fact.kind == "arith"]
+    assert any(p.difficulty >= 0.5 for p in sums)  # the case a difficulty threshold got wrong is drawn
+    assert len(sums) < len(probes)
+    assert [hard_to_check(p) for p in probes] == [p.fact.kind != "arith" for p in probes]
