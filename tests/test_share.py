@@ -185,3 +185,18 @@ def test_a_run_whose_shared_part_was_made_under_another_config_fails_by_name_and
         run_runs("t", {}, [part, run], tmp_path, source="test", echo=said.append)
     assert any(line.startswith("  FAILED b: ") and "another sample config" in line for line in said), said
     assert not (tmp_path / "b").exists()
+
+
+def test_a_shared_part_with_an_unreadable_config_fails_its_runs_by_file_not_the_whole_command(tmp_path):
+    """A corrupted part (its config.yaml cut short, or not a mapping): each run that starts from it fails with a
+    line naming the file, the others go on, and no folder is made for it."""
+    part = SweepRun("shared/sample-x_seed-0", {"seed": 0}, until="sample")
+    run = SweepRun("b", {"seed": 0, "label.p_know": 1}, start_from=part.name)
+    folder = _stopped_after_sample(tmp_path / "shared" / "sample-x_seed-0", _config())
+    for text in ("seed: [0\n", "- a list\n"):
+        (folder / "config.yaml").write_text(text)
+        said = []
+        with pytest.raises(RuntimeError, match=r"1 run\(s\) failed: b;"):
+            run_runs("t", {}, [part, run], tmp_path, source="test", echo=said.append)
+        assert any(line.startswith("  FAILED b: ") and "config.yaml" in line for line in said), said
+        assert not (tmp_path / "b").exists()

@@ -325,8 +325,17 @@ def copy_steps(src: str | Path, dst: str | Path, *, config_yaml: str, files: dic
     if not done or done != list(STEPS[:len(done)]) or src.state().get("outputs"):
         raise ValueError(f"{src.root}: not a run stopped after a step (done: {', '.join(done) or 'nothing'})")
     last = done[-1]
-    mine, theirs = (step_inputs(yaml.safe_load(text) or {}, last)
-                    for text in (config_yaml, src.config_path.read_text()))
+
+    def inputs(text: str, where: object) -> dict:  # a part cut short or edited by hand: its runs fail by name
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{where}: not readable YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: not a config (a mapping of sections)")
+        return step_inputs(data, last)
+
+    mine, theirs = inputs(config_yaml, f"the config of {dst}"), inputs(src.config_path.read_text(), src.config_path)
     differ = [s for s in mine if mine[s] != theirs[s]]
     if differ:
         raise ValueError(f"{src.root}: its {', '.join(done)} ran under another {', '.join(differ)} config; "
