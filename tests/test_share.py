@@ -200,3 +200,13 @@ def test_a_shared_part_with_an_unreadable_config_fails_its_runs_by_file_not_the_
             run_runs("t", {}, [part, run], tmp_path, source="test", echo=said.append)
         assert any(line.startswith("  FAILED b: ") and "config.yaml" in line for line in said), said
         assert not (tmp_path / "b").exists()
+
+
+def test_a_shared_part_with_a_cut_short_state_names_the_file(tmp_path):
+    part = SweepRun("shared/sample-x_seed-0", {"seed": 0}, until="sample")
+    run = SweepRun("b", {"seed": 0, "label.p_know": 1}, start_from=part.name)
+    folder = _stopped_after_sample(tmp_path / "shared" / "sample-x_seed-0", _config())
+    (folder / "state.json").write_text('{"done": {"sft": ')
+    with pytest.raises(ValueError, match=re.escape(str(folder / "state.json")) + ": not valid JSON"):
+        run_runs("t", {}, [part, run], tmp_path, source="test", echo=lambda _: None)
+    assert not (tmp_path / "b").exists()

@@ -150,7 +150,10 @@ class RunFolder:
     def state(self) -> dict:
         if not self.state_path.exists():
             return {"done": {}}
-        return json.loads(self.state_path.read_text())
+        try:
+            return json.loads(self.state_path.read_text())
+        except json.JSONDecodeError as e:  # cut short or edited by hand: say which file
+            raise ValueError(f"{self.state_path}: not valid JSON ({e.msg}, line {e.lineno})") from None
 
     def is_done(self, step: str) -> bool:
         return step in self.state()["done"]
