@@ -213,6 +213,20 @@ def check(history: list[dict], *, thresholds: dict[str, float] | None = None,
     return out
 
 
+def new_warnings(history: list[dict], *, warned: dict[str, int], thresholds: dict[str, float] | None = None,
+                 names: list[str] | None = None) -> dict[str, int]:
+    """The detectors that fire on `history` (as `check`) and are not in `warned` yet: {detector: update}, the
+    earliest first — what the online loop and the TRL callback log, once per detector."""
+    fired = check(history, thresholds=thresholds, names=names)
+    return dict(sorted(((n, u) for n, u in fired.items() if n not in warned), key=lambda kv: kv[1]))
+
+
+def describe(name: str, thresholds: dict[str, float] | None = None) -> str:
+    """'kl_budget (nats, threshold 6.0)': a warning's detector, unit and the threshold it crossed."""
+    d = DETECTORS[name]
+    return f"{name} ({d.unit}, threshold {(thresholds or {}).get(name, d.threshold)})"
+
+
 def warnings_logged(history: list[dict]) -> dict[str, int]:
     """{detector: update} of the warnings already in `history` (records with warning/<detector> keys)."""
     out: dict[str, int] = {}

@@ -324,8 +324,9 @@ def copy_steps(src: str | Path, dst: str | Path, *, config_yaml: str, files: dic
     (ValueError) when the two configs differ in a section those steps read (step_inputs). The folder is built
     under a temporary name and renamed into place: an interruption leaves no `dst`, never a partial one."""
     src, dst = RunFolder(src), Path(dst)
-    done = list(src.state()["done"])
-    if not done or done != list(STEPS[:len(done)]) or src.state().get("outputs"):
+    state = src.state()
+    done = list(state["done"])
+    if not done or done != list(STEPS[:len(done)]) or state.get("outputs"):
         raise ValueError(f"{src.root}: not a run stopped after a step (done: {', '.join(done) or 'nothing'})")
     last = done[-1]
 

@@ -115,15 +115,13 @@ class EarlyWarning(TrainerCallback):
         # TensionMonitor measures on the main process only; with several processes the detectors read only the
         # trainer's metrics, gathered over all of them, so every process reaches the same decision unprompted
         self._add(trainer_records(logs or {}, step=state.global_step, monitor=args.world_size == 1))
-        fired = early_warning.check(self.history, thresholds=self.thresholds, names=self.names)
-        new = {name: u for name, u in sorted(fired.items(), key=lambda kv: kv[1]) if name not in self.warned}
+        new = early_warning.new_warnings(self.history, warned=self.warned, thresholds=self.thresholds,
+                                         names=self.names)
         if not new:
             return self._hold(control)
         self.warned.update(new)
         for name, u in new.items():
-            d = early_warning.DETECTORS[name]
-            log.warning("early warning at step %d: %s (%s, threshold %s)", u, name, d.unit,
-                        self.thresholds.get(name, d.threshold))
+            log.warning("early warning at step %d: %s", u, early_warning.describe(name, self.thresholds))
         self._logging = True
         try:  # Trainer.log itself: a TRL override would fold its buffered training metrics into this record
             Trainer.log(self.trainer, {f"warning/{name}": u for name, u in new.items()})

@@ -43,21 +43,19 @@ class Watch:
         """Log the detectors that fire for the first time; True when training must stop."""
         if self.mode == "off":
             return False
-        fired = early_warning.check(self.history, thresholds=self.thresholds, names=self.names)
-        new = {name: u for name, u in fired.items() if name not in self.warned}
+        new = early_warning.new_warnings(self.history, warned=self.warned, thresholds=self.thresholds,
+                                         names=self.names)
         acc = self.ctx.accelerator
         if acc.num_processes > 1:  # one decision for every process: the main process's
             from accelerate.utils import broadcast_object_list
 
             new = broadcast_object_list([new], from_process=0)[0]
-        for name, u in sorted(new.items(), key=lambda kv: kv[1]):
+        for name, u in new.items():  # the earliest first
             record = {"step": update, "phase": "policy", f"warning/{name}": u}
             self.ctx.run.log(record)
             self.history.append(record)
             self.warned[name] = u
-            d = early_warning.DETECTORS[name]
-            info(f"[yellow]early warning at update {u}: {name} ({d.unit}, threshold "
-                 f"{self.thresholds.get(name, d.threshold)})[/yellow]")
+            info(f"[yellow]early warning at update {u}: {early_warning.describe(name, self.thresholds)}[/yellow]")
         if self.mode == "stop" and new:
             self.stopped_at = min(new.values())
             return True
