@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from rlhf_lab.config import Config, load_config
-from rlhf_lab.reproduce.sharing import share
 from rlhf_lab.runfolder import STEPS, RunFolder, copy_steps, step_inputs, write_json
+from rlhf_lab.sharing import share
 from rlhf_lab.sweep import SweepRun, run_runs
 from tests.conftest import MICRO
 
@@ -71,6 +71,22 @@ def test_share_makes_each_common_prefix_once_and_chains_them():
     # a run whose folder exists resumes on its own; one alone shares nothing
     out, _ = share(runs, started={"a", "b", "c", "e"})
     assert all(r.until == "evaluate" and r.start_from is None for r in out)
+
+
+def test_the_scoreboards_settings_share_sft_and_samples_made_under_its_base_config():
+    """The early-warning scoreboard's settings differ only in who labels: one part per seed makes SFT and samples
+    for its three runs. Its runs' configs are their overrides
+    over the scoreboard's base, so the shared parts are keyed by the base too (a changed base never reuses them)."""
+    from rlhf_lab.warnings_scoreboard import SETTINGS
+
+    runs = [SweepRun(f"{s}_seed-{seed}", {**sets, "seed": seed}) for s, sets in SETTINGS.items() for seed in (0, 1)]
+    out, lines = share(runs, base=_config())
+    parts = [r for r in out if r.until != "evaluate"]
+    assert sorted((p.until, p.name.split("_seed-")[1]) for p in parts) == [("sample", "0"), ("sample", "1")]
+    assert all(r.start_from and r.start_from.startswith("shared/sample-") for r in out if r.until == "evaluate")
+    assert "  seed 0: 3 runs; sharing saves 2 sft runs, 2 sample runs" in lines
+    other, _ = share(runs, base=_config("sft.epochs=3"))
+    assert {p.name for p in parts}.isdisjoint(r.name for r in other if r.until != "evaluate")
 
 
 def _stopped_after_sample(root: Path, config: dict) -> Path:

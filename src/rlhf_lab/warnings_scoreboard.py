@@ -26,6 +26,7 @@ import yaml
 from rlhf_lab import early_warning
 from rlhf_lab.audit import stats
 from rlhf_lab.runfolder import RunFolder, atomic_write_text, read_jsonl
+from rlhf_lab.sharing import share
 from rlhf_lab.sweep import SweepRun, parse_seeds, run_runs
 
 SETTINGS: dict[str, dict] = {"default": {}, "p_know1": {"label.p_know": 1.0},
@@ -195,10 +196,14 @@ def run_scoreboard(base: dict, *, out: Path, seeds: str = SCORING_SEEDS, calibra
                          "scoring must use disjoint seeds")
     runs = [SweepRun(name=f"{s}_seed-{seed}", overrides={**SETTINGS[s], "seed": seed})
             for s in settings for seed in [*cal_seeds, *score_seeds]]
-    folders = run_runs("warnings-scoreboard", base, runs, out / "runs", source="warnings-scoreboard", jobs=jobs,
-                       report=False, echo=echo)
-    results = [read_run(f, setting=r.name.split("_seed-")[0], seed=r.overrides["seed"])
-               for f, r in zip(folders, runs, strict=True)]
+    root = out / "runs"
+    # a seed's settings differ only in who labels: its SFT policy and samples are made once (sharing.py)
+    shared, lines = share(runs, base=base, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
+    for line in lines:
+        echo(line)
+    run_runs("warnings-scoreboard", base, shared, root, source="warnings-scoreboard", jobs=jobs, report=False,
+             echo=echo)
+    results = [read_run(root / r.name, setting=r.name.split("_seed-")[0], seed=r.overrides["seed"]) for r in runs]
     board = scoreboard([r for r in results if r.seed in cal_seeds], [r for r in results if r.seed in score_seeds])
     meta = {"settings": {s: SETTINGS[s] for s in settings}, "scoring_seeds": score_seeds,
             "calibration_seeds": cal_seeds, "early_margin": EARLY}

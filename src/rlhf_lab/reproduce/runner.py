@@ -3,7 +3,7 @@ one folder per run, resumable: a finished run is not run again), then each findi
 and their verdicts, written as reproductions.md and reproductions.html (tables.py).
 
     OUT/default_seed-0/ …       one run folder per run and seed (a run shared by findings is trained once)
-    OUT/shared/sft-<hash>_seed-0/ …  the steps several runs of a seed have in common, made once (sharing.py)
+    OUT/shared/sft-<hash>_seed-0/ …  the steps several runs of a seed have in common, made once (rlhf_lab.sharing)
     OUT/reproductions.md|html   one row per finding, its control, the verdicts, links to every run's report
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from rlhf_lab.config import POLICY_CONFIGS, ConfigError, build_config, parse_override
 from rlhf_lab.reproduce import verdict as V
 from rlhf_lab.reproduce.findings import BY_NAME, FINDINGS, Finding
-from rlhf_lab.reproduce.sharing import share
 from rlhf_lab.runfolder import RunFolder
+from rlhf_lab.sharing import share
 from rlhf_lab.sweep import SweepRun, load_sweep, parse_seeds, run_runs
 
 FINDINGS_DIR = Path(__file__).resolve().parents[3] / "examples" / "reproductions"

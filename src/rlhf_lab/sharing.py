@@ -1,7 +1,9 @@
-"""The steps that runs of one seed have in common, made once.
+"""The steps that runs of one seed have in common, made once (for `rlhf-lab reproduce` and the early-warning
+scoreboard).
 
 The runs of the findings differ mostly in who labels, which reward model and which algorithm, so most of a
-seed's runs make the same SFT policy, and many the same samples, labels or reward model. What a step's outputs
+seed's runs make the same SFT policy, and many the same samples, labels or reward model; the scoreboard's
+settings differ only in who labels. What a step's outputs
 are made from is `runfolder.step_inputs` (the config sections it and the steps before it read); runs that
 agree on it for a step make the same outputs up to that step. Each step shared by two runs or more is made
 once, by a *shared part*: a run that stops after it (`run --until STEP`, in OUT/shared/, named by the step
@@ -29,13 +31,14 @@ def _key(config: dict, step: str) -> str:
     return hashlib.sha1(json.dumps(step_inputs(config, step), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def share(runs: list[SweepRun], *, started: set[str] = frozenset()) -> tuple[list[SweepRun], list[str]]:
+def share(runs: list[SweepRun], *, base: dict | None = None,
+          started: set[str] = frozenset()) -> tuple[list[SweepRun], list[str]]:
     """(the shared parts, then `runs` with `start_from` set where they have one; lines that say, per seed, which
-    runs share which steps and how many step runs that saves). Each run's config is its overrides over the
-    defaults (reproduce's runs have no base config). Runs in `started` (their folder exists: they resume on
-    their own) and runs that log to experiment trackers (whose records would miss the copied steps) take no
+    runs share which steps and how many step runs that saves). Each run's config is its overrides over `base`
+    (the sweep's base config; reproduce's runs have none). Runs in `started` (their folder exists: they resume
+    on their own) and runs that log to experiment trackers (whose records would miss the copied steps) take no
     part."""
-    configs = {r.name: yaml.safe_load(build_config({}, r.override_list()).to_yaml()) for r in runs}
+    configs = {r.name: yaml.safe_load(build_config(base or {}, r.override_list()).to_yaml()) for r in runs}
     members = [r for r in runs if r.name not in started and not configs[r.name]["logging"]["report_to"]]
     levels = STEPS[:-1]  # runs that agree up to the last step are the same run
     groups: dict[tuple[int, str], list[str]] = {}
