@@ -10,24 +10,15 @@ import datetime
 import json
 import math
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-
-def checkout_commit() -> str | None:
-    """HEAD of this checkout, with '+dirty' when src/ differs from it: the code a benchmark measured."""
-    root = Path(__file__).resolve().parent.parent
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    if head.returncode:
-        return None
-    dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src"]).returncode
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+from rlhf_lab.runfolder import code_commit
 
 
 def stamp() -> dict:
     """The date and commit every benchmark's --json output carries (measured.py stamps the docs with them)."""
-    return {"date": datetime.date.today().isoformat(), "commit": checkout_commit()}
+    return {"date": datetime.date.today().isoformat(), "commit": code_commit()}
 
 # ---------------------------------------------------------------- does RLHF help before it over-optimises?
 

@@ -13,7 +13,8 @@ A table of measured figures lives between two markers, the first naming where it
 
 kind says how the block is built from its source: `instrument` and `seeds` from run folders (the tables of
 summarise_instrument.py and summarise_runs.py); `default_run`, `annotate_load`, `generation` and `sft_knowledge`
-from the --json files of run_default.py, annotate_load.py, bench_generation.py and sft_knowledge.py; `manual`:
+from the --json files of run_default.py, annotate_load.py, bench_generation.py and sft_knowledge.py;
+`scoreboard` from the scoreboard.json of `rlhf-lab warnings-scoreboard`; `manual`:
 no generator, the table was written by hand from `cmd`'s output. source is a path or glob relative to the
 repository root; commit and date are the stamp: the code that measured the figures and the day it did.
 Optional: code="PATHS" — what the figures measure, comma-separated (default src/rlhf_lab); --check calls a block
@@ -104,6 +105,16 @@ def _sft_knowledge(paths: list[Path]) -> tuple[list[str], str | None, str | None
     return sft_knowledge_table(docs), max(d["date"] for d in docs), docs[-1].get("commit")
 
 
+def _scoreboard(paths: list[Path]) -> tuple[list[str], str | None, str | None]:
+    from rlhf_lab.warnings_scoreboard import calibration_markdown, table_markdown
+
+    doc = json.loads(paths[-1].read_text())
+    board = doc["detectors"]
+    return ([*table_markdown(board, doc).splitlines(), "", "Each detector's grid on the calibration runs (on time / "
+             "false alarms / runs warned; the chosen threshold is in the table above):", "",
+             *calibration_markdown(board).splitlines()], doc.get("date"), doc.get("commit"))
+
+
 def _latest(runs: list[Path]) -> str | None:
     dates = [d for d in map(run_date, runs) if d]
     return max(dates) if dates else None
@@ -121,6 +132,7 @@ KINDS = {
     "annotate_load": (Path.is_file, _annotate_load),
     "generation": (Path.is_file, _generation),
     "sft_knowledge": (Path.is_file, _sft_knowledge),
+    "scoreboard": (Path.is_file, _scoreboard),
     "manual": (Path.exists, None),
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -357,3 +358,19 @@ def copy_steps(src: str | Path, dst: str | Path, *, config_yaml: str, files: dic
                 shutil.copy2(item, tmp / item.name)
         for name, text in own.items():
             atomic_write_text(tmp / name, text)
+
+
+def code_commit() -> str | None:
+    """HEAD of the checkout rlhf_lab is imported from, with '+dirty' when its src/ differs from it: the code
+    a measurement was made with (None outside a git checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "src"],
+                               capture_output=True, timeout=10).returncode
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")

@@ -15,8 +15,10 @@ runs) sees gold only on the calibration runs, never on the scored ones.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import yaml
 
 from rlhf_lab import early_warning
 from rlhf_lab.audit import stats
-from rlhf_lab.runfolder import RunFolder, atomic_write_text, read_jsonl
+from rlhf_lab.runfolder import RunFolder, atomic_write_text, code_commit, read_jsonl
 from rlhf_lab.sharing import share
 from rlhf_lab.sweep import SweepRun, parse_seeds, run_runs
 
@@ -196,6 +198,7 @@ def run_scoreboard(base: dict, *, out: Path, seeds: str = SCORING_SEEDS, calibra
                          "scoring must use disjoint seeds")
     runs = [SweepRun(name=f"{s}_seed-{seed}", overrides={**SETTINGS[s], "seed": seed})
             for s in settings for seed in [*cal_seeds, *score_seeds]]
+    t0 = time.time()
     root = out / "runs"
     # a seed's settings differ only in who labels: its SFT policy and samples are made once (sharing.py)
     shared, lines = share(runs, base=base, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
@@ -206,7 +209,9 @@ def run_scoreboard(base: dict, *, out: Path, seeds: str = SCORING_SEEDS, calibra
     results = [read_run(root / r.name, setting=r.name.split("_seed-")[0], seed=r.overrides["seed"]) for r in runs]
     board = scoreboard([r for r in results if r.seed in cal_seeds], [r for r in results if r.seed in score_seeds])
     meta = {"settings": {s: SETTINGS[s] for s in settings}, "scoring_seeds": score_seeds,
-            "calibration_seeds": cal_seeds, "early_margin": EARLY}
+            "calibration_seeds": cal_seeds, "early_margin": EARLY, "date": datetime.date.today().isoformat(),
+            "commit": code_commit(), "seconds": round(time.time() - t0),  # this invocation: runs resumed count less
+            "jobs": jobs}
     atomic_write_text(out / "scoreboard.json", json.dumps({**meta, "detectors": board}, indent=1))
     atomic_write_text(out / "scoreboard.md", markdown(board, meta))
     echo(f"Scoreboard: {out / 'scoreboard.md'}")
@@ -228,7 +233,14 @@ def _pct(est: dict) -> str:
 
 
 def markdown(board: dict, meta: dict) -> str:
-    head = (f"# Early-warning scoreboard\n\nSettings: {', '.join(meta['settings'])}. Thresholds calibrated on seeds "
+    """scoreboard.md: the table with what it means, then each detector's calibration grid."""
+    return (f"# Early-warning scoreboard\n\n{table_markdown(board, meta)}\n\n## Calibration (calibration seeds)\n\n"
+            f"{calibration_markdown(board)}\n")
+
+
+def table_markdown(board: dict, meta: dict) -> str:
+    """What the columns mean, the table (one row per detector, scored runs) and which detectors meet the bar."""
+    head = (f"Settings: {', '.join(meta['settings'])}. Thresholds calibrated on seeds "
             f"{meta['calibration_seeds']}, scored on seeds {meta['scoring_seeds']} (disjoint). A run's gold "
             "*falls* when its last evaluation point is below its peak with the paired 95 % interval over prompts "
             "below 0, each prompt compared at the peak of the other half of the prompts. *On time*: warned at or "
@@ -253,13 +265,17 @@ def markdown(board: dict, meta: dict) -> str:
     tail = (f"\n\nOn time in ≥ {100 * BAR_ON_TIME:.0f} % of the falling runs with false alarms in ≤ "
             f"{100 * BAR_FALSE:.0f} % of the runs: {', '.join(meets) if meets else 'no detector'}.")
     tail += (f" Runs scored: {any_board['runs']}, of which gold falls in {any_board['falling']}. "
-            f"Mean gold at the end {_fmt(any_board['gold_end'])}, at the oracle peak {_fmt(any_board['gold_peak'])}."
-            "\n\n## Calibration (calibration seeds)\n\n| detector | threshold: on time / false alarms / warned |\n"
-            "|---|---|\n")
-    tail += "\n".join(f"| {n} | " + "; ".join(f"{g['threshold']:g}: {100 * g['on_time']:.0f} % / "
-                                             f"{100 * g['false_alarms']:.0f} % / {g['warned']}"
-                                             for g in b["calibration"]["grid"]) + " |" for n, b in board.items())
-    return head + "\n".join(lines) + tail + "\n"
+            f"Mean gold at the end {_fmt(any_board['gold_end'])}, at the oracle peak {_fmt(any_board['gold_peak'])}.")
+    return head + "\n".join(lines) + tail
+
+
+def calibration_markdown(board: dict) -> str:
+    """Per detector, each threshold of its grid on the calibration runs: on time / false alarms / runs warned."""
+    def cell(g: dict) -> str:
+        return f"{g['threshold']:g}: {100 * g['on_time']:.0f} % / {100 * g['false_alarms']:.0f} % / {g['warned']}"
+
+    rows = [f"| {n} | " + "; ".join(map(cell, b["calibration"]["grid"])) + " |" for n, b in board.items()]
+    return "\n".join(["| detector | threshold: on time / false alarms / warned |", "|---|---|", *rows])
 
 
 def base_config(cfg, *, quick: bool) -> dict:

@@ -193,3 +193,25 @@ def test_the_instrument_summary_counts_only_runs_that_have_a_best_point():
     with_peak = {**row, "gold_peak": 0.3, "gold_final": 0.1}
     without = {**row, "gold_peak": None, "gold_final": -0.4}  # no evaluation curve: no best point to fall below
     assert "the end below the best point on 1 of 2" in instrument_summary([with_peak, without])
+
+
+def test_a_scoreboard_block_is_its_table_stamped_with_the_scoreboards_commit_and_date(tmp_path):
+    from tests.test_warnings_scoreboard import RISE, RISE_FALL, make_run
+
+    from rlhf_lab.warnings_scoreboard import scoreboard
+
+    board = scoreboard([make_run(RISE_FALL, seed=100), make_run(RISE, seed=101)],
+                       [make_run(RISE_FALL, seed=0), make_run(RISE, seed=1)])
+    meta = {"settings": {"default": {}}, "scoring_seeds": [0, 1], "calibration_seeds": [100, 101],
+            "early_margin": 0.5, "date": "2026-01-02", "commit": "fedcba9", "seconds": 60, "jobs": 2}
+    (tmp_path / "scoreboard.json").write_text(json.dumps({**meta, "detectors": board}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(block("board", 'kind=scoreboard source="scoreboard.json" cmd="rlhf-lab warnings-scoreboard" '
+                                  "commit=1234567 date=2000-01-01"))
+    r = measured(doc, "--root", tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = doc.read_text()
+    assert "commit=fedcba9 date=2026-01-02" in text.splitlines()[0]
+    rows = [line for line in text.splitlines() if line.startswith("| kl_budget |")]
+    assert len(rows) == 2  # its row in the table and its calibration grid
+    assert "| stale | table |" not in text and "Runs scored: 2, of which gold falls in 1." in text

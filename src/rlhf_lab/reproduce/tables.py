@@ -6,27 +6,17 @@ same numbers as reproductions.json. The page uses the report's shell and escapes
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 from rlhf_lab.audit import page, prose
 from rlhf_lab.reproduce import verdict as V
 from rlhf_lab.reproduce.runner import folder_name
-from rlhf_lab.runfolder import atomic_write_text
+from rlhf_lab.runfolder import atomic_write_text, code_commit
 
 BADGES = {"reproduced": "better", "opposite": "worse", "not reproduced": "noise", "removed": "better",
           "none to remove": "none", "still present": "worse", "reversed": "changed", "one seed": "none",
           "no data": "none"}
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def estimate_text(summary: dict, measure) -> str:
@@ -148,7 +138,7 @@ def as_json(results: list[dict], *, header: str) -> str:
 
 def write_tables(results: list[dict], root: Path, *, seconds: float, sets: list[str]) -> tuple[Path, Path]:
     seeds = results[0]["seeds"] if results else []
-    header = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {_commit()}, seeds "
+    header = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {code_commit() or 'unknown'}, seeds "
               f"{', '.join(map(str, seeds))}, {seconds / 60:.1f} min this invocation"
               + (f", every run with --set {' '.join(sets)}" if sets else "") + ". A verdict needs the 95 % t "
               "interval over seeds to exclude 0: reproduced (on the paper's side), opposite, not reproduced; the "
