@@ -87,8 +87,12 @@ def test_micro_sweep_end_to_end(tmp_path):
                         "--jobs", "2"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     runs = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert runs == ["feedback-foresight", "feedback-hindsight"]
-    for name in runs:
+    assert runs == ["feedback-foresight", "feedback-hindsight", "shared"]
+    # they differ only in who labels: their SFT policy and samples were made once, and copied
+    assert "sharing saves 1 sft run, 1 sample run" in r.stdout
+    (part,) = (p for p in (out / "shared").iterdir() if p.is_dir())
+    assert part.name.startswith("sample-") and (part / "sft").is_dir() and not (part / "policy").exists()
+    for name in runs[:2]:
         cfg = (out / name / "config.yaml").read_text()
         assert f"feedback: {name.split('-')[1]}" in cfg
         assert "evaluate" in json.loads((out / name / "state.json").read_text())["done"]

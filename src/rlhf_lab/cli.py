@@ -230,7 +230,9 @@ def sweep(
                                              "$SLURM_ARRAY_TASK_ID in a job array.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="Print the expanded runs and exit.")] = False,
 ) -> None:
-    """Run a grid or list of config overrides, one run folder each (resumable), then compare them."""
+    """Run a grid or list of config overrides, one run folder each (resumable), then compare them. Steps that
+    runs of one seed have in common (e.g. SFT and samples, when runs differ only in who labels) are made once,
+    in OUT/shared/, and copied into each run."""
     from rlhf_lab.sweep import load_sweep, run_sweep
 
     _name, _base, runs = _guard(load_sweep, file)

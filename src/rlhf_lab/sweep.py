@@ -135,9 +135,17 @@ def run_seeds(cfg, seeds: str | list[int], out: str | Path | None = None, *, job
 
 def run_sweep(path: str | Path, out: str | Path | None = None, *, jobs: int = 1, only: int | None = None,
               echo=print) -> list[Path]:
-    """Run (or resume) every run of the sweep, at most `jobs` at a time; returns the run folders."""
+    """Run (or resume) every run of the sweep, at most `jobs` at a time; returns the run folders. The steps
+    that runs of one seed have in common (e.g. SFT and samples when they differ only in who labels) are made
+    once, in OUT/shared/ (sharing.py); not with `only` (one run, on its own)."""
+    from rlhf_lab.sharing import share
+
     name, base, runs = load_sweep(path)
     root = Path(out) if out else Path("runs") / f"sweep-{name}"
+    if only is None:
+        runs, lines = share(runs, base=base, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
+        for line in lines:
+            echo(line)
     return run_runs(name, base, runs, root, source=str(path), jobs=jobs, only=only, echo=echo)
 
 
