@@ -384,8 +384,14 @@ PolicyConfig = Annotated[PPOConfig | RLOOConfig | GRPOConfig | DPOConfig | BestO
 class EvalConfig(Section):
     """Evaluation on held-out prompts (SFT policy vs trained policy), sampled as `generation` says."""
 
-    n_prompts: int = Field(256, ge=1, description="Held-out prompts per evaluation.")
-    batch_size: int = Field(256, ge=1)
+    n_prompts: int = Field(1024, ge=1, description="Held-out prompts per evaluation. Each point is compared with "
+                           "the SFT policy paired over these prompts; at 256 the per-seed 95 % interval of the best "
+                           "point's gain was about ±0.12 gold, at 1024 about ±0.06 (docs/audit.md).")
+    batch_size: int = Field(1024, ge=1, description="Sequences per generation batch. Every point samples its "
+                            "prompts from the same seed, so within a batch a prompt's answers at two points share "
+                            "their sampling noise (common random numbers: an unchanged distribution gives the same "
+                            "answer), which narrows the paired comparisons; a smaller batch keeps them valid, and "
+                            "wider.")
     schedule: Literal["log", "every"] = Field(
         "log", description="When step 4 evaluates (proxy, gold, KL on held-out prompts; update 0 and the last "
         "always): log = updates 1, g, g², … (1, 2, 4, 8, … at g = 2), dense near the SFT policy where the "
