@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import yaml
 
 from rlhf_lab.config import build_config
 from rlhf_lab.runfolder import STEPS, step_inputs
-from rlhf_lab.sweep import SweepRun
+from rlhf_lab.sweep import SweepRun, run_runs
 
 SHARED = "shared"  # the folder of the shared parts, under the reproduction's folder
 
@@ -71,6 +72,15 @@ def share(runs: list[SweepRun], *, base: dict | None = None,
     until = {p.name: STEPS.index(p.until) for p in parts.values()}
     out.sort(key=lambda r: until.get(r.start_from, -1))
     return [*parts.values(), *out], _describe(list(parts.values()), out, kept, parts)
+
+
+def run_shared(name: str, base: dict, runs: list[SweepRun], root: Path, *, echo=print, **kwargs) -> list[Path]:
+    """`sweep.run_runs` of `runs` under `root` with their common steps made once: runs whose folder exists
+    already resume on their own; says per seed what is shared. kwargs go to run_runs."""
+    shared, lines = share(runs, base=base, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
+    for line in lines:
+        echo(line)
+    return run_runs(name, base, shared, root, echo=echo, **kwargs)
 
 
 def _describe(parts: list[SweepRun], runs: list[SweepRun], kept: dict, by_node: dict) -> list[str]:

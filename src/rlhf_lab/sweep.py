@@ -138,15 +138,13 @@ def run_sweep(path: str | Path, out: str | Path | None = None, *, jobs: int = 1,
     """Run (or resume) every run of the sweep, at most `jobs` at a time; returns the run folders. The steps
     that runs of one seed have in common (e.g. SFT and samples when they differ only in who labels) are made
     once, in OUT/shared/ (sharing.py); not with `only` (one run, on its own)."""
-    from rlhf_lab.sharing import share
+    from rlhf_lab.sharing import run_shared
 
     name, base, runs = load_sweep(path)
     root = Path(out) if out else Path("runs") / f"sweep-{name}"
-    if only is None:
-        runs, lines = share(runs, base=base, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
-        for line in lines:
-            echo(line)
-    return run_runs(name, base, runs, root, source=str(path), jobs=jobs, only=only, echo=echo)
+    if only is not None:  # the index is into the sweep's own list of runs
+        return run_runs(name, base, runs, root, source=str(path), jobs=jobs, only=only, echo=echo)
+    return run_shared(name, base, runs, root, source=str(path), jobs=jobs, echo=echo)
 
 
 def run_runs(name: str, base: dict, runs: list[SweepRun], root: Path, *, source: str, jobs: int = 1,

@@ -28,8 +28,8 @@ import yaml
 from rlhf_lab import early_warning
 from rlhf_lab.audit import stats
 from rlhf_lab.runfolder import RunFolder, atomic_write_text, code_commit, read_jsonl
-from rlhf_lab.sharing import share
-from rlhf_lab.sweep import SweepRun, parse_seeds, run_runs
+from rlhf_lab.sharing import run_shared
+from rlhf_lab.sweep import SweepRun, parse_seeds
 
 SETTINGS: dict[str, dict] = {"default": {}, "p_know1": {"label.p_know": 1.0},
                              "hindsight": {"label.feedback": "hindsight"}}
@@ -201,11 +201,8 @@ def run_scoreboard(base: dict, *, out: Path, seeds: str = SCORING_SEEDS, calibra
     t0 = time.time()
     root = out / "runs"
     # a seed's settings differ only in who labels: its SFT policy and samples are made once (sharing.py)
-    shared, lines = share(runs, base=base, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
-    for line in lines:
-        echo(line)
-    run_runs("warnings-scoreboard", base, shared, root, source="warnings-scoreboard", jobs=jobs, report=False,
-             echo=echo)
+    run_shared("warnings-scoreboard", base, runs, root, source="warnings-scoreboard", jobs=jobs, report=False,
+               echo=echo)
     results = [read_run(root / r.name, setting=r.name.split("_seed-")[0], seed=r.overrides["seed"]) for r in runs]
     board = scoreboard([r for r in results if r.seed in cal_seeds], [r for r in results if r.seed in score_seeds])
     meta = {"settings": {s: SETTINGS[s] for s in settings}, "scoring_seeds": score_seeds,

@@ -17,8 +17,8 @@ from rlhf_lab.config import POLICY_CONFIGS, ConfigError, build_config, parse_ove
 from rlhf_lab.reproduce import verdict as V
 from rlhf_lab.reproduce.findings import BY_NAME, FINDINGS, Finding
 from rlhf_lab.runfolder import RunFolder
-from rlhf_lab.sharing import share
-from rlhf_lab.sweep import SweepRun, load_sweep, parse_seeds, run_runs
+from rlhf_lab.sharing import run_shared
+from rlhf_lab.sweep import SweepRun, load_sweep, parse_seeds
 
 FINDINGS_DIR = Path(__file__).resolve().parents[3] / "examples" / "reproductions"
 
@@ -129,11 +129,8 @@ def reproduce(names: list[str] | None, seeds: str | list[int], out: str | Path |
     root = Path(out) if out else Path("runs") / "reproduce"
     echo(f"reproduce: {len(findings)} finding(s), {len(runs) // len(seeds)} distinct run(s) × {len(seeds)} seed(s)")
     t0 = time.time()
-    shared, lines = share(runs, started={r.name for r in runs if (root / r.name / "config.yaml").exists()})
-    for line in lines:
-        echo(line)
-    run_runs("reproduce " + ",".join(f.name for f in findings), {}, shared, root, source=str(folder), jobs=jobs,
-             echo=echo)
+    run_shared("reproduce " + ",".join(f.name for f in findings), {}, runs, root, source=str(folder), jobs=jobs,
+               echo=echo)
     cache: dict[tuple[str, int], dict] = {}
 
     def audits(run: str, seed: int) -> dict:
