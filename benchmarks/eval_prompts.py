@@ -24,7 +24,7 @@ from rlhf_lab.config import load_config
 from rlhf_lab.runfolder import RunFolder, write_jsonl
 from rlhf_lab.steps.common import Context
 from rlhf_lab.steps.evaluate import evaluate_policy
-from rlhf_lab.steps.policy.loop import process_seeds
+from rlhf_lab.steps.policy.loop import eval_seed
 
 
 def evaluate_points(run: Path, n: int) -> dict[int, list[dict]]:
@@ -39,7 +39,7 @@ def evaluate_points(run: Path, n: int) -> dict[int, list[dict]]:
     for u in points:
         model = ref if u == 0 else ctx.trained_policy(run / "checkpoints" / f"step_{u:05d}", sampler=ref, reward=rm)
         _, out[u] = evaluate_policy(ctx, model.eval(), ref=ref, rm=rm, prompts=prompts, prompt_ids=ids,
-                                    generator=torch.Generator().manual_seed(process_seeds(cfg.seed, 0)["eval"]),
+                                    generator=torch.Generator().manual_seed(eval_seed(cfg.seed)),
                                     temperature=cfg.generation.temperature,
                                     max_new_tokens=cfg.generation.max_new_tokens, with_kl=u > 0)
     return out

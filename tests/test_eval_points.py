@@ -35,3 +35,25 @@ def test_update_0_records_a_kl_of_0_and_later_points_measure_it(micro_run):
     assert min(records) == 0 and len(records) > 1
     assert all(r["kl"] == 0.0 for r in records[0])
     assert any(r["kl"] != 0.0 for u, rows in records.items() if u > 0 for r in rows)
+
+
+def test_the_evaluation_step_is_the_first_and_last_points_records_and_would_compute_the_same(micro_run, tmp_path):
+    from rlhf_lab.runfolder import read_jsonl
+    from rlhf_lab.steps.evaluate import run_evaluate
+
+    final = json.loads((micro_run / "policy" / "final_eval.json").read_text())["update"]
+    evals = micro_run / "checkpoints" / "evals"
+    assert final > 0 and read_jsonl(micro_run / "eval" / "sft_samples.jsonl") == read_jsonl(evals / "step_00000.jsonl")
+    reused = read_jsonl(micro_run / "eval" / "policy_samples.jsonl")
+    assert reused == read_jsonl(evals / f"step_{final:05d}.jsonl")
+    # without the points' records the step generates both models' answers itself: the same records
+    import shutil
+
+    fresh = tmp_path / "run"
+    shutil.copytree(micro_run, fresh)
+    shutil.rmtree(fresh / "checkpoints" / "evals")
+    ctx = Context(build_config(read_yaml(fresh / "config.yaml")), RunFolder(fresh))
+    out = run_evaluate(ctx)
+    assert read_jsonl(fresh / "eval" / "policy_samples.jsonl") == reused
+    assert read_jsonl(fresh / "eval" / "sft_samples.jsonl") == read_jsonl(micro_run / "eval" / "sft_samples.jsonl")
+    assert out["policy"]["policy/n"] == len(reused)

@@ -443,6 +443,7 @@ def test_evaluation_schedule_is_dense_from_the_start():
     """eval.schedule=log (the default): updates 1, 2, 4, 8, … and the last, so the start of the reward–KL curve
     is seen; every: each N-th and the last."""
     assert sorted(eval_points(build_config().eval, 80)) == [1, 2, 4, 8, 16, 32, 64, 80]
+    assert sorted(eval_points(build_config().eval, build_config().policy.updates)) == [1, 2, 4, 8, 16, 32, 40]
     assert sorted(eval_points(build_config().eval, 1)) == [1]
     assert sorted(eval_points(build_config(overrides=["eval.growth=4"]).eval, 100)) == [1, 4, 16, 64, 100]
     assert sorted(eval_points(build_config(overrides=["eval.growth=1.5"]).eval, 10)) == [1, 2, 3, 5, 8, 10]

@@ -266,9 +266,10 @@ class _Trainer(Section):
 class _Online(_Trainer):
     """What the online algorithms read (PPO, RLOO, GRPO): rollouts from the policy, scored by the reward model."""
 
-    updates: int = Field(80, ge=1, description="Rollout + optimisation iterations.")
-    batch_size: int = Field(64, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
-                            "prompts × k completions for RLOO and GRPO.")
+    updates: int = Field(40, ge=1, description="Rollout + optimisation iterations.")
+    batch_size: int = Field(128, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
+                            "prompts × k completions for RLOO and GRPO. 128 × 40 updates samples as much as 64 × 80 "
+                            "did, with a less noisy gradient per step (docs/world.md).")
     kl_controller: Literal["fixed", "adaptive"] = Field(
         "fixed", description="fixed β, or adaptive β steering toward target_kl (Ziegler et al. 2019).")
     target_kl: float = Field(6.0, gt=0, description="Adaptive controller: target KL (nats per sequence).")

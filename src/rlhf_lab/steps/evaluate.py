@@ -82,10 +82,33 @@ def summarize(records: list[dict], prefix: str = "eval") -> dict:
     return out
 
 
+def point_records(ctx, folder) -> dict[str, list[dict]]:
+    """The records policy optimisation already wrote for the two models the evaluation step compares: its first
+    evaluation point (update 0, the SFT policy) and the one the saved policy is (policy/final_eval.json's
+    "update"), when both were taken on this config's held-out prompts. Same prompts, seed and batches as the
+    step would use, so they are the step's records without a second generation; {} when there are none."""
+    import json
+
+    from rlhf_lab.runfolder import read_jsonl
+
+    meta = folder / "final_eval.json"
+    update = json.loads(meta.read_text(encoding="utf-8")).get("update") if meta.exists() else None
+    evals = ctx.run / "checkpoints" / "evals"
+    paths = {"sft": evals / "step_00000.jsonl", "policy": evals / f"step_{update or 0:05d}.jsonl"}
+    if update is None or not all(p.exists() for p in paths.values()):
+        return {}
+    out = {name: read_jsonl(p) for name, p in paths.items()}
+    if any(len(rows) != ctx.cfg.eval.n_prompts for rows in out.values()):
+        return {}
+    return out
+
+
 def run_evaluate(ctx) -> dict:
-    """SFT policy vs trained policy on the same held-out prompts, with the same sampling seed."""
+    """SFT policy vs trained policy on the same held-out prompts, with the same sampling seed: the seed of the
+    evaluation points, whose records it reuses where policy optimisation wrote them (`point_records`)."""
     from rlhf_lab.runfolder import write_json, write_jsonl
     from rlhf_lab.steps.common import seed_everything
+    from rlhf_lab.steps.policy.loop import eval_seed
     from rlhf_lab.ui import info
 
     seed_everything(ctx.cfg.seed + 9)
@@ -97,11 +120,14 @@ def run_evaluate(ctx) -> dict:
     # before policy optimisation has run, "policy" is the SFT policy itself
     policy = ctx.trained_policy(folder, sampler=ref, reward=rm).to(ctx.device).eval() if policy_kind(folder) else ref
     prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
-    seed = hash_seed_eval(ctx.cfg.seed)
+    seed = eval_seed(ctx.cfg.seed)
+    written = point_records(ctx, folder) if policy_kind(folder) else {}
     out = {}
     for name, model in (("sft", ref), ("policy", policy)):
         generator = torch.Generator().manual_seed(seed)
-        if isinstance(model, BestOfN):
+        if name in written:
+            records = written[name]
+        elif isinstance(model, BestOfN):
             # best-of-n: SFT sampling plus a choice by the reward model, not a model of its own
             from rlhf_lab.steps.policy.best_of_n import evaluate_best_of_n
 
@@ -125,9 +151,3 @@ def run_evaluate(ctx) -> dict:
          f"({d_proxy / max(out['sft']['sft/proxy_reward_std'], 1e-6):+.2f} SFT std); gold utility "
          f"{out['sft']['sft/gold_utility']:+.2f} → {out['policy']['policy/gold_utility']:+.2f}")
     return out
-
-
-def hash_seed_eval(seed: int) -> int:
-    from rlhf_lab.world import hash_seed
-
-    return hash_seed(seed, 43) % 2**31

@@ -17,7 +17,7 @@ from rlhf_lab.models.heads import ScalarHeadModel, last_index
 from rlhf_lab.models.lm import position_ids_from_mask
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
-from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, score, seed_everything, shard
+from rlhf_lab.steps.common import Context, adamw, linear_schedule, pair_batches, score, seed_everything, shard
 from rlhf_lab.steps.losses import bradley_terry_nll, probit_preference_nll
 from rlhf_lab.ui import info, progress
 
@@ -114,7 +114,7 @@ def train_reward_model(ctx: Context, train, held, *, seed: int, label: str = "Re
 
         rm.backbone = add_lora(rm.backbone, ctx.cfg.model)
     params = [p for p in rm.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
     scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))
     rm, optimizer = acc.prepare(rm, optimizer)
@@ -196,7 +196,7 @@ def train_head_on_frozen(ctx: Context, rm: ScalarHeadModel, train, held, *, seed
     tr, he = pairs[: len(train)], pairs[len(train):]
     w_all = torch.ones(len(train)) if weights is None else torch.as_tensor(weights, dtype=torch.float)
     preference_nll = PREFERENCE_LOSSES[rm.distributional]
-    optimizer = torch.optim.AdamW(rm.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(rm.head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
     scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import torch
 from rlhf_lab.models.lm import position_ids_from_mask, save_lm
 from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir
-from rlhf_lab.steps.common import Context, linear_schedule, pair_batches, seed_everything, shard
+from rlhf_lab.steps.common import Context, adamw, linear_schedule, pair_batches, seed_everything, shard
 from rlhf_lab.steps.losses import sft_loss
 from rlhf_lab.ui import info, progress
 
@@ -57,7 +57,7 @@ def run_sft(ctx: Context) -> dict:
 
         model = add_lora(model, ctx.cfg.model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     scheduler = linear_schedule(optimizer, total, warmup=max(1, total // 20))

@@ -21,7 +21,7 @@ from rlhf_lab.models.tokenizer import decode_response
 from rlhf_lab.runfolder import atomic_dir, write_json
 from rlhf_lab.steps.common import Context, seed_everything
 from rlhf_lab.steps.evaluate import summarize
-from rlhf_lab.steps.policy.loop import process_seeds, reference_and_reward, report_final, save_policy
+from rlhf_lab.steps.policy.loop import eval_seed, reference_and_reward, report_final, save_policy
 from rlhf_lab.ui import progress
 
 
@@ -64,7 +64,7 @@ def run_best_of_n(ctx: Context) -> dict:
     ns = sorted({2**i for i in range(int(math.log2(n)) + 1)} | {n})
     prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
     results = evaluate_best_of_n(ctx, sft, rm, prompts, ns,
-                                 generator=torch.Generator().manual_seed(process_seeds(ctx.cfg.seed, 0)["eval"]),
+                                 generator=torch.Generator().manual_seed(eval_seed(ctx.cfg.seed)),
                                  temperature=ctx.cfg.generation.temperature,
                                  max_new_tokens=ctx.cfg.generation.max_new_tokens)
     for k in ns:

@@ -23,7 +23,7 @@ from rlhf_lab.data import read_preferences
 from rlhf_lab.models.generation import left_pad
 from rlhf_lab.models.lm import position_ids_from_mask
 from rlhf_lab.runfolder import atomic_write_bytes
-from rlhf_lab.steps.common import Context, seed_everything
+from rlhf_lab.steps.common import Context, adamw, seed_everything
 from rlhf_lab.steps.losses import dpo_loss, token_logprobs
 from rlhf_lab.steps.policy.loop import (
     EvalPoints,
@@ -140,7 +140,7 @@ def run_dpo(ctx: Context) -> dict:
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
+    optimizer = adamw([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     start = resume(ctx, model=policy, optimizer=optimizer)
     policy_wrapped, optimizer = acc.prepare(policy, optimizer)
     evaluate = EvalPoints(ctx, policy, ref=ref, rm=rm)
@@ -193,6 +193,6 @@ def run_dpo(ctx: Context) -> dict:
                 checkpoint(ctx, update=step, model=policy, optimizer=optimizer)
             advance(1, loss=stats["loss"], margin=stats["rewards/margin"])
 
-    save_policy(ctx, policy, last_eval)
+    save_policy(ctx, policy, last_eval, update=evaluate.last_update)
     report_final("DPO", last_eval, total)
     return last_eval

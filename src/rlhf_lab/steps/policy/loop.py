@@ -171,10 +171,12 @@ class EvalPoints:
         self.ctx, self.policy, self.ref, self.rm = ctx, policy, ref, rm
         self.prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
         self.prompt_ids = ctx.prompt_ids(self.prompts)  # the same at every point: rendered and tokenised once
-        self.seed = process_seeds(ctx.cfg.seed, 0)["eval"]
+        self.seed = eval_seed(ctx.cfg.seed)
+        self.last_update: int | None = None  # the latest point evaluated: what the final policy's evaluation is
 
     def __call__(self, update: int) -> dict:
         ctx = self.ctx
+        self.last_update = update
         # Update 0 is the SFT policy, π_ref itself: its KL is 0 (measured, it was the same forward run twice)
         summary, records = evaluate_policy(ctx, self.policy, ref=self.ref, rm=self.rm, prompts=self.prompts,
                                             prompt_ids=self.prompt_ids,
@@ -192,6 +194,12 @@ class EvalPoints:
             with atomic_dir(ctx.run / "checkpoints" / f"step_{update:05d}") as tmp:
                 save_lm(self.policy, ctx.tokenizer, tmp)
         return summary
+
+
+def eval_seed(seed: int) -> int:
+    """The sampling seed of every evaluation on the held-out prompts — each point of policy optimisation and the
+    evaluation step — so the step's two models are the records the first and last points wrote."""
+    return process_seeds(seed, 0)["eval"]
 
 
 def config_fingerprint(ctx: Context) -> str:
@@ -237,13 +245,15 @@ def checkpoint(ctx: Context, *, update: int, model, optimizer, kl_ctl=None, gene
                     extra={"algorithm": ctx.cfg.policy.algorithm, "config": config_fingerprint(ctx)})
 
 
-def save_policy(ctx: Context, policy, last_eval: dict, *, extra_files: dict | None = None) -> None:
-    """The trained policy as a Hugging Face model folder in `run/policy`, with its last evaluation."""
+def save_policy(ctx: Context, policy, last_eval: dict, *, update: int | None = None,
+                extra_files: dict | None = None) -> None:
+    """The trained policy as a Hugging Face model folder in `run/policy`, with its last evaluation (that of
+    evaluation point `update`, whose records are checkpoints/evals/step_NNNNN.jsonl)."""
     if not ctx.is_main:
         return
     with atomic_dir(ctx.run / "policy") as tmp:
         save_lm(policy, ctx.tokenizer, tmp)
-        write_json(tmp / "final_eval.json", last_eval)
+        write_json(tmp / "final_eval.json", {**last_eval, "update": update})
         for name, obj in (extra_files or {}).items():
             write_json(tmp / name, obj)
 

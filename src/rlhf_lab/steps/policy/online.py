@@ -19,7 +19,7 @@ import torch
 from rlhf_lab.models.generation import Batch, left_pad, sample_batch
 from rlhf_lab.models.heads import ScalarHeadModel
 from rlhf_lab.models.logprobs import response_logits, sequence_kl_from_logprobs
-from rlhf_lab.steps.common import Context, join_query_response, seed_everything
+from rlhf_lab.steps.common import Context, adamw, join_query_response, seed_everything
 from rlhf_lab.steps.losses import kl_per_token, token_logprobs
 from rlhf_lab.steps.policy.kl import make_kl_controller
 from rlhf_lab.steps.policy.loop import (
@@ -124,7 +124,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
     seed_everything(ctx.cfg.seed + 4)
     policy, ref, rm = policy_reference_reward(ctx)  # π (LoRA adapters if configured), π_ref and r: frozen
     model = algo.trained(ctx, policy)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     kl_ctl = make_kl_controller(cfg)
     seeds = process_seeds(ctx.cfg.seed, acc.process_index)
     gen = torch.Generator().manual_seed(seeds["sample"])
@@ -180,6 +180,6 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
                            np_rng=np_rng)
             advance(1, score=g["objective/scores"], kl=g["objective/kl"])
 
-    last_eval = watch.save(policy, last_eval)
+    last_eval = watch.save(policy, last_eval, update=evaluate.last_update)
     report_final(ns.upper(), last_eval, watch.stopped_at or cfg.updates)
     return last_eval

@@ -6,7 +6,7 @@ warning — the checkpoints/step_NNNNN the schedule saved (update 0: the untrain
     watch = Watch(ctx, start=start)            # resumed: metrics.jsonl's records up to `start` are history
     watch.observe(update, record)              # each update's record and each evaluation point's summary
     if watch.check(update): break              # True: stop
-    last_eval = watch.save(policy, last_eval)  # run/policy: the trained policy or, stopped, the one before
+    last_eval = watch.save(policy, last_eval, update=...)  # run/policy: the trained policy or, stopped, the one before
 """
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ class Watch:
         evaluated = [r["step"] for r in self.history if "eval/proxy_reward" in r and r["step"] < self.stopped_at]
         return max(evaluated, default=0)
 
-    def save(self, policy, last_eval: dict) -> dict:
+    def save(self, policy, last_eval: dict, *, update: int | None) -> dict:
         """Save run/policy and return its evaluation: the trained policy, or after a stop the one of the last
         evaluation point before the warning (with early_warning.json saying which and why)."""
         ctx = self.ctx
         if self.stopped_at is None:
-            save_policy(ctx, policy, last_eval)
+            save_policy(ctx, policy, last_eval, update=update)
             return last_eval
         p = self.saved_update()
         evals = [r for r in self.history if r["step"] == p and "eval/proxy_reward" in r]
@@ -84,6 +84,6 @@ class Watch:
                     shutil.copytree(ctx.run / "checkpoints" / f"step_{p:05d}", tmp, dirs_exist_ok=True)
                 else:  # no update yet: the untrained policy (LoRA: fresh adapters, which change nothing)
                     save_lm(ctx.policy_and_reference()[0], ctx.tokenizer, tmp)
-                write_json(tmp / "final_eval.json", summary)
+                write_json(tmp / "final_eval.json", {**summary, "update": p})
                 write_json(tmp / "early_warning.json", note)
         return summary
