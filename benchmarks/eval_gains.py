@@ -5,13 +5,15 @@ with other settings on a copy of a finished run's folder.
     python benchmarks/eval_gains.py runs/a/seed-0 runs/a/seed-1 … [--json out.json]
 
 One Markdown row per run: the best point (update, KL) and its gain with the audit's paired bootstrap 95 %
-interval (`audit.overoptimisation.gold_gain`), then the same at the last point; then per group of runs (folders
-with one parent) on how many the best point's interval is above 0 and the last point is below the best."""
+interval (`audit.overoptimisation.gold_gain`), then the same at the last point; then per group of runs
+(NAME-seed-K by NAME, other folders by their parent) on how many the best point's interval is above 0 and the
+last point is below the best."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -51,8 +53,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print("\n".join(map(row, rows)))
     groups: dict[str, list[dict]] = defaultdict(list)
-    for g in rows:
-        groups[str(Path(g["run"]).parent)].append(g)
+    for g in rows:  # runs named NAME-seed-K group by NAME, others by their folder
+        run = Path(g["run"])
+        groups[str(run.parent / re.sub(r"-?seed-\d+$", "", run.name)).rstrip("/")].append(g)
     for name, gs in groups.items():
         above = sum(g["best_gain"]["lo"] > 0 for g in gs)
         fell = sum(g["last_gain"]["value"] < g["best_gain"]["value"] for g in gs)

@@ -346,7 +346,7 @@ def test_minibatches_reshuffle_every_epoch():
 
 def test_lr_annealing_hand_numbers():
     """policy.anneal_lr: lr · (1 − (update − 1) / updates), or constant."""
-    cfg = build_config(overrides=["policy.lr=1e-3"]).policy
+    cfg = build_config(overrides=["policy.lr=1e-3", "policy.anneal_lr=true"]).policy
     assert [annealed_lr(cfg, u, 4) for u in (1, 2, 4)] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])
     flat = build_config(overrides=["policy.lr=1e-3", "policy.anneal_lr=false"]).policy
     assert annealed_lr(flat, 4, 4) == 1e-3

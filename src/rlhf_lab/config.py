@@ -243,6 +243,19 @@ def _lr(default: float):
     return Field(default, gt=0, description="Learning rate (AdamW).")
 
 
+def _anneal_lr(default: bool):
+    return Field(default, description="Decay the learning rate linearly to 0 over the updates (off: constant).")
+
+
+def _updates(default: int):
+    return Field(default, ge=1, description="Rollout + optimisation iterations.")
+
+
+def _batch_size(default: int):
+    return Field(default, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
+                 "prompts × k completions for RLOO and GRPO.")
+
+
 def _minibatches(default: int):
     return Field(default, ge=1, description="Minibatches per epoch, one optimiser step each (reshuffled every "
                  "epoch).")
@@ -254,7 +267,7 @@ class _Trainer(Section):
     microbatch_size: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation); "
                                  "never changes the result, only the memory.")
     lr: float = _lr(5e-4)
-    anneal_lr: bool = Field(True, description="Decay the learning rate linearly to 0 over the updates.")
+    anneal_lr: bool = _anneal_lr(True)
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping: largest global L2 norm of the gradient.")
     kl_coef: float = Field(0.02, ge=0, description="β: coefficient of the KL term in E[r] − β·KL(π ‖ π_ref) "
                            "(initial, if adaptive). PPO: per-token penalty in the reward; RLOO: sequence penalty in "
@@ -266,10 +279,8 @@ class _Trainer(Section):
 class _Online(_Trainer):
     """What the online algorithms read (PPO, RLOO, GRPO): rollouts from the policy, scored by the reward model."""
 
-    updates: int = Field(40, ge=1, description="Rollout + optimisation iterations.")
-    batch_size: int = Field(128, ge=1, description="Completions per rollout: one per prompt for PPO; batch_size / k "
-                            "prompts × k completions for RLOO and GRPO. 128 × 40 updates samples as much as 64 × 80 "
-                            "did, with a less noisy gradient per step (docs/world.md).")
+    updates: int = _updates(80)
+    batch_size: int = _batch_size(64)
     kl_controller: Literal["fixed", "adaptive"] = Field(
         "fixed", description="fixed β, or adaptive β steering toward target_kl (Ziegler et al. 2019).")
     target_kl: float = Field(6.0, gt=0, description="Adaptive controller: target KL (nats per sequence).")
@@ -316,8 +327,14 @@ class PPOConfig(_Online):
                                       "samples under the reward model). Each has its own fields and defaults.")
     epochs: int = _epochs(4)
     minibatches: int = _minibatches(2)
-    # 1e-4, not 5e-4: at 5e-4 the default run passed 4 nats of KL within 10 updates, past the region where the
-    # reward model's verified signal helps, so the gain RLHF gives before it over-optimises was never seen.
+    # 128 × 40 updates samples as much as 64 × 80 (the default until 74181fd) did, with half the noise variance
+    # in each step's gradient, and a constant learning rate keeps optimising the proxy to the last update, where
+    # annealing to 0 had spent the second half of the samples at under half the rate (docs/world.md, "Why PPO
+    # takes 128 completions per update"). 1e-4, not 5e-4: at 5e-4 the default run passed 4 nats of KL within
+    # 10 updates, before the region where the reward model's verified signal helps was ever evaluated.
+    updates: int = _updates(40)
+    batch_size: int = _batch_size(128)
+    anneal_lr: bool = _anneal_lr(False)
     lr: float = _lr(1e-4)
     gamma: float = Field(1.0, ge=0, le=1, description="γ: discount.")
     lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016).")
