@@ -69,3 +69,15 @@ def test_choices_panel_says_how_the_reward_model_learned():
     assert "How the reward model learned" not in rows()
     said = rows("reward.train=head_on_frozen", "sft.enabled=false")["How the reward model learned"]
     assert "frozen base model" in said and "head_on_frozen" in said
+
+
+def test_choices_panel_says_whether_the_learning_rate_was_annealed():
+    from rlhf_lab import load_config
+    from rlhf_lab.audit.choices import choices
+
+    def algorithm(*overrides):
+        return dict(choices(load_config(overrides=list(overrides)).model_dump(mode="json")))["Algorithm"]
+
+    assert algorithm().endswith("learning rate 0.0001 constant")
+    assert algorithm("policy.anneal_lr=true").endswith("annealed linearly to 0")
+    assert algorithm("policy.algorithm=rloo").endswith("annealed linearly to 0")

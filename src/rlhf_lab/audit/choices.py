@@ -82,8 +82,9 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
         if final and final.get("value") is not None:
             kl += f"; the policy ended {final['value']:.1f} nats from the SFT policy"
     rows.append(("KL budget", kl))
+    schedule = "" if "anneal_lr" not in pol else " annealed linearly to 0" if pol["anneal_lr"] else " constant"
     rows.append(("Algorithm", f"{pol.get('algorithm', 'ppo').upper()}: {pol.get('updates')} updates × "
-                 f"{pol.get('batch_size')} prompts, learning rate {pol.get('lr')}"))
+                 f"{pol.get('batch_size')} prompts, learning rate {pol.get('lr')}{schedule}"))
     return rows
 
 
