@@ -23,13 +23,26 @@ TINY = ["sample.n_prompts=32", "sample.k=2", "reward.epochs=1", "reward.n_norm_s
         "eval.n_prompts=8", "eval.batch_size=8", "reward.batch_size=4"]
 
 
+# The audit of a 135M model is most of this test's time: every probe is a forward pass of the real network. The
+# run's own audit (sizes scaled from eval.n_prompts, with floors) took 97 of 156 s alone; these are the fewest
+# samples that still give every tension a number.
+TINY_AUDIT = dict(question=4, belief=4, pushback=4, feedback=4, harmful=4, benign=4, diversity_prompts=4,
+                  diversity_k=2, bon_n=4, relabel_pairs=12, relabel_k=2, set_size=2, embed_sets=2)
+
+
 def test_smollm2_with_lora_end_to_end(tmp_path):
+    from rlhf_lab.audit import run_audit, write_report
+    from rlhf_lab.audit.sampling import AuditSizes
+
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "rlhf_lab.cli", "run", "--quiet", "--config", str(EXAMPLE), "--out", str(out)]
+    args = [sys.executable, "-m", "rlhf_lab.cli", "run", "--quiet", "--no-report", "--config", str(EXAMPLE), "--out",
+            str(out)]
     for o in TINY:
         args += ["--set", o]
     r = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    audit = run_audit(out, sizes=AuditSizes(**TINY_AUDIT), log=False)
+    write_report(out, audit=audit)
     # The policy and the reward model are LoRA adapters over the base, not copies of it.
     note = json.loads((out / "policy" / "rlhf_lab_adapter.json").read_text())
     assert Path(note["base"]).is_dir()
@@ -46,3 +59,4 @@ def test_smollm2_with_lora_end_to_end(tmp_path):
     assert abs(evals[0]["eval/kl"]) < 1e-3
     assert all(math.isfinite(m["objective/kl"]) for m in metrics if "objective/kl" in m)
     assert (out / "report.html").exists() and (out / "audit.json").exists()
+    assert set(audit["tensions"]) >= {"overoptimisation", "degeneration", "sycophancy", "harm"}
