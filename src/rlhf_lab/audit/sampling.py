@@ -56,7 +56,7 @@ class AuditSizes:
 
     @classmethod
     def for_eval(cls, n_prompts: int, batch_size: int | None = None) -> AuditSizes:
-        """Scaled with the run's evaluation (eval.n_prompts, 256 by default): a micro run gets a micro audit.
+        """Scaled down with the run's evaluation below 256 prompts (eval.n_prompts): a micro run gets a micro audit.
         `batch_size`: sequences per generation batch (eval.batch_size; the KV cache of a real model grows with it)."""
         f = min(1.0, n_prompts / 256)
 
