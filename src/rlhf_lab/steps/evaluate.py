@@ -93,9 +93,11 @@ def point_records(ctx, folder) -> dict[str, list[dict]]:
 
     meta = folder / "final_eval.json"
     update = json.loads(meta.read_text(encoding="utf-8")).get("update") if meta.exists() else None
+    if update is None:
+        return {}
     evals = ctx.run / "checkpoints" / "evals"
-    paths = {"sft": evals / "step_00000.jsonl", "policy": evals / f"step_{update or 0:05d}.jsonl"}
-    if update is None or not all(p.exists() for p in paths.values()):
+    paths = {"sft": evals / "step_00000.jsonl", "policy": evals / f"step_{update:05d}.jsonl"}
+    if not all(p.exists() for p in paths.values()):
         return {}
     out = {name: read_jsonl(p) for name, p in paths.items()}
     if any(len(rows) != ctx.cfg.eval.n_prompts for rows in out.values()):
@@ -103,45 +105,51 @@ def point_records(ctx, folder) -> dict[str, list[dict]]:
     return out
 
 
-def run_evaluate(ctx) -> dict:
-    """SFT policy vs trained policy on the same held-out prompts, with the same sampling seed: the seed of the
-    evaluation points, whose records it reuses where policy optimisation wrote them (`point_records`)."""
-    from rlhf_lab.runfolder import write_json, write_jsonl
-    from rlhf_lab.steps.common import seed_everything
+def sample_records(ctx, folder) -> dict[str, list[dict]]:
+    """Both models' records sampled here, on the held-out prompts with the evaluation points' seed: for a policy
+    without evaluation points (best-of-n) or a run folder from before they were kept."""
+    from rlhf_lab.models.run_models import policy_kind
     from rlhf_lab.steps.policy.loop import eval_seed
-    from rlhf_lab.ui import info
 
-    seed_everything(ctx.cfg.seed + 9)
     ref = ctx.sft_lm().to(ctx.device).eval()
     rm = ctx.reward_model().to(ctx.device).eval()
-    from rlhf_lab.models.run_models import policy_kind
-
-    folder = ctx.run / "policy"
     # before policy optimisation has run, "policy" is the SFT policy itself
     policy = ctx.trained_policy(folder, sampler=ref, reward=rm).to(ctx.device).eval() if policy_kind(folder) else ref
     prompts = ctx.world.prompts("eval", ctx.cfg.eval.n_prompts, seed=ctx.cfg.seed)
-    seed = eval_seed(ctx.cfg.seed)
-    written = point_records(ctx, folder) if policy_kind(folder) else {}
     out = {}
     for name, model in (("sft", ref), ("policy", policy)):
-        generator = torch.Generator().manual_seed(seed)
-        if name in written:
-            records = written[name]
-        elif isinstance(model, BestOfN):
+        generator = torch.Generator().manual_seed(eval_seed(ctx.cfg.seed))
+        if isinstance(model, BestOfN):
             # best-of-n: SFT sampling plus a choice by the reward model, not a model of its own
             from rlhf_lab.steps.policy.best_of_n import evaluate_best_of_n
 
             n = model.n
-            _, records = evaluate_best_of_n(ctx, ref, rm, prompts, [n], generator=generator,
-                                            temperature=ctx.cfg.generation.temperature,
-                                            max_new_tokens=ctx.cfg.generation.max_new_tokens)[n]
+            _, out[name] = evaluate_best_of_n(ctx, ref, rm, prompts, [n], generator=generator,
+                                              temperature=ctx.cfg.generation.temperature,
+                                              max_new_tokens=ctx.cfg.generation.max_new_tokens)[n]
         else:
-            _, records = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts, generator=generator,
-                                         temperature=ctx.cfg.generation.temperature,
-                                         max_new_tokens=ctx.cfg.generation.max_new_tokens)
-        out[name] = summarize(records, prefix=name)
+            _, out[name] = evaluate_policy(ctx, model, ref=ref, rm=rm, prompts=prompts, generator=generator,
+                                           temperature=ctx.cfg.generation.temperature,
+                                           max_new_tokens=ctx.cfg.generation.max_new_tokens)
+    return out
+
+
+def run_evaluate(ctx) -> dict:
+    """SFT policy vs trained policy on the same held-out prompts, with the same sampling seed: the seed of the
+    evaluation points, whose records it reuses where policy optimisation wrote them (`point_records`) and
+    samples otherwise (`sample_records`)."""
+    from rlhf_lab.runfolder import write_json, write_jsonl
+    from rlhf_lab.steps.common import seed_everything
+    from rlhf_lab.ui import info
+
+    seed_everything(ctx.cfg.seed + 9)
+    folder = ctx.run / "policy"
+    records = point_records(ctx, folder) or sample_records(ctx, folder)
+    out = {}
+    for name in ("sft", "policy"):
+        out[name] = summarize(records[name], prefix=name)
         if ctx.is_main:
-            write_jsonl(ctx.run / "eval" / f"{name}_samples.jsonl", records)
+            write_jsonl(ctx.run / "eval" / f"{name}_samples.jsonl", records[name])
     if ctx.is_main:
         write_json(ctx.run / "eval" / "summary.json", out)
     ctx.run.log({"phase": "evaluate", **out["sft"], **out["policy"]})
