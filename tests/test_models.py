@@ -116,6 +116,33 @@ def test_static_cache_sampling_draws_what_the_loop_draws(arch):
 
 
 
+def test_rows_that_have_stopped_leave_the_decoding_batch_and_no_draw_changes():
+    """sample_loop drops rows that emitted EOS from its batch (and their cache); every remaining row's samples are
+    those of the full-batch static decoding from the same generator."""
+    from rlhf_lab.models.generation import sample_static
+
+    tok, model = world_tok_and_model()
+    model.eval()
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
+               ["user : what is 2 plus 2 ? assistant :", "user : hi", "user : tell me about x . assistant :"]]
+    batch = left_pad(prompts * 4, tok.pad_token_id)
+    kw = dict(max_new_tokens=20, temperature=1.0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+              copies=2)
+    kw["eos_token_id"] = int(sample_loop(model, batch, generator=torch.Generator().manual_seed(4), **kw)[0, 2])
+    rows_seen = []
+    hook = model.register_forward_pre_hook(lambda m, a, k: rows_seen.append(k["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    loop = sample_loop(model, batch, generator=torch.Generator().manual_seed(4), **kw)
+    hook.remove()
+    static = sample_static(model, batch, generator=torch.Generator().manual_seed(4), **kw)
+    assert torch.equal(loop, static)
+    lengths = (loop != tok.pad_token_id).sum(1)
+    assert lengths.min() < lengths.max()  # rows stopped at different steps
+    decoding = rows_seen[1:]  # after the prefill of the 12 prompts: 24 rows, fewer as rows stop
+    assert rows_seen[0] == 12 and decoding[0] == 24 and decoding == sorted(decoding, reverse=True)
+    assert decoding[-1] < 24
+
+
 def test_a_reserved_cache_draws_what_a_growing_cache_draws(monkeypatch):
     """The sampling loop's KV cache writes into buffers allocated once (no copy of the cache per token): from the
     same generator, the same samples as the concatenating cache, with k copies per prompt and rows that stop

@@ -344,6 +344,24 @@ def test_minibatches_reshuffle_every_epoch():
     assert orders[0] != orders[1]
 
 
+def test_a_minibatch_is_split_by_length_and_stays_the_same_minibatch():
+    """With the sequences' lengths, each minibatch holds the same sequences as without them (same shuffle), ordered
+    by length before the split into microbatches; with groups, siblings stay together, ordered by the longest."""
+    lengths = np.array([5, 40, 12, 3, 33, 8, 21, 17, 2, 30, 9, 26])
+    for group, over in ((1, []), (3, ["policy.algorithm=rloo", "policy.k=3", "policy.batch_size=12"])):
+        cfg = build_config(overrides=[*over, "policy.minibatches=2", "policy.microbatch_size=3"]).policy
+        plain = minibatch_slices(12, cfg, np.random.default_rng(5), group=group)
+        by_len = minibatch_slices(12, cfg, np.random.default_rng(5), group=group, lengths=lengths)
+        for a, b in zip(plain, by_len, strict=True):
+            assert sorted(np.concatenate(a).tolist()) == sorted(np.concatenate(b).tolist())
+            order = np.concatenate(b)
+            assert all(len(mc) <= 3 for mc in b)
+            longest = lengths[order].reshape(-1, group).max(1)
+            assert (np.diff(longest) >= 0).all()
+            assert (order.reshape(-1, group) // group == (order.reshape(-1, group) // group)[:, :1]).all()
+        assert [len(mc) for mb in plain for mc in mb] == [len(mc) for mb in by_len for mc in mb]
+
+
 def test_lr_annealing_hand_numbers():
     """policy.anneal_lr: lr · (1 − (update − 1) / updates), or constant."""
     cfg = build_config(overrides=["policy.lr=1e-3", "policy.anneal_lr=true"]).policy

@@ -256,6 +256,12 @@ def _batch_size(default: int):
                  "prompts × k completions for RLOO and GRPO.")
 
 
+def _microbatch_size(default: int):
+    return Field(default, ge=1, description="Sequences per forward/backward (gradient accumulation); changes "
+                 "the memory and the speed, not the result (up to rounding). PPO splits a minibatch into "
+                 "microbatches of similar lengths, so smaller ones pad less.")
+
+
 def _minibatches(default: int):
     return Field(default, ge=1, description="Minibatches per epoch, one optimiser step each (reshuffled every "
                  "epoch).")
@@ -264,8 +270,7 @@ def _minibatches(default: int):
 class _Trainer(Section):
     """What every algorithm that trains reads (PPO, RLOO, GRPO, DPO)."""
 
-    microbatch_size: int = Field(64, ge=1, description="Sequences per forward/backward (gradient accumulation); "
-                                 "never changes the result, only the memory.")
+    microbatch_size: int = _microbatch_size(64)
     lr: float = _lr(5e-4)
     anneal_lr: bool = _anneal_lr(True)
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping: largest global L2 norm of the gradient.")
@@ -336,6 +341,9 @@ class PPOConfig(_Online):
     batch_size: int = _batch_size(128)
     anneal_lr: bool = _anneal_lr(False)
     lr: float = _lr(1e-4)
+    # Each minibatch of 64 is split by length into 2 forwards: on a 2-core CPU the PPO epochs took 30 % less time
+    # than in one forward padded to the longest answer (benchmarks/README.md, "The default run").
+    microbatch_size: int = _microbatch_size(32)
     gamma: float = Field(1.0, ge=0, le=1, description="γ: discount.")
     lam: float = Field(0.95, ge=0, le=1, description="λ: GAE parameter (Schulman et al. 2016).")
     cliprange_value: float = Field(0.2, gt=0, description="Value-function clip around the old values.")

@@ -191,24 +191,38 @@ def sample_loop(
     positions = position_ids_from_mask(mask)
     out = torch.full((B, max_new_tokens), pad_token_id, dtype=torch.long, device=ids.device)
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    live = None  # (b,) the rows the cache still holds, once finished rows have been dropped; None: all B
     step_ids, step_pos = ids, positions
     for t in range(max_new_tokens):
         logits = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
-                       logits_to_keep=1, **{key: cache}).logits[:, -1, :].float()  # (B, V); (N, V) at t = 0
+                       logits_to_keep=1, **{key: cache}).logits[:, -1, :].float()  # (b, V); (N, V) at t = 0
         if t == 0 and copies > 1:  # the prompts' cache, mask and last logits → every copy
             rows = torch.arange(ids.shape[0], device=ids.device).repeat_interleave(copies)  # (B,)
             cache.batch_select_indices(rows)
             logits, mask, positions = logits[rows], mask[rows], positions[rows]
         if t == 0:
             next_pos = positions[:, -1] + 1  # (B,)
+        if live is not None:  # dropped rows draw from a placeholder (their draw becomes padding): see below
+            logits = logits.new_zeros((B, logits.shape[1])).index_copy_(0, live, logits)  # (B, V)
         tok = _draw(logits, finished, out, t, temperature=temperature, top_k=top_k, eos_token_id=eos_token_id,
                     pad_token_id=pad_token_id, generator=generator)
         if bool(finished.all()):
             return out[:, : t + 1]
-        step_ids = tok[:, None]
+        # Rows that have emitted EOS leave the batch once they are an eighth of it: a short answer then costs
+        # its own tokens, not the longest answer's, and copying the cache happens a few dozen times at most.
+        # Every row still draws each token (multinomial's random numbers are spent per row and word, whatever
+        # the row's probabilities), so the samples are those of the full batch: the same draws as
+        # `sample_static` and as before rows were dropped.
+        going = ~finished if live is None else ~finished[live]  # (b,)
+        if int(going.sum()) * 8 <= 7 * going.numel():
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            mask, next_pos = mask[keep], next_pos[keep]
+            live = keep if live is None else live[keep]
+        step_ids = (tok if live is None else tok[live])[:, None]
         step_pos = next_pos[:, None]
         next_pos = next_pos + 1
-        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)], dim=1)
     return out
 
 

@@ -73,15 +73,19 @@ def sequence_kl(policy, ref, prompt_ids: list[list[int]], response_ids: list[lis
     """The k1 estimate of KL(π ‖ π_ref) for each sampled (prompt, response), from both models' logprobs under
     logits / T. → (N,) nats per sequence."""
     device = next(policy.parameters()).device
-    out = []
-    for i in range(0, len(prompt_ids), batch_size):
-        q = left_pad(prompt_ids[i: i + batch_size], pad_id, device)  # (B, P)
-        resp = right_pad([r or [pad_id] for r in response_ids[i: i + batch_size]], pad_id).to(device)  # (B, R)
+    kl = np.zeros(len(prompt_ids))
+    # Batches of similar lengths (less padding; on held-out answers of 1 to 40 words, half the work); results
+    # are put back in order.
+    order = sorted(range(len(prompt_ids)), key=lambda i: (len(response_ids[i]), len(prompt_ids[i])))
+    for i in range(0, len(order), batch_size):
+        idx = order[i: i + batch_size]
+        q = left_pad([prompt_ids[j] for j in idx], pad_id, device)  # (B, P)
+        resp = right_pad([response_ids[j] or [pad_id] for j in idx], pad_id).to(device)  # (B, R)
         ids, mask, pos, rmask = join_query_response(q, resp, pad_id)
         P = q.input_ids.shape[1]
         lp = token_logprobs(response_logits(policy, ids, mask, pos, P), resp, temperature=temperature,
                             pad_token_id=pad_id)
         ref_lp = token_logprobs(response_logits(ref, ids, mask, pos, P), resp, temperature=temperature,
                                 pad_token_id=pad_id)
-        out.append(sequence_kl_from_logprobs(lp, ref_lp, rmask).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+        kl[idx] = sequence_kl_from_logprobs(lp, ref_lp, rmask).float().cpu().numpy()
+    return kl

@@ -115,9 +115,10 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, r
     query = ro.query
     old_logprobs = ro.logprobs if ro.logprobs is not None else torch.zeros_like(ro.ref_logprobs)
     stats: dict[str, list[float]] = {k: [] for k in METRICS}
+    lengths = (query.attention_mask.sum(1) + ro.mask.sum(1)).cpu().numpy()  # (B,) tokens of each sequence
     model.train()
     for _epoch in range(cfg.epochs):
-        for micros in minibatch_slices(ro.responses.shape[0], cfg, rng, group=k):
+        for micros in minibatch_slices(ro.responses.shape[0], cfg, rng, group=k, lengths=lengths):
             n_mb = sum(len(mc) for mc in micros)
             for micro in micros:
                 idx = torch.as_tensor(micro, device=ro.responses.device)

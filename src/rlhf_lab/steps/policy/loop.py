@@ -77,15 +77,23 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def minibatch_slices(n: int, cfg, rng: np.random.Generator, group: int = 1) -> list[list[np.ndarray]]:
+def minibatch_slices(n: int, cfg, rng: np.random.Generator, group: int = 1,
+                     lengths: np.ndarray | None = None) -> list[list[np.ndarray]]:
     """One epoch of a rollout of n sequences: shuffled minibatches (one optimiser step each), each split into
     microbatches of at most `microbatch_size` (one forward/backward each). With `group` > 1 the n sequences come
-    in groups of that many siblings (adjacent) and whole groups are shuffled, so that siblings share forwards."""
+    in groups of that many siblings (adjacent) and whole groups are shuffled, so that siblings share forwards.
+
+    With `lengths` (n,), the tokens of each sequence, a minibatch is ordered by length before it is split, so
+    that each forward pads to the longest of similar sequences: the minibatch, hence its gradient, is the same
+    (up to rounding), for less work — on the default run's answers (1 to 40 words) a third less."""
     order = (rng.permutation(n // group)[:, None] * group + np.arange(group)).reshape(-1)  # (n,)
     mb_size = max(1, math.ceil(n / cfg.minibatches))
     out = []
     for start in range(0, n, mb_size):
         mb = order[start: start + mb_size]
+        if lengths is not None and cfg.microbatch_size < len(mb):
+            longest = np.asarray(lengths)[mb].reshape(-1, group).max(1)  # (groups,): siblings stay together
+            mb = mb.reshape(-1, group)[np.argsort(longest, kind="stable")].reshape(-1)
         micro = max(1, min(cfg.microbatch_size, len(mb)))
         out.append([mb[i: i + micro] for i in range(0, len(mb), micro)])
     return out
@@ -148,6 +156,18 @@ def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> 
     lo = int(query_mask[idx].argmax(1).min())  # first real prompt token in any row
     r_len = max(1, int(mask[idx].sum(1).max()))  # longest response
     return slice(lo, P + r_len), P - lo, r_len
+
+
+def by_length(query_mask: torch.Tensor, mask: torch.Tensor, size: int) -> list[tuple[torch.Tensor, slice, int, int]]:
+    """The rows of a rollout in chunks of at most `size` rows of similar length (prompt + response tokens), each as
+    (rows, `trimmed` columns, prompt length, response length): for the forwards that need no gradient, which then
+    pad to the longest of similar sequences instead of the longest of all. query_mask (B, P), mask (B, R)."""
+    order = torch.argsort(query_mask.sum(1) + mask.sum(1), stable=True)  # (B,)
+    chunks = []
+    for start in range(0, len(order), size):
+        idx = order[start: start + size]
+        chunks.append((idx, *trimmed(query_mask, mask, idx)))
+    return chunks
 
 
 def score_completions(rm, ids: torch.Tensor, mask: torch.Tensor, responses: torch.Tensor, *, eos_token_id: int,

@@ -25,6 +25,7 @@ from rlhf_lab.steps.policy.kl import make_kl_controller
 from rlhf_lab.steps.policy.loop import (
     EvalPoints,
     annealed_lr,
+    by_length,
     checkpoint,
     eval_points,
     global_means,
@@ -77,19 +78,27 @@ def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[lis
                                  cuda_graph=ctx.cfg.model.cuda_graphs)  # (B, R)
         ids, mask, pos, rmask = join_query_response(query, responses, pad)
         # 2. log π_ref from logits / T, the distribution that was sampled
-        grouped = None
         if k > 1:
             rows, prompt_of, cols = distinct_prompts(torch.arange(len(prompt_ids), device=ctx.device), k,
                                                      query.attention_mask)
             grouped = (query.input_ids[rows, cols], query.attention_mask[rows, cols], prompt_of, responses, rmask)
             ref_logits = grouped_response_logits(ref, *grouped)  # (B, R, V)
-        else:
-            ref_logits = response_logits(ref, ids, mask, pos, query.input_ids.shape[1])  # (B, R, V)
-        ref_logprobs = token_logprobs(ref_logits, responses, temperature=T, pad_token_id=pad)  # (B, R)
-        # 3. score at the last real token; a completion that never stopped gets a fixed penalty
-        scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
-                                                missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty,
-                                                grouped=grouped)
+            ref_logprobs = token_logprobs(ref_logits, responses, temperature=T, pad_token_id=pad)  # (B, R)
+            # 3. score at the last real token; a completion that never stopped gets a fixed penalty
+            scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
+                                                    missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty,
+                                                    grouped=grouped)
+        else:  # 2. and 3. in chunks of similar length (padding is not computed)
+            B, dev = len(prompt_ids), responses.device
+            ref_logprobs = torch.zeros(responses.shape, device=dev)  # (B, R)
+            scores, contain_eos = torch.zeros(B, device=dev), torch.zeros(B, dtype=torch.bool, device=dev)
+            for idx, sl, p_len, r_len in by_length(query.attention_mask, rmask, ctx.cfg.policy.microbatch_size):
+                part = (ids[idx, sl], mask[idx, sl], pos[idx, sl])
+                ref_logprobs[idx, :r_len] = token_logprobs(response_logits(ref, *part, p_len), responses[idx, :r_len],
+                                                           temperature=T, pad_token_id=pad)
+                scores[idx], contain_eos[idx] = score_completions(
+                    rm, part[0], part[1], responses[idx, :r_len], eos_token_id=eos,
+                    missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty)
     policy.train(was_training)
     return Rollout(query, responses, rmask, scores.float(), contain_eos, ref_logprobs)
 

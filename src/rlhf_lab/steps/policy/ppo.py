@@ -24,7 +24,7 @@ from rlhf_lab.steps.losses import (
     ppo_value_loss,
     token_logprobs,
 )
-from rlhf_lab.steps.policy.loop import global_masked_moments, global_sum, minibatch_slices, trimmed
+from rlhf_lab.steps.policy.loop import by_length, global_masked_moments, global_sum, minibatch_slices, trimmed
 from rlhf_lab.steps.policy.online import Rollout, run_online
 from rlhf_lab.steps.policy.online import rollout as sample_rollout
 
@@ -35,11 +35,14 @@ def old_logprobs_and_values(ctx: Context, pv: PolicyAndValue, ro: Rollout) -> Ro
     logits / T (the distribution that was sampled), in the run's precision. → the rollout with both set."""
     pad, T = ctx.tokenizer.pad_token_id, ctx.cfg.generation.temperature
     ids, mask, pos, _ = join_query_response(ro.query, ro.responses, pad)
-    R = ro.responses.shape[1]
-    with ctx.accelerator.autocast():
-        logits, values = pv(ids, mask, pos, keep=R + 1)  # positions P−1 … T−1
-        ro.logprobs = token_logprobs(logits[:, :-1], ro.responses, temperature=T, pad_token_id=pad)  # (B, R)
-    ro.values = values[:, :-1].float() * ro.mask  # (B, R): V of the state before each token
+    ro.logprobs = torch.zeros(ro.responses.shape, device=ids.device)  # (B, R)
+    ro.values = torch.zeros(ro.responses.shape, device=ids.device)  # (B, R): V of the state before each token
+    with ctx.accelerator.autocast():  # in chunks of similar length: padding is not computed
+        for idx, sl, _p_len, r_len in by_length(ro.query.attention_mask, ro.mask, ctx.cfg.policy.microbatch_size):
+            logits, values = pv(ids[idx, sl], mask[idx, sl], pos[idx, sl], keep=r_len + 1)  # positions P−1 … T−1
+            ro.logprobs[idx, :r_len] = token_logprobs(logits[:, :-1], ro.responses[idx, :r_len], temperature=T,
+                                                      pad_token_id=pad)
+            ro.values[idx, :r_len] = values[:, :-1].float() * ro.mask[idx, :r_len]
     return ro
 
 
@@ -67,9 +70,10 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
     ids, mask, pos, _ = join_query_response(ro.query, ro.responses, pad)
     stats: dict[str, list[float]] = {k: [] for k in ("approxkl", "clipfrac", "pg_loss", "vf_loss", "vf_clipfrac",
                                                       "entropy", "ratio", "vf_error")}
+    lengths = (ro.query.attention_mask.sum(1) + ro.mask.sum(1)).cpu().numpy()  # (B,) tokens of each sequence
     pv.train()
     for _epoch in range(cfg.epochs):
-        for micros in minibatch_slices(ro.responses.shape[0], cfg, rng):
+        for micros in minibatch_slices(ro.responses.shape[0], cfg, rng, lengths=lengths):
             # Both losses are means over the minibatch's tokens on every process: each microbatch adds its share
             # of them, so any split into microbatches or processes gives the same gradient (DDP averages over
             # processes, hence the factor num_processes).
