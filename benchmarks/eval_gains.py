@@ -7,7 +7,8 @@ with other settings on a copy of a finished run's folder.
 One Markdown row per run: the best point (update, KL) and its gain with the audit's paired bootstrap 95 %
 interval (`audit.overoptimisation.gold_gain`), then the same at the last point; then per group of runs
 (NAME-seed-K by NAME, other folders by their parent) on how many the best point's interval is above 0 and the
-last point is below the best."""
+last point is below the best. With --families, also each run's mean gold per prompt family at the SFT policy
+and at the last point."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def gains(run: Path) -> dict | None:
             "last": last, "last_kl": kl[last], "last_gain": gold_gain(records, last), "gold_sft": gold[0]}
 
 
+def family_gold(records: list[dict], family: str) -> float:
+    return float(np.mean([r["gold"] for r in records if r["family"] == family]))
+
+
 def row(g: dict) -> str:
     def est(e):
         return f"{e['value']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]"
@@ -46,6 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--families", action="store_true", help="also gold per prompt family, SFT → last point")
     args = ap.parse_args()
     rows = [g for g in map(gains, args.runs) if g is not None]
     print("| run | gold SFT | best point (update, KL) | gain there [95 % CI] | last point (update, KL) "
@@ -61,6 +67,13 @@ def main() -> None:
         fell = sum(g["last_gain"]["value"] < g["best_gain"]["value"] for g in gs)
         print(f"\n{name}: best point's interval above 0 on {above} of {len(gs)}; last below best on {fell} of "
               f"{len(gs)}; mean gain at best {np.mean([g['best_gain']['value'] for g in gs]):+.3f}")
+    if args.families:
+        for g in rows:
+            records = eval_records(Path(g["run"]))
+            first, last = records[0], records[max(records)]
+            fams = sorted({r["family"] for r in first})
+            cells = [f"{f} {family_gold(first, f):+.2f} → {family_gold(last, f):+.2f}" for f in fams]
+            print(f"\n{g['run']} (gold per family, SFT → update {max(records)}): " + "; ".join(cells))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

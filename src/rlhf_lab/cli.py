@@ -14,8 +14,8 @@ from rlhf_lab.config import ConfigError, field_docs, load_config
 
 app = typer.Typer(
     help="RLHF end to end — SFT, sampling, labels, reward model, policy optimisation — and an audit of what "
-    "it does to a model.\n\nStart with `rlhf-lab run`: the whole pipeline on the built-in world in about three and a "
-    "half minutes on a 2-core CPU (217 s measured 2026-12-01; benchmarks/README.md).",
+    "it does to a model.\n\nStart with `rlhf-lab run`: the whole pipeline on the built-in world in about three "
+    "minutes on a 2-core CPU (158–176 s measured 2026-12-01; benchmarks/README.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
