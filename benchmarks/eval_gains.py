@@ -23,6 +23,10 @@ import numpy as np
 from rlhf_lab.audit.overoptimisation import eval_records, gold_gain
 
 
+def family_gold(records: list[dict], family: str) -> float:
+    return float(np.mean([r["gold"] for r in records if r["family"] == family]))
+
+
 def gains(run: Path) -> dict | None:
     records = eval_records(run)
     if 0 not in records or len(records) < 2:
@@ -31,12 +35,11 @@ def gains(run: Path) -> dict | None:
     gold = {u: float(np.mean([r["gold"] for r in records[u]])) for u in points}
     kl = {u: float(np.mean([r["kl"] for r in records[u]])) for u in points}
     best, last = max(points[1:], key=gold.__getitem__), points[-1]
+    families = {f: (family_gold(records[0], f), family_gold(records[last], f))
+                for f in sorted({r["family"] for r in records[0]})}
     return {"run": str(run), "best": best, "best_kl": kl[best], "best_gain": gold_gain(records, best),
-            "last": last, "last_kl": kl[last], "last_gain": gold_gain(records, last), "gold_sft": gold[0]}
-
-
-def family_gold(records: list[dict], family: str) -> float:
-    return float(np.mean([r["gold"] for r in records if r["family"] == family]))
+            "last": last, "last_kl": kl[last], "last_gain": gold_gain(records, last), "gold_sft": gold[0],
+            "families": families}
 
 
 def row(g: dict) -> str:
@@ -69,11 +72,8 @@ def main() -> None:
               f"{len(gs)}; mean gain at best {np.mean([g['best_gain']['value'] for g in gs]):+.3f}")
     if args.families:
         for g in rows:
-            records = eval_records(Path(g["run"]))
-            first, last = records[0], records[max(records)]
-            fams = sorted({r["family"] for r in first})
-            cells = [f"{f} {family_gold(first, f):+.2f} → {family_gold(last, f):+.2f}" for f in fams]
-            print(f"\n{g['run']} (gold per family, SFT → update {max(records)}): " + "; ".join(cells))
+            cells = [f"{f} {sft:+.2f} → {end:+.2f}" for f, (sft, end) in g["families"].items()]
+            print(f"\n{g['run']} (gold per family, SFT → update {g['last']}): " + "; ".join(cells))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

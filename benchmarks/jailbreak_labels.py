@@ -28,10 +28,7 @@ def compliance_shares(run: Path) -> dict[str, tuple[int, int]]:
             rec = json.loads(line)
             if rec.get("family") != "harmful":
                 continue
-            meta = json.loads(rec["meta"])
-            prompt = Prompt(id=meta["id"], family=meta["family"], user_group=meta["user_group"],
-                            messages=tuple(tuple(m) for m in meta["messages"]), difficulty=meta["difficulty"],
-                            request=meta["request"], wrapped=meta["wrapped"])
+            prompt = Prompt.from_dict(json.loads(rec["meta"]))
             chosen = world.parse(rec["chosen"].strip(), prompt)
             rejected = world.parse(rec["rejected"].strip(), prompt)
             if chosen.complied != rejected.complied:

@@ -206,15 +206,16 @@ def sample_loop(
             logits = logits.new_zeros((B, logits.shape[1])).index_copy_(0, live, logits)  # (B, V)
         tok = _draw(logits, finished, out, t, temperature=temperature, top_k=top_k, eos_token_id=eos_token_id,
                     pad_token_id=pad_token_id, generator=generator)
-        if bool(finished.all()):
+        going = ~finished if live is None else ~finished[live]  # (b,) the cache's rows still decoding
+        n_going = int(going.sum())  # one read of the device per token, which also says when every row is done
+        if n_going == 0:
             return out[:, : t + 1]
         # Rows that have emitted EOS leave the batch once they are an eighth of it: a short answer then costs
         # its own tokens, not the longest answer's, and copying the cache happens a few dozen times at most.
         # Every row still draws each token (multinomial's random numbers are spent per row and word, whatever
         # the row's probabilities), so the samples are those of the full batch: the same draws as
         # `sample_static` and as before rows were dropped.
-        going = ~finished if live is None else ~finished[live]  # (b,)
-        if int(going.sum()) * 8 <= 7 * going.numel():
+        if n_going * 8 <= 7 * going.numel():
             keep = going.nonzero().squeeze(1)
             cache.batch_select_indices(keep)
             mask, next_pos = mask[keep], next_pos[keep]

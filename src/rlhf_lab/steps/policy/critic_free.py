@@ -18,7 +18,7 @@ import torch
 
 from rlhf_lab.steps.common import Context
 from rlhf_lab.steps.losses import entropy_from_logits, kl_per_token, masked_mean, token_logprobs
-from rlhf_lab.steps.policy.loop import global_masked_moments, minibatch_slices
+from rlhf_lab.steps.policy.loop import global_masked_moments, minibatch_slices, sequence_lengths
 from rlhf_lab.steps.policy.online import Rollout
 from rlhf_lab.steps.policy.prefix import GroupedLM, distinct_prompts, grouped_response_logits
 
@@ -115,7 +115,7 @@ def policy_update(ctx: Context, algo: CriticFree, model: GroupedLM, optimizer, r
     query = ro.query
     old_logprobs = ro.logprobs if ro.logprobs is not None else torch.zeros_like(ro.ref_logprobs)
     stats: dict[str, list[float]] = {k: [] for k in METRICS}
-    lengths = (query.attention_mask.sum(1) + ro.mask.sum(1)).cpu().numpy()  # (B,) tokens of each sequence
+    lengths = sequence_lengths(query.attention_mask, ro.mask).cpu().numpy()  # (B,)
     model.train()
     for _epoch in range(cfg.epochs):
         for micros in minibatch_slices(ro.responses.shape[0], cfg, rng, group=k, lengths=lengths):

@@ -158,11 +158,17 @@ def trimmed(query_mask: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> 
     return slice(lo, P + r_len), P - lo, r_len
 
 
+def sequence_lengths(query_mask: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Prompt + response tokens of each sequence of a rollout, the length microbatches and chunks are sorted by.
+    query_mask (B, P), mask (B, R) → (B,)."""
+    return query_mask.sum(1) + mask.sum(1)
+
+
 def by_length(query_mask: torch.Tensor, mask: torch.Tensor, size: int) -> list[tuple[torch.Tensor, slice, int, int]]:
     """The rows of a rollout in chunks of at most `size` rows of similar length (prompt + response tokens), each as
     (rows, `trimmed` columns, prompt length, response length): for the forwards that need no gradient, which then
     pad to the longest of similar sequences instead of the longest of all. query_mask (B, P), mask (B, R)."""
-    order = torch.argsort(query_mask.sum(1) + mask.sum(1), stable=True)  # (B,)
+    order = torch.argsort(sequence_lengths(query_mask, mask), stable=True)  # (B,)
     chunks = []
     for start in range(0, len(order), size):
         idx = order[start: start + size]

@@ -24,7 +24,14 @@ from rlhf_lab.steps.losses import (
     ppo_value_loss,
     token_logprobs,
 )
-from rlhf_lab.steps.policy.loop import by_length, global_masked_moments, global_sum, minibatch_slices, trimmed
+from rlhf_lab.steps.policy.loop import (
+    by_length,
+    global_masked_moments,
+    global_sum,
+    minibatch_slices,
+    sequence_lengths,
+    trimmed,
+)
 from rlhf_lab.steps.policy.online import Rollout, run_online
 from rlhf_lab.steps.policy.online import rollout as sample_rollout
 
@@ -70,7 +77,7 @@ def ppo_update(ctx: Context, pv, optimizer, ro: Rollout, advantages: torch.Tenso
     ids, mask, pos, _ = join_query_response(ro.query, ro.responses, pad)
     stats: dict[str, list[float]] = {k: [] for k in ("approxkl", "clipfrac", "pg_loss", "vf_loss", "vf_clipfrac",
                                                       "entropy", "ratio", "vf_error")}
-    lengths = (ro.query.attention_mask.sum(1) + ro.mask.sum(1)).cpu().numpy()  # (B,) tokens of each sequence
+    lengths = sequence_lengths(ro.query.attention_mask, ro.mask).cpu().numpy()  # (B,)
     pv.train()
     for _epoch in range(cfg.epochs):
         for micros in minibatch_slices(ro.responses.shape[0], cfg, rng, lengths=lengths):
