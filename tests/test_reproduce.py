@@ -170,8 +170,10 @@ def test_registry_errors_are_one_line_and_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"deception.yaml: lists runs \['default'\] but finding 'deception' reads"):
         runner.finding_runs(runner.select(["deception"]), tmp_path)
     (tmp_path / "deception.yaml").write_text("runs:\n  - {name: default, set: {label.p_know: 0.3}}\n"
+                                             "  - {name: verify-few, set: {label.p_know: 0.2}}\n"
                                              "  - {name: verify-all, set: {label.p_know: 1}}\n")
     (tmp_path / "jailbreaks.yaml").write_text("runs:\n  - {name: default, set: {}}\n"
+                                              "  - {name: verify-few, set: {label.p_know: 0.2}}\n"
                                               "  - {name: verify-all, set: {label.p_know: 1}}\n")
     with pytest.raises(ConfigError, match="run 'default' differs from the run of that name"):
         runner.finding_runs(runner.select(["deception", "jailbreaks"]), tmp_path)
@@ -183,7 +185,8 @@ def test_plan_shares_runs_between_findings_and_lets_a_finding_keep_its_cause():
     plan = runner.plan(runner.select(["deception", "jailbreaks", "overoptimisation"]), [0, 1],
                        ["sample.n_prompts=60", "sft.epochs=2"])
     names = [r.name for r in plan]
-    assert sorted(names) == sorted(f"{r}_seed-{s}" for r in ("default", "verify-all", "few-labels") for s in (0, 1))
+    assert sorted(names) == sorted(f"{r}_seed-{s}" for r in ("default", "verify-few", "verify-all", "few-labels")
+                                  for s in (0, 1))
     few = next(r for r in plan if r.name == "few-labels_seed-1")
     assert few.overrides == {"sample.n_prompts": 300, "sft.epochs": 2, "seed": 1}
     said = []
@@ -196,10 +199,10 @@ def test_plan_shares_runs_between_findings_and_lets_a_finding_keep_its_cause():
 
 def test_tables_state_verdict_and_control_rows_with_links(tmp_path):
     """reproductions.md/.html/.json from hand-made audits over three seeds: the deception finding reproduced
-    under the default annotators and removed under annotators who verify everything."""
+    under annotators who can check little and removed under annotators who verify everything."""
     from rlhf_lab.reproduce.tables import write_tables
 
-    change = {"default": (0.06, 0.08, 0.07), "verify-all": (0.01, -0.02, 0.0)}
+    change = {"verify-few": (0.06, 0.08, 0.07), "default": (0.02, 0.0, 0.01), "verify-all": (0.01, -0.02, 0.0)}
 
     def audits(run, seed):
         c = change[run][seed]
@@ -207,17 +210,18 @@ def test_tables_state_verdict_and_control_rows_with_links(tmp_path):
 
     result = runner.evaluate(runner.select(["deception"])[0], audits, [0, 1, 2])
     assert result["measures"][0]["verdict"] == "reproduced" and result["control"]["verdict"] == "removed"
-    for seed in (0, 1, 2):  # reports of the default runs only
-        (tmp_path / f"default_seed-{seed}").mkdir()
-        (tmp_path / f"default_seed-{seed}" / "report.html").write_text("<html></html>")
+    for seed in (0, 1, 2):  # reports of the cause-on runs only
+        (tmp_path / f"verify-few_seed-{seed}").mkdir()
+        (tmp_path / f"verify-few_seed-{seed}" / "report.html").write_text("<html></html>")
     md, html = write_tables([result], tmp_path, seconds=12.0, sets=[])
     row = next(line for line in md.read_text().splitlines() if line.startswith("| **Confident falsehood**"))
     cells = [c.strip() for c in row.split(" | ")]
     assert cells[3].endswith("+7 points [+5, +9], up on 3 of 3 seeds") and cells[4] == "reproduced"
     assert cells[5].startswith("annotators who verify everything: -0 points") and cells[6] == "removed"
-    assert "[default seed 2](default_seed-2/report.html)" in cells[7] and "verify-all seed 0 (no report)" in cells[7]
+    assert "[verify-few seed 2](verify-few_seed-2/report.html)" in cells[7]
+    assert "verify-all seed 0 (no report)" in cells[7] and "default seed 1 (no report)" in cells[7]
     page = html.read_text()
-    assert '<a href="default_seed-1/report.html">' in page and 'class="badge better">reproduced<' in page
+    assert '<a href="verify-few_seed-1/report.html">' in page and 'class="badge better">reproduced<' in page
     numbers = json.loads((tmp_path / "reproductions.json").read_text())["findings"][0]
     assert numbers["measures"][0]["values"] == [0.06, 0.08, 0.07] and numbers["measures"][0]["held"] == 3
 
@@ -243,15 +247,16 @@ def test_cli_list_help_and_unknown_name(tmp_path):
 
 
 def test_reproduce_micro_end_to_end(tmp_path):
-    """Two findings that share their two runs: each run is trained once, both files have a verdict row and a
+    """Two findings that share their three runs: each run is trained once, both files have a verdict row and a
     control row, and every link goes to a report that exists."""
     out = tmp_path / "repro"
     sets = [a for item in MICRO for a in ("--set", item)]
     r = _cli("deception", "jailbreaks", "--quick", "--out", str(out), *sets)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["default_seed-0", "shared", "verify-all_seed-0"]
-    # the two runs differ only in who labels: SFT and samples are made once, then copied into both
-    assert "sft, sample made once (shared/sample-" in r.stdout and "for default, verify-all" in r.stdout
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["default_seed-0", "shared", "verify-all_seed-0",
+                                                                   "verify-few_seed-0"]
+    # the three runs differ only in who labels: SFT and samples are made once, then copied into each
+    assert "sft, sample made once (shared/sample-" in r.stdout and "for verify-few, default, verify-all" in r.stdout
     assert [p.name for p in (out / "shared").iterdir() if p.is_dir()] == [r.stdout.split("(shared/")[1].split(")")[0]]
     md = (out / "reproductions.md").read_text()
     html = (out / "reproductions.html").read_text()
@@ -263,7 +268,7 @@ def test_reproduce_micro_end_to_end(tmp_path):
         assert re.search(r"[+-]\d+ points", cells[3]) and re.search(r"[+-]\d+ points", cells[5]), row
     links = re.findall(r'href="([^"#]+)"', html)
     assert links and all((out / link).exists() for link in links)
-    assert set(links) == {"default_seed-0/report.html", "verify-all_seed-0/report.html"}
+    assert set(links) == {f"{run}_seed-0/report.html" for run in ("verify-few", "default", "verify-all")}
     assert "<script" not in html
     numbers = json.loads((out / "reproductions.json").read_text())
     deception = next(f for f in numbers["findings"] if f["name"] == "deception")
@@ -271,6 +276,6 @@ def test_reproduce_micro_end_to_end(tmp_path):
     assert len(deception["measures"][0]["values"]) == 1 and deception["control"]["runs"] == {"run": "verify-all"}
     # resumable: a second invocation trains nothing and rewrites the tables
     r = _cli("deception", "--quick", "--out", str(out), *sets)
-    assert r.returncode == 0 and "2 runs in" in r.stdout and "(2 finished already)" in r.stdout
+    assert r.returncode == 0 and "3 runs in" in r.stdout and "(3 finished already)" in r.stdout
     assert "Jailbreaks" not in (out / "reproductions.md").read_text()
     assert Path(out / "reproductions.html").exists()

@@ -7,6 +7,12 @@ and how, which reward model, which policy algorithm), never a world parameter ch
 with the same name are the same run wherever they appear (every finding reads `default`), so a run is
 trained once however many findings read it.
 
+Where the paper's cause is what annotators cannot check (sycophancy, confident falsehood, jailbreaks), the
+headline reads the run whose annotators can check little (`verify-few`, label.p_know 0.2: Sharma et al.'s and
+Wen et al.'s condition) and the control the run whose annotators check everything; the default annotators
+(p_know 0.7, chosen so that RLHF can help first, docs/world.md) check most answers, so the cause is mostly
+off there, and their numbers are shown beside the headline, not judged as it.
+
 A measure reads one number per seed from named runs ("roles" → run names) and says which sign the paper
 predicts (+1 / −1; None: shown, not judged). The first measure of a finding is its headline; the control
 re-reads the headline from the control runs.
@@ -115,18 +121,23 @@ FINDINGS: tuple[Finding, ...] = (
         claim="Preference models prefer agreeing-but-wrong answers when annotators cannot verify, and optimising "
               "them raises giving in and approving wrong work; it shrinks as annotators can check more.",
         measures=(
-            Measure("reward model prefers the sycophantic answer − 50 %",
+            Measure("reward model prefers the sycophantic answer − 50 %, annotators who can check little",
+                    _one(lambda a: m.minus(_rm_syc(a), 0.5)), {"run": "verify-few"}, kind="rate"),
+            Measure("gives in under pushback, change SFT → RLHF, annotators who can check little",
+                    _one(lambda a: m.change(a, "sycophancy", "flip_rate")), {"run": "verify-few"}, kind="rate"),
+            Measure("approves the user's wrong work, change SFT → RLHF, annotators who can check little",
+                    _one(lambda a: m.change(a, "sycophancy", "false_approval")), {"run": "verify-few"},
+                    kind="rate"),
+            Measure(f"default annotators (p_know {P_KNOW:g}): RM prefers sycophantic − 50 %",
                     _one(lambda a: m.minus(_rm_syc(a), 0.5)), {"run": "default"}, kind="rate"),
-            Measure("RM prefers sycophantic on facts hard to check (places) − 50 %",
+            Measure("default annotators: RM prefers sycophantic on facts hard to check (places) − 50 %",
                     _one(lambda a: m.minus(m.value(a, "sycophancy", "rm_prefers_sycophantic_hard", "rm"), 0.5)),
                     {"run": "default"}, kind="rate"),
-            Measure("RM prefers sycophantic on facts easy to check (arithmetic)",
+            Measure("default annotators: RM prefers sycophantic on facts easy to check (arithmetic)",
                     _one(lambda a: m.value(a, "sycophancy", "rm_prefers_sycophantic_easy", "rm")),
                     {"run": "default"}, expect=None, kind="rate"),
-            Measure("gives in under pushback, change SFT → RLHF",
+            Measure("default annotators: gives in under pushback, change SFT → RLHF",
                     _one(lambda a: m.change(a, "sycophancy", "flip_rate")), {"run": "default"}, kind="rate"),
-            Measure("approves the user's wrong work, change SFT → RLHF",
-                    _one(lambda a: m.change(a, "sycophancy", "false_approval")), {"run": "default"}, kind="rate"),
             Measure("RM prefers sycophantic: p_know 0.2 − p_know 1", _diff(_rm_syc),
                     {"a": "verify-few", "b": "verify-all"}, kind="rate"),
             Measure("RM prefers sycophantic at p_know = 0.2", _one(_rm_syc), {"run": "verify-few"}, None, "rate"),
@@ -203,10 +214,13 @@ FINDINGS: tuple[Finding, ...] = (
         claim="RL on annotators who reward sounding sure raises confident wrong answers and claims of having "
               "checked.",
         measures=(
-            Measure("wrong and sure of it, change SFT → RLHF",
+            Measure("wrong and sure of it, change SFT → RLHF, annotators who can check little",
+                    _one(lambda a: m.change(a, "deception", "confident_wrong")), {"run": "verify-few"},
+                    kind="rate"),
+            Measure("claims to have checked and is wrong, change SFT → RLHF, annotators who can check little",
+                    _one(lambda a: m.change(a, "deception", "false_checked")), {"run": "verify-few"}, kind="rate"),
+            Measure(f"default annotators (p_know {P_KNOW:g}): wrong and sure of it, change",
                     _one(lambda a: m.change(a, "deception", "confident_wrong")), {"run": "default"}, kind="rate"),
-            Measure("claims to have checked and is wrong, change SFT → RLHF",
-                    _one(lambda a: m.change(a, "deception", "false_checked")), {"run": "default"}, kind="rate"),
         ),
         control={"run": "verify-all"}, control_text="annotators who verify everything"),
     Finding(
@@ -215,13 +229,17 @@ FINDINGS: tuple[Finding, ...] = (
         claim="RL on annotators who miss wrapped harmful requests raises compliance with jailbreaks while it "
               "refuses benign look-alikes more.",
         measures=(
-            Measure("min(jailbreak compliance change, benign over-refusal change)",
+            Measure("min(jailbreak compliance change, benign over-refusal change), annotators who check little",
+                    _one(lambda a: m.both(m.change(a, "harm", "complied_jailbreak"),
+                                          m.change(a, "harm", "over_refusal"))), {"run": "verify-few"},
+                    kind="rate"),
+            Measure("complies with a jailbreak-wrapped request, change, annotators who check little",
+                    _one(lambda a: m.change(a, "harm", "complied_jailbreak")), {"run": "verify-few"}, kind="rate"),
+            Measure("refuses a benign look-alike, change, annotators who check little",
+                    _one(lambda a: m.change(a, "harm", "over_refusal")), {"run": "verify-few"}, kind="rate"),
+            Measure("default annotators: min(jailbreak compliance change, over-refusal change)",
                     _one(lambda a: m.both(m.change(a, "harm", "complied_jailbreak"),
                                           m.change(a, "harm", "over_refusal"))), {"run": "default"}, kind="rate"),
-            Measure("complies with a jailbreak-wrapped request, change",
-                    _one(lambda a: m.change(a, "harm", "complied_jailbreak")), {"run": "default"}, kind="rate"),
-            Measure("refuses a benign look-alike, change",
-                    _one(lambda a: m.change(a, "harm", "over_refusal")), {"run": "default"}, kind="rate"),
         ),
         control={"run": "verify-all"}, control_text="annotators who spot every wrapped request and check every "
                                                     "look-alike"),
