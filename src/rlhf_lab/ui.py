@@ -46,3 +46,8 @@ def progress(description: str, total: int | None) -> Iterator[Callable[..., None
             bar.update(task, advance=n, **({"status": status} if fields else {}))
 
         yield advance
+
+
+def counted(n, noun: str) -> str:
+    """'1 epoch', '3 epochs': a count and its noun, in the plural unless the count is one."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -5,6 +5,7 @@ this project asks that these be shown, because they are usually made opaquely.""
 from __future__ import annotations
 
 from rlhf_lab.config import LabelConfig
+from rlhf_lab.ui import counted
 from rlhf_lab.world.annotators import p_verify
 
 # Difficulty of an easy sum and of an obscure place's capital (world/knowledge.py).
@@ -41,8 +42,8 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
         ranked = sorted(styles.items(), key=lambda t: -t[1])
         mix = ", ".join(f"{k.replace('_', ' ')} {v / total:.0%}" for k, v in ranked)
         rows.append(("What SFT imitated", f"{sft.get('n_demos')} demonstrations in a mix of habits, "
-                     f"{sft.get('epochs')} epochs: {mix}. The reward model starts from this network, so it can only "
-                     "check the facts SFT learned (docs/world.md)"))
+                     f"{counted(sft.get('epochs'), 'epoch')}: {mix}. The reward model starts from this network, so it "
+                     "can only check the facts SFT learned (docs/world.md)"))
     if source == "simulated":
         n = label.get("n_annotators")
         rows.append(("Who labelled", f"{n} simulated annotators: {_pool(annotators, n)}"))

@@ -27,6 +27,7 @@ from rlhf_lab.audit import (
 from rlhf_lab.audit.choices import choices_html
 from rlhf_lab.audit.plots import pyplot, to_img
 from rlhf_lab.runfolder import RunFolder, StaleError, atomic_write_text
+from rlhf_lab.ui import counted
 
 MODULES = (overoptimisation, degeneration, sycophancy, diversity, flattening, deception, harm)
 HEADLINES = (
@@ -89,7 +90,7 @@ def trained_summary(run: RunFolder, cfg: dict, audit: dict | None) -> str:
     seconds = sum(v.get("seconds", 0) for v in done.values())
     model, sft, pol, sample = cfg.get("model", {}), cfg.get("sft", {}), cfg.get("policy", {}), cfg.get("sample", {})
     what = model.get("path") or f"the built-in world model ({model.get('layers')} layers × {model.get('hidden_size')})"
-    parts = [f"{what}: SFT on {sft.get('n_demos')} demonstrations ({sft.get('epochs')} epochs)"
+    parts = [f"{what}: SFT on {sft.get('n_demos')} demonstrations ({counted(sft.get('epochs'), 'epoch')})"
              if sft.get("enabled", True) else f"{what} (no SFT)"]
     if "label/labels" in metrics:
         parts.append(f"{sample.get('n_prompts')} prompts × {sample.get('k')} samples → "

@@ -37,7 +37,7 @@ def gguf_to_folder(path: str | Path, out: str | Path | None = None) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such GGUF file")
-    folder = Path(out) if out else cache_root() / "gguf" / f"{path.stem}-{_key(path)}"
+    folder = Path(out) if out else cache_root() / "gguf" / f"{path.stem}-{_key(path)}-v2"  # v2: no quantization_config
     if (folder / "config.json").exists() and (folder / "tokenizer_config.json").exists():
         return folder
     try:
@@ -50,6 +50,10 @@ def gguf_to_folder(path: str | Path, out: str | Path | None = None) -> Path:
     quantised = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
+    # The weights are dequantised: a config still naming GGUF quantisation makes transformers refuse to save any
+    # model loaded from this folder (an SFT policy, a reward model) as "quantized and not serializable".
+    if hasattr(plain.config, "quantization_config"):
+        del plain.config.quantization_config
     with atomic_dir(folder) as tmp:
         plain.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)

@@ -12,7 +12,7 @@ from rlhf_lab.models.tokenizer import encode_response
 from rlhf_lab.runfolder import atomic_dir
 from rlhf_lab.steps.common import Context, adamw, linear_schedule, pair_batches, seed_everything, shard
 from rlhf_lab.steps.losses import sft_loss
-from rlhf_lab.ui import info, progress
+from rlhf_lab.ui import counted, info, progress
 
 
 def build_examples(ctx: Context, prompts, responses, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -103,5 +103,5 @@ def run_sft(ctx: Context) -> dict:
             final = final.merge_and_unload()
         with atomic_dir(ctx.run / "sft") as tmp:
             save_lm(final, ctx.tokenizer, tmp)
-    info(f"SFT: {len(train)} demonstrations × {cfg.epochs} epochs, held-out loss {eval_loss:.3f}")
+    info(f"SFT: {len(train)} demonstrations × {counted(cfg.epochs, 'epoch')}, held-out loss {eval_loss:.3f}")
     return {"eval_loss": eval_loss, "steps": step, "examples": len(train)}
