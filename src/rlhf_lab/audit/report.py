@@ -89,7 +89,8 @@ def trained_summary(run: RunFolder, cfg: dict, audit: dict | None) -> str:
     done = run.state().get("done", {})
     seconds = sum(v.get("seconds", 0) for v in done.values())
     model, sft, pol, sample = cfg.get("model", {}), cfg.get("sft", {}), cfg.get("policy", {}), cfg.get("sample", {})
-    what = model.get("path") or f"the built-in world model ({model.get('layers')} layers × {model.get('hidden_size')})"
+    # a model's name as its user wrote it (not "Smollm2-…"); the built-in one's sentence starts with a capital
+    what = model.get("path") or f"The built-in world model ({model.get('layers')} layers × {model.get('hidden_size')})"
     parts = [f"{what}: SFT on {sft.get('n_demos')} demonstrations ({counted(sft.get('epochs'), 'epoch')})"
              if sft.get("enabled", True) else f"{what} (no SFT)"]
     if "label/labels" in metrics:
@@ -101,7 +102,7 @@ def trained_summary(run: RunFolder, cfg: dict, audit: dict | None) -> str:
     parts.append(f"{pol.get('algorithm', 'ppo').upper()} for {pol.get('updates')} updates of {pol.get('batch_size')} "
                  f"prompts at β = {pol.get('kl_coef')}")
     text = "; ".join(parts)
-    text = text[:1].upper() + text[1:] + f". The steps took {seconds:.0f} s"
+    text += f". The steps took {seconds:.0f} s"
     if audit:
         text += f", the audit {audit.get('seconds', 0):.0f} s"
         if audit.get("checkpoint") is not None:
