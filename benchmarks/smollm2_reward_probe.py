@@ -60,18 +60,23 @@ def expected_preference(world: World, population, row: dict) -> tuple[float, str
     return total / len(population), prompt.family
 
 
+def length_batches(seqs: list[list[int]], pad_id: int, size: int = 32):
+    """(indices, forward kwargs) for batches of neighbours in length, left padded, positions skipping the pad."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    for b in range(0, len(order), size):
+        idx = order[b: b + size]
+        batch = left_pad([seqs[i] for i in idx], pad_id)
+        yield idx, dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=position_ids_from_mask(batch.attention_mask))
+
+
 @torch.no_grad()
 def last_token_states(backbone, seqs: list[list[int]], pad_id: int) -> torch.Tensor:
     """(S, L+1, H): each sequence's hidden state at its last token after the embeddings and every layer (the
     last entry is what a ScalarHeadModel's head reads)."""
     out = None
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    for b in range(0, len(order), 32):
-        idx = order[b: b + 32]
-        batch = left_pad([seqs[i] for i in idx], pad_id)
-        hs = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                      position_ids=position_ids_from_mask(batch.attention_mask),
-                      output_hidden_states=True).hidden_states
+    for idx, inputs in length_batches(seqs, pad_id):
+        hs = backbone(**inputs, output_hidden_states=True).hidden_states
         last = torch.stack([h[:, -1] for h in hs], 1)  # (b, L+1, H)
         if out is None:
             out = torch.zeros(len(seqs), *last.shape[1:])
@@ -79,8 +84,10 @@ def last_token_states(backbone, seqs: list[list[int]], pad_id: int) -> torch.Ten
     return out
 
 
-def probe(train: np.ndarray, held: np.ndarray, c: float, *, train_subset: np.ndarray | None = None) -> float:
-    """Held-out accuracy of a logistic Bradley–Terry probe on feature differences (chosen − rejected)."""
+def probe_margins(train: np.ndarray, held: np.ndarray, c: float, *,
+                  train_subset: np.ndarray | None = None) -> np.ndarray:
+    """Held-out margins of a logistic Bradley–Terry probe on feature differences (chosen − rejected): > 0 means
+    it ranks the chosen response first."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -88,8 +95,17 @@ def probe(train: np.ndarray, held: np.ndarray, c: float, *, train_subset: np.nda
     x, y = np.vstack([a, -a]), np.r_[np.ones(len(a)), np.zeros(len(a))]
     scale = StandardScaler(with_mean=False).fit(x)
     model = LogisticRegression(C=c, max_iter=3000, fit_intercept=False).fit(scale.transform(x), y)
-    margin = model.decision_function(scale.transform(held))
-    return float(((margin > 0) + 0.5 * (margin == 0)).mean())  # a tie is half right, as the reward step counts it
+    return model.decision_function(scale.transform(held))
+
+
+def accuracy(margins: np.ndarray) -> np.ndarray:
+    """Per pair: 1 ranked right, ½ a tie (as the reward step counts it), 0 wrong."""
+    return (margins > 0) + 0.5 * (margins == 0)
+
+
+def probe(train: np.ndarray, held: np.ndarray, c: float, *, train_subset: np.ndarray | None = None) -> float:
+    """Held-out accuracy of `probe_margins`' probe."""
+    return float(accuracy(probe_margins(train, held, c, train_subset=train_subset)).mean())
 
 
 def fine_tune_top(rm: ScalarHeadModel, seqs, pairs_train, pairs_held, *, top: int, lr: float, epochs: int,
@@ -101,12 +117,8 @@ def fine_tune_top(rm: ScalarHeadModel, seqs, pairs_train, pairs_held, *, top: in
     cached: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
     with torch.no_grad():  # the bottom layers' output, before the final norm: what layer `bottom` reads
         bb.layers, bb.norm = layers[:bottom], torch.nn.Identity()
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        for b in range(0, len(order), 32):
-            idx = order[b: b + 32]
-            batch = left_pad([seqs[i] for i in idx], pad_id)
-            h = bb(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   position_ids=position_ids_from_mask(batch.attention_mask)).last_hidden_state
+        for idx, inputs in length_batches(seqs, pad_id):
+            h = bb(**inputs).last_hidden_state
             for k, i in enumerate(idx):
                 cached[i] = h[k, h.shape[1] - len(seqs[i]):].clone()
         bb.layers, bb.norm = layers, norm
@@ -231,14 +243,9 @@ def main() -> None:
                 for _ in range(5)]
         print(f"learning curve, final layer, C=0.003: {int(share * len(tr))} training pairs {np.mean(accs):.3f}"
               " (mean of 5 draws)")
-    print(f"learning curve, final layer, C=0.003: {len(tr)} training pairs {probe(tr, he, 0.003):.3f}")
+    right = accuracy(probe_margins(tr, he, 0.003))  # all training pairs; per family below
+    print(f"learning curve, final layer, C=0.003: {len(tr)} training pairs {right.mean():.3f}")
 
-    from sklearn.linear_model import LogisticRegression  # per family, the final-layer probe at C=0.003
-    from sklearn.preprocessing import StandardScaler
-    scale = StandardScaler(with_mean=False).fit(np.vstack([tr, -tr]))
-    model = LogisticRegression(C=0.003, max_iter=3000, fit_intercept=False).fit(
-        scale.transform(np.vstack([tr, -tr])), np.r_[np.ones(len(tr)), np.zeros(len(tr))])
-    right = model.decision_function(scale.transform(he)) > 0
     by = collections.defaultdict(list)
     for (_, fam), row, ok, ceil in zip(expected, held_rows, right, agree, strict=True):
         fact = json.loads(row["meta"]).get("fact") or {}
