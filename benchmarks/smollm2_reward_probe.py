@@ -7,14 +7,16 @@ for another folder), then measures, on the held-out pairs:
      preference (the best any reward model can do against these labels), per prompt family;
   2. a linear Bradley–Terry probe (logistic regression on feature differences, standardised, no intercept, one
      row per pair and its mirror) on the hidden state at the last token, at every --layers layer: what
-     `reward.train: head_on_frozen` can reach, over a grid of C;
+     `reward.train: head_on_frozen` can reach, over a grid of C (--pooling: the same probe on the hidden states
+     pooled over the response's tokens or the whole sequence instead, a head that reads more than one token);
   3. a learning curve of the final-layer probe over a quarter, half, three quarters and all training pairs;
   4. with --top-layers K: the top K decoder layers, the final norm and a head fine-tuned with the
      Bradley–Terry loss over activations of the bottom layers computed once (K = all layers: full fine-tuning).
 
-    python benchmarks/smollm2_reward_probe.py RUN [--preferences FILE] [--top-layers 6 --lr 1e-4 --epochs 3]
+    python benchmarks/smollm2_reward_probe.py RUN [--preferences FILE] [--pooling mean-response]
+                                                  [--top-layers 6 --lr 1e-4 --epochs 3]
 
-Features are cached in RUN/probe-features.pt by sequence, so a relabelled copy of the preferences
+Features are cached in RUN/probe-features[-POOLING].pt by sequence, so a relabelled copy of the preferences
 (--preferences) reuses them. Prints one line per measurement; nothing else is written.
 """
 
@@ -42,6 +44,7 @@ from rlhf_lab.world.annotators import build_population, p_verify, utility
 from rlhf_lab.world.prompts import Prompt
 
 C_GRID = (0.001, 0.003, 0.01, 0.03)
+POOLINGS = ("last", "mean-response", "max-response", "mean-sequence")
 
 
 def expected_preference(world: World, population, row: dict) -> tuple[float, str]:
@@ -71,16 +74,24 @@ def length_batches(seqs: list[list[int]], pad_id: int, size: int = 32):
 
 
 @torch.no_grad()
-def last_token_states(backbone, seqs: list[list[int]], pad_id: int) -> torch.Tensor:
-    """(S, L+1, H): each sequence's hidden state at its last token after the embeddings and every layer (the
-    last entry is what a ScalarHeadModel's head reads)."""
+def pooled_states(backbone, seqs: list[list[int]], prompt_lens: list[int], pad_id: int, *,
+                  pooling: str = "last") -> torch.Tensor:
+    """(S, L+1, H): each sequence's hidden states after the embeddings and every layer, read at its last token
+    ("last": what a ScalarHeadModel's head reads) or pooled over its response's tokens (mean or max) or over all
+    of its tokens (mean). Batches are left padded, so a sequence of n tokens is the last n positions."""
     out = None
     for idx, inputs in length_batches(seqs, pad_id):
-        hs = backbone(**inputs, output_hidden_states=True).hidden_states
-        last = torch.stack([h[:, -1] for h in hs], 1)  # (b, L+1, H)
+        hs = torch.stack(backbone(**inputs, output_hidden_states=True).hidden_states, 1)  # (b, L+1, T, H)
+        T = hs.shape[2]
+        rows = []
+        for j, i in enumerate(idx):
+            first = T - len(seqs[i]) if pooling == "mean-sequence" else T - len(seqs[i]) + prompt_lens[i]
+            span = hs[j, :, first:]  # (L+1, n, H)
+            rows.append(span[:, -1] if pooling == "last" else span.max(1).values if pooling == "max-response"
+                        else span.mean(1))
         if out is None:
-            out = torch.zeros(len(seqs), *last.shape[1:])
-        out[idx] = last
+            out = torch.zeros(len(seqs), *rows[0].shape)
+        out[idx] = torch.stack(rows)
     return out
 
 
@@ -187,6 +198,8 @@ def main() -> None:
     ap.add_argument("--preferences", type=Path, help="default RUN/preferences.parquet")
     ap.add_argument("--model", type=Path, help="the backbone to read (default RUN/sft)")
     ap.add_argument("--layers", default="0,3,6,9,12,15,18,21,24,27,30")
+    ap.add_argument("--pooling", choices=POOLINGS, default="last",
+                    help="which tokens' hidden states the probes read (default: the last token, as the head does)")
     ap.add_argument("--top-layers", type=int, default=0, help="also fine-tune the top K layers (0: skip)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epochs", type=int, default=3)
@@ -199,14 +212,16 @@ def main() -> None:
     lm, tok = load_lm(args.model or args.run / "sft")
     lm.eval()
 
-    seqs, where = [], {}
-    def index(ids: list[int]) -> int:
+    seqs, prompt_lens, where = [], [], {}
+    def index(prompt: list[int], response: list[int]) -> int:
+        ids = prompt + response
         if tuple(ids) not in where:
             where[tuple(ids)] = len(seqs)
             seqs.append(ids)
+            prompt_lens.append(len(prompt))
         return where[tuple(ids)]
-    pairs = np.array([[index(p + c), index(p + r)] for p, c, r in (preference_ids(tok, x) for x in
-                                                                     (*train_rows, *held_rows))])
+    pairs = np.array([[index(p, c), index(p, r)] for p, c, r in (preference_ids(tok, x) for x in
+                                                               (*train_rows, *held_rows))])
     p_train, p_held = pairs[: len(train_rows)], pairs[len(train_rows):]
     print(f"{len(rows)} preferences: {len(train_rows)} training, {len(held_rows)} held out; {len(seqs)} sequences")
 
@@ -217,12 +232,13 @@ def main() -> None:
     agree = np.array([e > 0.5 for e, _ in expected])
     print(f"labels' ceiling (label agrees with the sign of the expected preference): {agree.mean():.3f}")
 
-    cache = args.run / "probe-features.pt"
+    cache = args.run / ("probe-features.pt" if args.pooling == "last" else f"probe-features-{args.pooling}.pt")
     known = torch.load(cache, weights_only=True) if cache.exists() else {}
     missing = [i for i, s in enumerate(seqs) if " ".join(map(str, s)) not in known]
     if missing:
         t0 = time.time()
-        states = last_token_states(lm.model, [seqs[i] for i in missing], tok.pad_token_id)
+        states = pooled_states(lm.model, [seqs[i] for i in missing], [prompt_lens[i] for i in missing],
+                               tok.pad_token_id, pooling=args.pooling)
         known.update({" ".join(map(str, seqs[i])): states[k] for k, i in enumerate(missing)})
         torch.save(known, cache)
         print(f"features of {len(missing)} sequences: {time.time() - t0:.0f} s")
