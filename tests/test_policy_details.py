@@ -469,3 +469,98 @@ def test_evaluation_schedule_is_dense_from_the_start():
     assert sorted(eval_points(every, 25)) == [10, 20, 25]
     with pytest.raises(ConfigError, match=r"eval\.growth"):
         build_config(overrides=["eval.growth=1"])
+
+
+# --- policy.reward: gold --------------------------------------------------------------------------------------
+
+
+def _styled(ctx: Context, n: int = 6) -> tuple[list, list[str]]:
+    """Question prompts and one correct and one confidently wrong answer to each, in the world's words."""
+    import random
+
+    from rlhf_lab.world.styles import respond
+
+    prompts = ctx.world.prompts("train", n, seed=3, families=("question",))
+    rng = random.Random(0)
+    texts = [respond(p, style, ctx.world.knowledge, rng) for p in prompts for style in ("correct_plain",
+                                                                                           "confident_wrong")]
+    return [p for p in prompts for _ in range(2)], texts
+
+
+def test_gold_reward_is_the_worlds_gold_of_the_decoded_answer_scaled(tmp_path):
+    """GoldReward scores a response's tokens — cut at EOS, pad skipped — by World.gold for its prompt's user, then
+    gain·gold + bias; a right answer outscores a confidently wrong one."""
+    from rlhf_lab.models.tokenizer import encode_response
+    from rlhf_lab.steps.policy.gold import GoldReward
+
+    ctx = tiny_ctx(tmp_path)
+    tok = ctx.tokenizer
+    prompts, texts = _styled(ctx)
+    ids = [encode_response(tok, t) for t in texts]  # each ends with EOS
+    R = max(map(len, ids)) + 3
+    junk = tok.convert_tokens_to_ids(tok.tokenize("no"))[0]
+    responses = torch.tensor([r + [junk] + [tok.pad_token_id] * (R - len(r) - 1) for r in ids])  # after EOS: ignored
+    gold = np.array([ctx.world.gold(p, t) for p, t in zip(prompts, texts, strict=True)])
+    scores = GoldReward(ctx.world, tok, gain=2.0, bias=-0.5).score(prompts, responses)
+    assert scores.dtype == torch.float32 and scores.shape == (len(texts),)
+    assert np.allclose(scores.numpy(), 2.0 * gold - 0.5, atol=1e-5)
+    assert (gold[0::2] > gold[1::2]).all(), gold  # right above wrong: the test reads a real difference
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_gold_rollout_scores_with_the_world_and_never_runs_the_reward_model(tmp_path, k):
+    """policy.reward: gold — each completion scored by its own prompt's gold (k copies of a prompt adjacent), the
+    missing-EOS penalty as for a reward model, and the reward model not called at all."""
+    from rlhf_lab.steps.policy.gold import GoldReward
+    from rlhf_lab.steps.policy.online import rollout as online_rollout
+
+    ctx = tiny_ctx(tmp_path, max_new_tokens=5, missing_eos_penalty=1.5)
+    lm, ref, rm = tiny_models(ctx)
+    rm.forward = rm.score = rm.score_grouped = lambda *a, **kw: pytest.fail("the reward model was run")
+    prompts = [p for p in ctx.world.prompts("train", 6, seed=0) for _ in range(k)]
+    gold = GoldReward(ctx.world, ctx.tokenizer, gain=3.0, bias=1.0)
+    ro = online_rollout(ctx, lm, ref, rm, ctx.prompt_ids(prompts), generator=torch.Generator().manual_seed(0),
+                        k=k, gold=gold, prompts=prompts)
+    eos = ctx.tokenizer.eos_token_id
+    expect = [3.0 * ctx.world.gold(p, decode(ctx, r)) + 1.0 - (0 if eos in r else 1.5)
+              for p, r in zip(prompts, ro.responses.tolist(), strict=True)]
+    assert not ro.contain_eos.all()  # 5 tokens: some never stop, so the penalty is exercised
+    assert torch.allclose(ro.scores, torch.tensor(expect), atol=1e-5)
+
+
+def decode(ctx: Context, ids: list[int]) -> str:
+    from rlhf_lab.models.tokenizer import decode_response
+
+    return decode_response(ctx.tokenizer, ids)
+
+
+def test_policy_reward_gold_end_to_end(tmp_path):
+    """A micro run with policy.reward=gold: the scores it trained on (the sample table) are the normalised gold
+    of the logged answers to that update's prompts, not the reward model's; evaluation still reads the proxy; the
+    choices panel says what was optimised."""
+    import json
+
+    from rlhf_lab import load_config, run
+    from rlhf_lab.audit.choices import choices
+    from rlhf_lab.steps.policy.gold import GoldReward
+    from rlhf_lab.steps.policy.loop import rl_prompts
+    from rlhf_lab.ui import set_quiet
+    from tests.conftest import MICRO
+
+    set_quiet(True)
+    cfg = load_config(overrides=[*MICRO, "policy.updates=2", "policy.reward=gold"])
+    out = run(cfg, out=tmp_path / "gold", report=False).root
+    ctx = Context(cfg, RunFolder(out))
+    gold = GoldReward.fit(ctx)
+    table = [json.loads(x) for x in (out / "samples_table.jsonl").read_text().splitlines()]
+    rows = [r for r in table if r["step"] == 2]
+    prompts = rl_prompts(ctx, 2, cfg.policy.batch_size)[: len(rows)]
+    assert len(rows) == 8
+    for p, r in zip(prompts, rows, strict=True):
+        assert r["prompt"] == ctx.prompt_text(p)
+        g = gold.gain * ctx.world.gold(p, r["response"]) + gold.bias
+        assert min(abs(r["score"] - g), abs(r["score"] - g + cfg.policy.missing_eos_penalty)) < 1e-4, (r, g)
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/proxy_reward" in m for m in metrics) and any("eval/gold_utility" in m for m in metrics)
+    cfg_dict = __import__("yaml").safe_load((out / "config.yaml").read_text())
+    assert any(k == "What the policy optimised" and "gold" in v for k, v in choices(cfg_dict))

@@ -185,8 +185,8 @@ def test_plan_shares_runs_between_findings_and_lets_a_finding_keep_its_cause():
     plan = runner.plan(runner.select(["deception", "jailbreaks", "overoptimisation"]), [0, 1],
                        ["sample.n_prompts=60", "sft.epochs=2"])
     names = [r.name for r in plan]
-    assert sorted(names) == sorted(f"{r}_seed-{s}" for r in ("default", "verify-few", "verify-all", "few-labels")
-                                  for s in (0, 1))
+    assert sorted(names) == sorted(f"{r}_seed-{s}" for r in ("default", "verify-few", "verify-all", "few-labels",
+                                                            "gold-reward") for s in (0, 1))
     few = next(r for r in plan if r.name == "few-labels_seed-1")
     assert few.overrides == {"sample.n_prompts": 300, "sft.epochs": 2, "seed": 1}
     said = []

@@ -296,6 +296,12 @@ class _Online(_Trainer):
                              "sequence).")
     missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a completion "
                                        "that never emits the stop token.")
+    reward: Literal["model", "gold"] = Field(
+        "model", description="What scores the rollouts: the trained reward model (RLHF), or — a control only a "
+        "simulated world allows — the world's gold utility of each completion for the user who asked, scaled like "
+        "the reward model's scores (mean 0, std 1 on SFT samples), as Gao et al. 2022 also optimise their gold "
+        "reward model. With the proxy's error gone, what still turns gold down is the optimiser's, not Goodhart's. "
+        "Evaluation still reports the reward model's proxy (steps/policy/gold.py).")
     sample_table_every: int = Field(10, ge=1, description="Log a table of sample completions every N updates.")
     early_warning: Literal["off", "warn", "stop"] = Field(
         "warn", description="Early warning of reward hacking from signals a run has without gold (KL, proxy on "

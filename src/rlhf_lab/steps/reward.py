@@ -214,17 +214,26 @@ def train_head_on_frozen(ctx: Context, rm: ScalarHeadModel, train, held, *, seed
     return rm, ((c > r).float() + 0.5 * (c == r).float()).cpu().numpy()
 
 
-def norm_samples(ctx: Context) -> tuple[list[list[int]], list[list[int]]]:
-    """(prompt ids, response ids): SFT samples of held-out prompts, drawn once for every member's normalisation."""
+def norm_prompts(ctx: Context) -> list:
+    """The world's held-out prompts whose SFT samples fix the scale of a score (`norm_samples`)."""
+    return ctx.world.prompts("norm", ctx.cfg.reward.n_norm_samples, seed=ctx.cfg.seed)
+
+
+def norm_samples(ctx: Context, *, prompt_ids: list[list[int]] | None = None
+                 ) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt ids, response ids): SFT samples of held-out prompts, drawn once for every member's normalisation
+    (of `prompt_ids` when given: the world's `norm_prompts` even where the labels were imported)."""
     n = ctx.cfg.reward.n_norm_samples
     gen = seed_everything(ctx.cfg.seed + 7)
     policy = ctx.sft_lm().to(ctx.device)
     tok = ctx.tokenizer
-    if ctx.cfg.model.path and ctx.cfg.label.source == "import":
+    if prompt_ids is not None:
+        p_ids = prompt_ids
+    elif ctx.cfg.model.path and ctx.cfg.label.source == "import":
         rows = read_preferences(ctx.run / "preferences.parquet")
         p_ids = [preference_ids(tok, r)[0] for r in rows[:n]]
     else:
-        p_ids = ctx.prompt_ids(ctx.world.prompts("norm", n, seed=ctx.cfg.seed))
+        p_ids = ctx.prompt_ids(norm_prompts(ctx))
     resp = generate(policy, p_ids, max_new_tokens=ctx.cfg.generation.max_new_tokens,
                     temperature=ctx.cfg.generation.temperature,
                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, generator=gen,

@@ -184,6 +184,12 @@ def score_completions(rm, ids: torch.Tensor, mask: torch.Tensor, responses: torc
     (prompt_ids, prompt_mask, prompt_of, responses, response_mask) for `rm.score_grouped`, which computes each
     distinct prompt once."""
     scores = (rm.score_grouped(*grouped) if grouped is not None else rm.score(ids, mask)).float()  # (B,)
+    return eos_penalised(scores, responses, eos_token_id=eos_token_id, missing_eos_penalty=missing_eos_penalty)
+
+
+def eos_penalised(scores: torch.Tensor, responses: torch.Tensor, *, eos_token_id: int,
+                  missing_eos_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores (B,) minus a fixed penalty where the response (B, R) never emitted EOS → (scores, contain_eos)."""
     contain_eos = (responses == eos_token_id).any(1)
     return torch.where(contain_eos, scores, scores - missing_eos_penalty), contain_eos
 

@@ -21,12 +21,14 @@ from rlhf_lab.models.heads import ScalarHeadModel
 from rlhf_lab.models.logprobs import response_logits, sequence_kl_from_logprobs
 from rlhf_lab.steps.common import Context, adamw, join_query_response, seed_everything
 from rlhf_lab.steps.losses import kl_per_token, token_logprobs
+from rlhf_lab.steps.policy.gold import GoldReward
 from rlhf_lab.steps.policy.kl import make_kl_controller
 from rlhf_lab.steps.policy.loop import (
     EvalPoints,
     annealed_lr,
     by_length,
     checkpoint,
+    eos_penalised,
     eval_points,
     global_means,
     log_sample_table,
@@ -41,6 +43,7 @@ from rlhf_lab.steps.policy.loop import (
 from rlhf_lab.steps.policy.prefix import distinct_prompts, grouped_response_logits
 from rlhf_lab.steps.policy.warning import Watch
 from rlhf_lab.ui import progress
+from rlhf_lab.world import Prompt
 
 
 @dataclass
@@ -59,10 +62,13 @@ class Rollout:
 
 @torch.no_grad()
 def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[list[int]], *,
-            generator: torch.Generator, k: int = 1) -> Rollout:
+            generator: torch.Generator, k: int = 1, gold: GoldReward | None = None,
+            prompts: list[Prompt] | None = None) -> Rollout:
     """Sample one completion per entry of `prompt_ids` (k adjacent copies of each prompt) with the configured
     generation backend, then log π_ref and the reward model's scores, in the run's precision. With k > 1 the
-    copies of a prompt share its forward (prefix.py); with k = 1 each sequence is one plain forward."""
+    copies of a prompt share its forward (prefix.py); with k = 1 each sequence is one plain forward. With `gold`
+    (policy.reward: gold) the scores are the world's gold utility of each completion for `prompts` (the world's
+    record of each entry of `prompt_ids`), and the reward model is not run."""
     gen_cfg, tok = ctx.cfg.generation, ctx.tokenizer
     pad, eos, T = tok.pad_token_id, tok.eos_token_id, gen_cfg.temperature
     distinct = left_pad(prompt_ids[::k], pad, ctx.device)  # (N, P)
@@ -85,9 +91,10 @@ def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[lis
             ref_logits = grouped_response_logits(ref, *grouped)  # (B, R, V)
             ref_logprobs = token_logprobs(ref_logits, responses, temperature=T, pad_token_id=pad)  # (B, R)
             # 3. score at the last real token; a completion that never stopped gets a fixed penalty
-            scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
-                                                    missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty,
-                                                    grouped=grouped)
+            if gold is None:
+                scores, contain_eos = score_completions(rm, ids, mask, responses, eos_token_id=eos,
+                                                        missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty,
+                                                        grouped=grouped)
         else:  # 2. and 3. in chunks of similar length (padding is not computed)
             B, dev = len(prompt_ids), responses.device
             ref_logprobs = torch.zeros(responses.shape, device=dev)  # (B, R)
@@ -96,9 +103,13 @@ def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[lis
                 part = (ids[idx, sl], mask[idx, sl], pos[idx, sl])
                 ref_logprobs[idx, :r_len] = token_logprobs(response_logits(ref, *part, p_len), responses[idx, :r_len],
                                                            temperature=T, pad_token_id=pad)
-                scores[idx], contain_eos[idx] = score_completions(
-                    rm, part[0], part[1], responses[idx, :r_len], eos_token_id=eos,
-                    missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty)
+                if gold is None:
+                    scores[idx], contain_eos[idx] = score_completions(
+                        rm, part[0], part[1], responses[idx, :r_len], eos_token_id=eos,
+                        missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty)
+        if gold is not None:  # 3. the truth instead of the reward model, with the same penalty
+            scores, contain_eos = eos_penalised(gold.score(prompts, responses), responses, eos_token_id=eos,
+                                                missing_eos_penalty=ctx.cfg.policy.missing_eos_penalty)
     policy.train(was_training)
     return Rollout(query, responses, rmask, scores.float(), contain_eos, ref_logprobs)
 
@@ -130,6 +141,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
     """Policy optimisation by `algo`, resumable from its last checkpoint in `run/policy_ckpt`."""
     cfg, acc, run, ns = ctx.cfg.policy, ctx.accelerator, ctx.run, algo.name
     k = completions_per_prompt(cfg)
+    gold = GoldReward.fit(ctx) if cfg.reward == "gold" else None  # before the seeds below: it samples
     seed_everything(ctx.cfg.seed + 4)
     policy, ref, rm = policy_reference_reward(ctx)  # π (LoRA adapters if configured), π_ref and r: frozen
     model = algo.trained(ctx, policy)
@@ -154,7 +166,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
             # 1. this process's prompts of the update, k completions each; sampled, scored, log π_ref
             prompts = rl_prompts(ctx, update, cfg.batch_size // k)
             ro = rollout(ctx, policy, ref, rm, [ids for ids in ctx.prompt_ids(prompts) for _ in range(k)],
-                         generator=gen, k=k)
+                         generator=gen, k=k, gold=gold, prompts=[p for p in prompts for _ in range(k)])
             # 2. learning-rate annealing: linear to 0 over the updates
             set_lr(optimizer, annealed_lr(cfg, update, cfg.updates))
             # 3. the algorithm's advantages and optimiser steps
