@@ -471,7 +471,7 @@ def test_evaluation_schedule_is_dense_from_the_start():
         build_config(overrides=["eval.growth=1"])
 
 
-# --- policy.reward: gold --------------------------------------------------------------------------------------
+# --- policy.optimise: gold --------------------------------------------------------------------------------------
 
 
 def _styled(ctx: Context, n: int = 6) -> tuple[list, list[str]]:
@@ -509,7 +509,7 @@ def test_gold_reward_is_the_worlds_gold_of_the_decoded_answer_scaled(tmp_path):
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_a_gold_rollout_scores_with_the_world_and_never_runs_the_reward_model(tmp_path, k):
-    """policy.reward: gold — each completion scored by its own prompt's gold (k copies of a prompt adjacent), the
+    """policy.optimise: gold — each completion scored by its own prompt's gold (k copies of a prompt adjacent), the
     missing-EOS penalty as for a reward model, and the reward model not called at all."""
     from rlhf_lab.steps.policy.gold import GoldReward
     from rlhf_lab.steps.policy.online import rollout as online_rollout
@@ -521,7 +521,9 @@ def test_a_gold_rollout_scores_with_the_world_and_never_runs_the_reward_model(tm
     gold = GoldReward(ctx.world, ctx.tokenizer, gain=3.0, bias=1.0)
     ro = online_rollout(ctx, lm, ref, rm, ctx.prompt_ids(prompts), generator=torch.Generator().manual_seed(0),
                         k=k, gold=gold, prompts=prompts)
-    eos = ctx.tokenizer.eos_token_id
+    eos, pad = ctx.tokenizer.eos_token_id, ctx.tokenizer.pad_token_id
+    for row, p in zip(ro.query.input_ids.tolist(), prompts, strict=True):  # each answer is scored for its prompt
+        assert [t for t in row if t != pad] == ctx.prompt_ids([p])[0]
     expect = [3.0 * ctx.world.gold(p, decode(ctx, r)) + 1.0 - (0 if eos in r else 1.5)
               for p, r in zip(prompts, ro.responses.tolist(), strict=True)]
     assert not ro.contain_eos.all()  # 5 tokens: some never stop, so the penalty is exercised
@@ -534,27 +536,40 @@ def decode(ctx: Context, ids: list[int]) -> str:
     return decode_response(ctx.tokenizer, ids)
 
 
-def test_policy_reward_gold_end_to_end(tmp_path):
-    """A micro run with policy.reward=gold: the scores it trained on (the sample table) are the normalised gold
-    of the logged answers to that update's prompts, not the reward model's; evaluation still reads the proxy; the
-    choices panel says what was optimised."""
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+def test_policy_optimise_gold_end_to_end(tmp_path, algorithm):
+    """A micro run with policy.optimise=gold: the scores it trained on (the sample table) are the gold of the
+    logged answers to that update's prompts (k copies each for RLOO), scaled to mean 0 and std 1 on the norm
+    samples the reward model is scaled on; evaluation still reads the proxy; the detectors that read the training
+    scores are left out; the choices panel says what was optimised."""
     import json
+
+    import yaml
 
     from rlhf_lab import load_config, run
     from rlhf_lab.audit.choices import choices
     from rlhf_lab.steps.policy.gold import GoldReward
     from rlhf_lab.steps.policy.loop import rl_prompts
+    from rlhf_lab.steps.policy.warning import Watch
+    from rlhf_lab.steps.reward import norm_prompts, norm_samples
     from rlhf_lab.ui import set_quiet
     from tests.conftest import MICRO
 
     set_quiet(True)
-    cfg = load_config(overrides=[*MICRO, "policy.updates=2", "policy.reward=gold"])
+    extra = ["policy.algorithm=rloo", "policy.k=2"] if algorithm == "rloo" else []
+    cfg = load_config(overrides=[*MICRO, *extra, "policy.updates=2", "policy.optimise=gold"])
     out = run(cfg, out=tmp_path / "gold", report=False).root
     ctx = Context(cfg, RunFolder(out))
     gold = GoldReward.fit(ctx)
+    # the scale: the reward model's own norm samples (their prompt ids given or not: the same draws)
+    p_ids, resp = norm_samples(ctx)
+    assert (p_ids, resp) == norm_samples(ctx, prompt_ids=ctx.prompt_ids(norm_prompts(ctx)))
+    scaled = gold.gain * gold.raw(norm_prompts(ctx), resp) + gold.bias
+    assert abs(scaled.mean()) < 1e-6 and abs(scaled.std() - 1) < 1e-4
+    k = cfg.policy.k if algorithm == "rloo" else 1
     table = [json.loads(x) for x in (out / "samples_table.jsonl").read_text().splitlines()]
     rows = [r for r in table if r["step"] == 2]
-    prompts = rl_prompts(ctx, 2, cfg.policy.batch_size)[: len(rows)]
+    prompts = [p for p in rl_prompts(ctx, 2, cfg.policy.batch_size // k) for _ in range(k)][: len(rows)]
     assert len(rows) == 8
     for p, r in zip(prompts, rows, strict=True):
         assert r["prompt"] == ctx.prompt_text(p)
@@ -562,5 +577,6 @@ def test_policy_reward_gold_end_to_end(tmp_path):
         assert min(abs(r["score"] - g), abs(r["score"] - g + cfg.policy.missing_eos_penalty)) < 1e-4, (r, g)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/proxy_reward" in m for m in metrics) and any("eval/gold_utility" in m for m in metrics)
-    cfg_dict = __import__("yaml").safe_load((out / "config.yaml").read_text())
-    assert any(k == "What the policy optimised" and "gold" in v for k, v in choices(cfg_dict))
+    assert "proxy_gap" not in Watch(ctx).names and "kl_budget" in Watch(ctx).names
+    assert any(k == "What the policy optimised" and "gold" in v
+               for k, v in choices(yaml.safe_load((out / "config.yaml").read_text())))

@@ -296,12 +296,12 @@ class _Online(_Trainer):
                              "sequence).")
     missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a completion "
                                        "that never emits the stop token.")
-    reward: Literal["model", "gold"] = Field(
-        "model", description="What scores the rollouts: the trained reward model (RLHF), or — a control only a "
-        "simulated world allows — the world's gold utility of each completion for the user who asked, scaled like "
-        "the reward model's scores (mean 0, std 1 on SFT samples), as Gao et al. 2022 also optimise their gold "
-        "reward model. With the proxy's error gone, what still turns gold down is the optimiser's, not Goodhart's. "
-        "Evaluation still reports the reward model's proxy (steps/policy/gold.py).")
+    optimise: Literal["proxy", "gold"] = Field(
+        "proxy", description="What scores the rollouts: the trained reward model's proxy (RLHF), or — a control "
+        "only a simulated world allows — the world's gold utility of each completion for the user who asked, scaled "
+        "like the reward model's scores (mean 0, std 1 on SFT samples). With no proxy error left to exploit, what "
+        "still turns gold down is the optimiser's, not Goodhart's. Evaluation still reports the proxy; detectors "
+        "that read the training scores are left out (steps/policy/gold.py).")
     sample_table_every: int = Field(10, ge=1, description="Log a table of sample completions every N updates.")
     early_warning: Literal["off", "warn", "stop"] = Field(
         "warn", description="Early warning of reward hacking from signals a run has without gold (KL, proxy on "
@@ -466,6 +466,16 @@ class Config(Section):
             data = {**data, "policy": {"algorithm": "ppo", **data["policy"]}}
         return data
 
+    @model_validator(mode="after")
+    def _gold_needs_a_reader(self):
+        """policy.optimise=gold scores answers with the world's parser, which cannot read a real model's answers
+        in the templated language (the audit skips gold there for the same reason)."""
+        if getattr(self.policy, "optimise", "proxy") == "gold" and self.model.path and \
+                self.world.language == "templated":
+            raise ValueError("policy.optimise: gold needs answers the world can read; with model.path set use "
+                             "world.language english (or auto)")
+        return self
+
     def annotator_groups(self) -> list[GroupSpec]:
         return self.label.annotator_groups or self.world.user_groups
 
@@ -484,7 +494,7 @@ class Config(Section):
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a validator's own message
     where = ""
     if loc[:1] == ["policy"] and len(loc) > 1 and loc[1] in POLICY_CONFIGS:
         where = f" for policy.algorithm={loc.pop(1)}"  # the union's tag, not a key the user wrote

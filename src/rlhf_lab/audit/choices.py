@@ -86,9 +86,9 @@ def choices(cfg: dict, audit: dict | None = None) -> list[tuple[str, str]]:
     schedule = "" if "anneal_lr" not in pol else " annealed linearly to 0" if pol["anneal_lr"] else " constant"
     rows.append(("Algorithm", f"{pol.get('algorithm', 'ppo').upper()}: {pol.get('updates')} updates × "
                  f"{pol.get('batch_size')} prompts, learning rate {pol.get('lr')}{schedule}"))
-    if pol.get("reward") == "gold":
+    if pol.get("optimise") == "gold":
         rows.append(("What the policy optimised", "the world's gold utility itself, not the reward model "
-                     "(policy.reward: gold) — a control no real run has: the proxy's errors cannot be exploited, "
+                     "(policy.optimise: gold) — a control no real run has: the proxy's errors cannot be exploited, "
                      "so a fall in gold here is the optimiser's, not Goodhart's"))
     return rows
 

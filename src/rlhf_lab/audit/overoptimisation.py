@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 NAME = "overoptimisation"
 TITLE = "Over-optimisation (Goodhart)"
+GOLD_TRAINED = ("This run's policy was optimised for gold utility itself (policy.optimise: gold), a control: the "
+                "reward model's proxy is only read. A fall in gold here is the optimiser's, not Goodhart's law.")
 
 
 def bon_weights(N: int, ns: list[int]) -> np.ndarray:
@@ -268,9 +270,12 @@ def measure(ctx: AuditContext) -> dict:
         for c in curve:
             c["gold"] = None
     rl = _rl_section(curve, ctx.has_world, eval_records(ctx.run))
+    gold_trained = getattr(ctx.cfg.policy, "optimise", "proxy") == "gold"  # the control: no proxy to exploit
     return {"title": TITLE, "metrics": metrics, "rl": rl, "bon": _bon_section(ctx),
-            "best_of_n": _best_of_n_policy(ctx), "checkpoint": ctx.checkpoint, "notes": [] if ctx.has_world else
-            [f"Gold utility: {NO_WORLD}."]}
+            "best_of_n": _best_of_n_policy(ctx), "checkpoint": ctx.checkpoint,
+            "optimised": "gold" if gold_trained else "proxy",
+            "notes": ([] if ctx.has_world else [f"Gold utility: {NO_WORLD}."])
+            + ([GOLD_TRAINED] if gold_trained else [])}
 
 
 # -- the report ------------------------------------------------------------------------------------------
@@ -284,10 +289,14 @@ def plot(section: dict, plt):
     if not curve and not bcurve:
         return None
     has_gold = bool(curve and curve[0].get("gold") is not None) or bool(bcurve and "gold" in bcurve[0])
+    gold_trained = section.get("optimised") == "gold"
     keys = [("proxy", "proxy reward (reward-model units;\nSFT samples: mean 0, std 1)",
+             "Proxy reward: only read (gold was optimised)" if gold_trained else
              "Proxy reward: what the policy was optimised for")]
     if has_gold:
-        keys.append(("gold", "gold utility (true benefit\nto the asking user)", "Gold utility: what the user gets"))
+        keys.append(("gold", "gold utility (true benefit\nto the asking user)",
+                     "Gold utility: what the user gets (and what was optimised)" if gold_trained else
+                     "Gold utility: what the user gets"))
     fig, axes = plt.subplots(1, len(keys), figsize=(11 if len(keys) == 2 else 6.5, 3.8), squeeze=False)
     for ax, (key, ylabel, title) in zip(axes[0], keys, strict=True):
         if curve and curve[0].get(key) is not None:
@@ -360,11 +369,13 @@ def training_plot(section: dict, plt):
             ax.plot(steps, [c.get("members", {}).get(name) for c in curve], "-", lw=0.8, alpha=0.5,
                     label=f"member {name}")
         ax.legend(fontsize=7, frameon=False)
-    ax.set_title("Proxy reward (what was optimised)", fontsize=10)
+    ax.set_title("Proxy reward (only read)" if section.get("optimised") == "gold" else
+                 "Proxy reward (what was optimised)", fontsize=10)
     ax.set_ylabel("reward-model units")
     if has_gold:
         axes[1].plot(steps, [c["gold"] for c in curve], "s-", color="tab:orange", ms=4)
-        axes[1].set_title("Gold utility (true benefit)", fontsize=10)
+        axes[1].set_title("Gold utility (true benefit; optimised)" if section.get("optimised") == "gold" else
+                          "Gold utility (true benefit)", fontsize=10)
         axes[1].set_ylabel("utility")
     axes[-1].plot(steps, [c["kl"] for c in curve], "^-", color="tab:purple", ms=4)
     axes[-1].set_title("KL to the SFT policy", fontsize=10)
@@ -377,9 +388,13 @@ def training_plot(section: dict, plt):
 
 def reading(section: dict) -> str:
     m = section.get("metrics", {})
-    parts = [prose.change_sentence(m["proxy"], "The proxy reward (what the policy was optimised for)")]
+    gold_trained = section.get("optimised") == "gold"
+    parts = [prose.change_sentence(m["proxy"], "The proxy reward (only read: this run optimised gold itself)"
+                                   if gold_trained else "The proxy reward (what the policy was optimised for)")]
     if "gold" in m:
-        parts.append(prose.change_sentence(m["gold"], "Gold utility (the true benefit, which training never sees)"))
+        parts.append(prose.change_sentence(m["gold"], "Gold utility (the true benefit, which this control run "
+                                           "optimised directly)" if gold_trained else
+                                           "Gold utility (the true benefit, which training never sees)"))
     kl = m.get("kl", {}).get("policy", {})
     if kl.get("value") is not None:
         parts.append(f"The policy ended {kl['value']:.1f} nats of KL from the SFT policy "
@@ -403,7 +418,9 @@ def reading(section: dict) -> str:
             parts.append(f"Gold utility was highest {where} at {peak['gold']:+.2f} and ended at "
                          f"{last['gold']:+.2f}, while the proxy went "
                          f"{'up' if last['proxy'] > curve[0]['proxy'] else 'down'} to {last['proxy']:+.2f}"
-                         + (" — the proxy kept paying after the true benefit stopped: Goodhart's law."
+                         + (" — gold fell though gold was what was optimised: the optimiser's doing, not "
+                            "Goodhart's." if real_drop and gold_trained else
+                            " — the proxy kept paying after the true benefit stopped: Goodhart's law."
                             if real_drop and rising else " — but that fall is within the noise of two evaluation "
                             "points." if not real_drop else ".")
                          + noise)

@@ -13,7 +13,7 @@ Wen et al.'s condition) and the control the run whose annotators check everythin
 (p_know 0.7, chosen so that RLHF can help first, docs/world.md) check most answers, so the cause is mostly
 off there, and their numbers are shown beside the headline, not judged as it. Over-optimisation reads the
 run whose annotators verify everything (Gao et al.'s proxies learn from a gold reward model's labels: what
-is left is the proxy's estimation error), and its control optimises gold itself (policy.reward: gold).
+is left is the proxy's estimation error), and its control optimises gold itself (policy.optimise: gold).
 
 A measure reads one number per seed from named runs ("roles" → run names) and says which sign the paper
 predicts (+1 / −1; None: shown, not judged). The first measure of a finding is its headline; the control

@@ -20,6 +20,7 @@ from rlhf_lab.runfolder import atomic_dir, write_json, write_jsonl
 from rlhf_lab.steps.common import Context, adamw, linear_schedule, pair_batches, score, seed_everything, shard
 from rlhf_lab.steps.losses import bradley_terry_nll, probit_preference_nll
 from rlhf_lab.ui import info, progress
+from rlhf_lab.world import Prompt
 
 
 def split_rows(rows: list[dict], eval_share: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -214,7 +215,7 @@ def train_head_on_frozen(ctx: Context, rm: ScalarHeadModel, train, held, *, seed
     return rm, ((c > r).float() + 0.5 * (c == r).float()).cpu().numpy()
 
 
-def norm_prompts(ctx: Context) -> list:
+def norm_prompts(ctx: Context) -> list[Prompt]:
     """The world's held-out prompts whose SFT samples fix the scale of a score (`norm_samples`)."""
     return ctx.world.prompts("norm", ctx.cfg.reward.n_norm_samples, seed=ctx.cfg.seed)
 
@@ -244,7 +245,11 @@ def norm_samples(ctx: Context, *, prompt_ids: list[list[int]] | None = None
 def fit_normalisation(rm: ScalarHeadModel, samples: tuple[list[list[int]], list[list[int]]], *,
                       pad_id: int) -> tuple[float, float]:
     """gain, bias so that gain·raw + bias has mean 0 and std 1 on `samples` (`norm_samples`)."""
-    raw = score(rm, *samples, pad_id=pad_id, normalized=False)
+    return unit_scale(score(rm, *samples, pad_id=pad_id, normalized=False))
+
+
+def unit_scale(raw) -> tuple[float, float]:
+    """gain, bias that give `raw` (scores of the norm samples) mean 0 and std 1."""
     mean, std = float(raw.mean()), float(raw.std() + 1e-6)
     return 1.0 / std, -mean / std
 

@@ -1,13 +1,13 @@
-"""`policy.reward: gold` — the rollouts scored by the world's gold utility instead of the reward model.
+"""`policy.optimise: gold` — the rollouts scored by the world's gold utility instead of the reward model.
 
-A control only a simulated world allows. Gao et al. 2022 measure over-optimisation against a gold reward model
-and also optimise that gold model directly; here gold is the world's own utility of each completion for the user
-who asked (`World.gold`, the number every evaluation reports). With the proxy's error removed, whatever still
+A control only a simulated world allows: gold is the world's own utility of each completion for the user who
+asked (`World.gold`, the number every evaluation reports). With no proxy error left to exploit, whatever still
 turns gold down as KL grows is the optimiser's (a step size that degrades the policy, a β too small), not
-Goodhart's law. The reward model is still trained and still read: evaluation points report its proxy beside gold.
+Goodhart's law. The reward model is still trained and still read: evaluation points report its proxy beside
+gold. The early-warning detectors that read the training scores (`objective/scores`, then gold) are left out.
 
-Gold is scaled as the reward model's scores are (reward.py `fit_normalisation`): mean 0 and std 1 on the SFT
-policy's completions of the same "norm" prompts, so β weighs it as it weighs a reward model's score.
+Gold is scaled as the reward model's scores are (reward.py `unit_scale`): mean 0 and std 1 on the SFT policy's
+completions of the "norm" prompts, so β weighs it as it weighs a reward model's score.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from rlhf_lab.config import ConfigError
 from rlhf_lab.models.tokenizer import decode_response
 from rlhf_lab.steps.common import Context
+from rlhf_lab.ui import info
 from rlhf_lab.world import Prompt, World
+
+MIN_STD = 1e-3  # below this the SFT policy's gold does not vary: a scale 1/std would blow every score up
 
 
 class GoldReward:
@@ -40,10 +44,23 @@ class GoldReward:
 
     @classmethod
     def fit(cls, ctx: Context) -> GoldReward:
-        """Normalised on the SFT samples the reward model's scores are normalised on (reward.py `norm_samples`)."""
-        from rlhf_lab.steps.reward import norm_prompts, norm_samples
+        """Scaled on SFT samples of the norm prompts, drawn by the main process and shared with every other (the
+        samples' seed differs per process, and every process must score on one scale)."""
+        from rlhf_lab.steps.reward import norm_prompts, norm_samples, unit_scale  # reward imports the policy loop
 
-        prompts = norm_prompts(ctx)
-        raw = cls(ctx.world, ctx.tokenizer).raw(prompts, norm_samples(ctx, prompt_ids=ctx.prompt_ids(prompts))[1])
-        std = float(raw.std() + 1e-6)
-        return cls(ctx.world, ctx.tokenizer, gain=1.0 / std, bias=-float(raw.mean()) / std)
+        gain_bias = [None]
+        if ctx.is_main:
+            prompts = norm_prompts(ctx)
+            raw = cls(ctx.world, ctx.tokenizer).raw(prompts, norm_samples(ctx, prompt_ids=ctx.prompt_ids(prompts))[1])
+            if raw.std() < MIN_STD:
+                raise ConfigError(f"policy.optimise: gold — the SFT policy's gold utility does not vary on its "
+                                  f"{len(raw)} norm samples (all {raw.mean():+.2f}), so there is no scale to give "
+                                  "it; train the SFT policy first (sft.enabled) or raise reward.n_norm_samples")
+            gain_bias = [unit_scale(raw)]
+        if ctx.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            gain_bias = broadcast_object_list(gain_bias, from_process=0)
+        gain, bias = gain_bias[0]
+        info(f"Optimising gold utility (policy.optimise: gold), scaled {gain:.3f} · gold {bias:+.3f}")
+        return cls(ctx.world, ctx.tokenizer, gain=gain, bias=bias)

@@ -67,10 +67,12 @@ def rollout(ctx: Context, policy, ref, rm: ScalarHeadModel, prompt_ids: list[lis
     """Sample one completion per entry of `prompt_ids` (k adjacent copies of each prompt) with the configured
     generation backend, then log π_ref and the reward model's scores, in the run's precision. With k > 1 the
     copies of a prompt share its forward (prefix.py); with k = 1 each sequence is one plain forward. With `gold`
-    (policy.reward: gold) the scores are the world's gold utility of each completion for `prompts` (the world's
+    (policy.optimise: gold) the scores are the world's gold utility of each completion for `prompts` (the world's
     record of each entry of `prompt_ids`), and the reward model is not run."""
     gen_cfg, tok = ctx.cfg.generation, ctx.tokenizer
     pad, eos, T = tok.pad_token_id, tok.eos_token_id, gen_cfg.temperature
+    if gold is not None and (prompts is None or len(prompts) != len(prompt_ids)):
+        raise ValueError("a gold rollout needs the world's record of every prompt (prompts, one per prompt_ids entry)")
     distinct = left_pad(prompt_ids[::k], pad, ctx.device)  # (N, P)
     each = torch.arange(len(prompt_ids), device=ctx.device) // k  # (B,): the prompt of each completion
     query = Batch(distinct.input_ids[each], distinct.attention_mask[each])  # (B, P)
@@ -141,7 +143,7 @@ def run_online(ctx: Context, algo: OnlineAlgorithm) -> dict:
     """Policy optimisation by `algo`, resumable from its last checkpoint in `run/policy_ckpt`."""
     cfg, acc, run, ns = ctx.cfg.policy, ctx.accelerator, ctx.run, algo.name
     k = completions_per_prompt(cfg)
-    gold = GoldReward.fit(ctx) if cfg.reward == "gold" else None  # before the seeds below: it samples
+    gold = GoldReward.fit(ctx) if cfg.optimise == "gold" else None  # before the seeds below: it samples
     seed_everything(ctx.cfg.seed + 4)
     policy, ref, rm = policy_reference_reward(ctx)  # π (LoRA adapters if configured), π_ref and r: frozen
     model = algo.trained(ctx, policy)

@@ -27,6 +27,9 @@ class Watch:
         self.ctx = ctx
         self.mode = getattr(cfg, "early_warning", "off")
         self.names = getattr(cfg, "early_warning_detectors", None)
+        if getattr(cfg, "optimise", "proxy") == "gold":  # objective/scores is gold then, which no detector may read
+            self.names = [name for name, d in early_warning.DETECTORS.items()
+                          if "objective/scores" not in d.reads and (self.names is None or name in self.names)]
         self.thresholds = getattr(cfg, "early_warning_thresholds", {})
         # resumed from update `start`: metrics.jsonl holds this run's records up to it, which the detectors see
         # too; from the start, its policy records are a previous run's (replaced when this one commits)
