@@ -11,9 +11,8 @@ Where the paper's cause is what annotators cannot check (sycophancy, confident f
 headline reads the run whose annotators can check little (`verify-few`, label.p_know 0.2: Sharma et al.'s and
 Wen et al.'s condition) and the control the run whose annotators check everything; the default annotators
 (p_know 0.7, chosen so that RLHF can help first, docs/world.md) check most answers, so the cause is mostly
-off there, and their numbers are shown beside the headline, not judged as it. Over-optimisation reads the
-run whose annotators verify everything (Gao et al.'s proxies learn from a gold reward model's labels: what
-is left is the proxy's estimation error), and its control optimises gold itself (policy.optimise: gold).
+off there, and their numbers are shown beside the headline, not judged as it. Over-optimisation's control
+optimises gold itself (policy.optimise: gold) on the same labels: no proxy is left to over-optimise.
 
 A measure reads one number per seed from named runs ("roles" → run names) and says which sign the paper
 predicts (+1 / −1; None: shown, not judged). The first measure of a finding is its headline; the control
@@ -102,11 +101,11 @@ FINDINGS: tuple[Finding, ...] = (
               "RL and for best-of-n; gold fits d(α − β ln d) (RL) and d(α − β d) (best-of-n); the peak moves to "
               "larger KL when the reward model is trained on more labels.",
         measures=(
-            Measure("RL: rise then fall, min(gold at best point − SFT, best point − end), annotators who verify "
-                    "everything", _rl_rise_fall, {"run": "verify-all"}),
-            Measure("best-of-n: rise then fall, min(best n − n = 1, best n − largest n), annotators who verify "
-                    "everything", _one(lambda a: m.both(m.bon_rise(a), m.bon_fall(a))), {"run": "verify-all"}),
-            Measure("RL: rise then fall, the default annotators", _rl_rise_fall, {"run": "default"}),
+            Measure("RL: rise then fall, min(gold at best point − SFT, best point − end)", _rl_rise_fall,
+                    {"run": "default"}),
+            Measure("best-of-n: rise then fall, min(best n − n = 1, best n − largest n)",
+                    _one(lambda a: m.both(m.bon_rise(a), m.bon_fall(a))), {"run": "default"}),
+            Measure("RL: rise then fall, annotators who verify everything", _rl_rise_fall, {"run": "verify-all"}),
             Measure("peak d with all labels − with a quarter of them",
                     _diff(m.rl_peak_d), {"a": "default", "b": "few-labels"}),
             Measure("R² of d(α − β ln d) to RL gold", _one(lambda a: m.fit_r2(a, "rl")), {"run": "default"},
@@ -115,7 +114,7 @@ FINDINGS: tuple[Finding, ...] = (
                     expect=None),
         ),
         control={"run": "gold-reward"},
-        control_text="the same labels, PPO on the world's gold utility instead of the reward model (no proxy)"),
+        control_text="PPO on the world's gold utility instead of a reward model (no proxy)"),
     Finding(
         name="rlhf-helps", title="RLHF helps people",
         paper="Ouyang et al. 2022, InstructGPT (arXiv:2203.02155); Dubois et al. 2023, AlpacaFarm (arXiv:2305.14387)",
