@@ -114,3 +114,17 @@ def test_training_curve_keeps_reward_model_disagreement_and_plots_it():
     fig = training_plot({"rl": {"curve": curve}}, plt)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert any("disagreement" in lab for lab in labels) and "member 1" in labels
+
+
+def test_a_fitted_peak_far_past_the_data_is_not_stated_as_a_number():
+    """A nearly straight RL curve fits d(α − β ln d) with a tiny β, whose peak exp(α/β − 1) is astronomically far
+    (a gold-optimised run gave d* ≈ 7·10⁵ on data up to d = 1.2): the report says it lies beyond the data."""
+    from rlhf_lab.audit.overoptimisation import peak_text
+
+    curve = [{"d": d} for d in (0.0, 0.4, 0.8, 1.18)]
+    far = {"alpha": 0.283, "beta": 0.020}
+    assert fitted_peak("rl", far) > 1e5
+    assert peak_text("rl", far, curve) == "beyond the data (no turn within 2 × the largest d, 1.18)"
+    near = {"alpha": 0.5, "beta": 0.5}  # exp(0) = 1: inside the data
+    assert peak_text("rl", near, curve) == "d = 1.00 (KL 1.0)"
+    assert peak_text("rl", {"alpha": 0.5, "beta": -0.1}, curve) is None  # never turns down

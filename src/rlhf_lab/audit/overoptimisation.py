@@ -107,6 +107,19 @@ def fitted_peak(form: str, fit: dict) -> float | None:
     return float(math.exp(a / b - 1))
 
 
+def peak_text(form: str, fit: dict, curve: list[dict]) -> str | None:
+    """The fitted peak as the report states it: "d = 0.81 (KL 0.7)"; None when the fit never turns down; and, where
+    it turns down only far past the data (beyond twice the largest d measured), that instead of an extrapolated
+    number (a nearly straight curve puts the peak of d(α − β ln d) at astronomically large d)."""
+    d_star = fitted_peak(form, fit)
+    if d_star is None:
+        return None
+    d_max = max((c.get("d") or 0.0 for c in curve), default=0.0)
+    if d_max > 0 and d_star > 2 * d_max:
+        return f"beyond the data (no turn within 2 × the largest d, {d_max:.2f})"
+    return f"d = {d_star:.2f} (KL {d_star ** 2:.1f})"
+
+
 def training_curve(metrics: list[dict]) -> list[dict]:
     """The policy's evaluation points: step, proxy, gold, KL, d = √KL."""
     out = []
@@ -450,12 +463,12 @@ def reading(section: dict) -> str:
                     f"n = {lastb['n']}, but that change ({prose.interval(drop)}, paired over prompts) is within noise.")
         parts.append(head + tail)
     fits = []
-    for name, form, fit in (("RL", "rl", rl.get("fit", {}).get("gold")), ("best-of-n", "bon",
-                                                                            bon.get("fit", {}).get("gold"))):
+    for name, form, part in (("RL", "rl", rl), ("best-of-n", "bon", bon)):
+        fit = part.get("fit", {}).get("gold")
         if fit and fit.get("alpha") is not None:
-            d_star = fitted_peak(form, fit)
+            peak_at = peak_text(form, fit, part.get("curve", []))
             fits.append(f"{name} α = {fit['alpha']:.2f}, β = {fit['beta']:.2f} (R² {_r2(fit)}"
-                        + (f", fitted peak at d = {d_star:.2f}, KL {d_star ** 2:.1f})" if d_star else ")"))
+                        + (f", fitted peak {peak_at})" if peak_at else ")"))
     if fits:
         parts.append("Fitted gold gains (Gao et al. forms): " + "; ".join(fits) + ".")
     parts.extend(section.get("notes", []))

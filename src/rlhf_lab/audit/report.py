@@ -171,10 +171,10 @@ def _fits_table(section: dict) -> str:
         for target, fit in section.get(part, {}).get("fit", {}).items():
             if fit.get("alpha") is None:
                 continue
-            d_star = overoptimisation.fitted_peak(form, fit)
+            peak_at = overoptimisation.peak_text(form, fit, section.get(part, {}).get("curve", []))
             formula = "d(α − β ln d)" if form == "rl" else "d(α − βd)"
             cells = (name, target, formula, f"{fit['alpha']:.3f}", f"{fit['beta']:.3f}", prose.num(fit.get("r2")),
-                     fit.get("n"), "—" if d_star is None else f"{d_star:.2f} (KL {d_star ** 2:.1f})")
+                     fit.get("n"), "—" if peak_at is None else peak_at.removeprefix("d = "))
             rows.append("<tr>" + "".join(f"<td{' class=num' if i > 2 else ''}>{page.esc(c)}</td>"
                                          for i, c in enumerate(cells)) + "</tr>")
     if not rows:
