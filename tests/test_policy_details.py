@@ -511,6 +511,7 @@ def test_gold_reward_is_the_worlds_gold_of_the_decoded_answer_scaled(tmp_path):
 def test_a_gold_rollout_scores_with_the_world_and_never_runs_the_reward_model(tmp_path, k):
     """policy.optimise: gold — each completion scored by its own prompt's gold (k copies of a prompt adjacent), the
     missing-EOS penalty as for a reward model, and the reward model not called at all."""
+    from rlhf_lab.models.tokenizer import decode_response
     from rlhf_lab.steps.policy.gold import GoldReward
     from rlhf_lab.steps.policy.online import rollout as online_rollout
 
@@ -524,16 +525,10 @@ def test_a_gold_rollout_scores_with_the_world_and_never_runs_the_reward_model(tm
     eos, pad = ctx.tokenizer.eos_token_id, ctx.tokenizer.pad_token_id
     for row, p in zip(ro.query.input_ids.tolist(), prompts, strict=True):  # each answer is scored for its prompt
         assert [t for t in row if t != pad] == ctx.prompt_ids([p])[0]
-    expect = [3.0 * ctx.world.gold(p, decode(ctx, r)) + 1.0 - (0 if eos in r else 1.5)
+    expect = [3.0 * ctx.world.gold(p, decode_response(ctx.tokenizer, r)) + 1.0 - (0 if eos in r else 1.5)
               for p, r in zip(prompts, ro.responses.tolist(), strict=True)]
     assert not ro.contain_eos.all()  # 5 tokens: some never stop, so the penalty is exercised
     assert torch.allclose(ro.scores, torch.tensor(expect), atol=1e-5)
-
-
-def decode(ctx: Context, ids: list[int]) -> str:
-    from rlhf_lab.models.tokenizer import decode_response
-
-    return decode_response(ctx.tokenizer, ids)
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "rloo"])

@@ -382,13 +382,13 @@ def training_plot(section: dict, plt):
             ax.plot(steps, [c.get("members", {}).get(name) for c in curve], "-", lw=0.8, alpha=0.5,
                     label=f"member {name}")
         ax.legend(fontsize=7, frameon=False)
-    ax.set_title("Proxy reward (only read)" if section.get("optimised") == "gold" else
-                 "Proxy reward (what was optimised)", fontsize=10)
+    gold_trained = section.get("optimised") == "gold"
+    ax.set_title("Proxy reward (only read)" if gold_trained else "Proxy reward (what was optimised)", fontsize=10)
     ax.set_ylabel("reward-model units")
     if has_gold:
         axes[1].plot(steps, [c["gold"] for c in curve], "s-", color="tab:orange", ms=4)
-        axes[1].set_title("Gold utility (true benefit; optimised)" if section.get("optimised") == "gold" else
-                          "Gold utility (true benefit)", fontsize=10)
+        axes[1].set_title("Gold utility (true benefit; optimised)" if gold_trained else "Gold utility (true benefit)",
+                          fontsize=10)
         axes[1].set_ylabel("utility")
     axes[-1].plot(steps, [c["kl"] for c in curve], "^-", color="tab:purple", ms=4)
     axes[-1].set_title("KL to the SFT policy", fontsize=10)
